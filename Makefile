@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with Python 3.11: `make demo` and `make test`.
+# Both create .venv, install the pinned CPU torch and xlgap with the embedded model.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.xlgap-installed
+# torch is pinned: this version's CPU build lies on disk; an unpinned torch pulls GBs of CUDA.
+TORCH  := torch==2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[embedded,dev]' $(TORCH)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/xlgap demo
+
+test: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/backend.py
+	$(BIN)/python bench/representations.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,326 @@
+"""The ``xlgap`` command line. Each subcommand is a typed config (see :mod:`xlgap.config`)
+plus a function; errors that users can fix print one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlgap.config import (
+    RunConfig,
+    add_config_arguments,
+    build_config,
+    config_to_dict,
+    opt,
+    read_config_file,
+)
+from xlgap.errors import XlgapError
+
+# -- configs -------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleConfig(RunConfig):
+    samples: int = opt(20, "responses sampled per item and language (K)")
+    temperature: float = opt(1.0, "sampling temperature")
+    exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
+                      "instead of sampling (white-box backends)")
+    shots: int = opt(3, "few-shot examples in base-model prompts")
+    max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
+    diagnose: bool = opt(True, "run the diagnosis when sampling is done")
+    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
+
+
+@dataclass
+class DemoConfig(SampleConfig):
+    samples: int = opt(10, "responses sampled per item and language (K)")
+    represent: bool = opt(True, "add the representation section (ILO, similarity by layer)")
+
+
+@dataclass
+class DiagnoseConfig:
+    run_dir: str = opt("", "run directory (see docs/run-format.md)")
+    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
+    seed: int = opt(0, "random seed")
+    no_model_fit: bool = opt(False, "skip the model-based pi estimate (faster)")
+
+
+@dataclass
+class SimulateConfig:
+    pi: float = opt(0.9, "share of variance-type gaps")
+    tau: float = opt(1.5, "shrinkage of the source centre in the target")
+    eta: float = opt(2.0, "extra spread of target logits")
+    questions: int = opt(500, "questions")
+    samples: int = opt(20, "responses per question and language")
+    options: int = opt(4, "answer options per question")
+    targets: int = opt(1, "number of simulated target languages")
+    seed: int = opt(0, "random seed")
+    out: str = opt("", "output run directory")
+    diagnose: bool = opt(False, "diagnose the simulated run right away")
+
+
+# -- shared plumbing -----------------------------------------------------------------------
+
+
+def _progress(cfg: Any) -> bool:
+    return not getattr(cfg, "no_progress", False) and sys.stderr.isatty() or bool(
+        os.environ.get("XLGAP_PROGRESS"))
+
+
+def default_out(command: str) -> Path:
+    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_store(cfg: RunConfig):
+    from xlgap.models.embedded import cache_root
+    from xlgap.store import Store
+
+    return Store(Path(cfg.store) if cfg.store else cache_root() / "store")
+
+
+def open_backend(cfg: RunConfig):
+    """The backend ``--model`` names, behind the result store."""
+    from xlgap.models import load_backend
+    from xlgap.models.cached import CachedBackend
+
+    store = open_store(cfg)
+    options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
+                               "batch_size": cfg.batch_size}
+    if cfg.model.startswith("openai:"):
+        if not cfg.base_url:
+            raise XlgapError("--model openai:NAME needs --base-url URL "
+                             "(e.g. http://127.0.0.1:8000/v1)")
+        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store}
+    backend = load_backend(cfg.model, **options)
+    backend.name = cfg.model  # type: ignore[attr-defined]
+    cached = CachedBackend(backend, store)
+    cached.name = cfg.model  # type: ignore[attr-defined]
+    return cached
+
+
+def open_dataset(cfg: RunConfig):
+    """The data set, limited, with source and targets checked against its languages."""
+    from xlgap.data import load_dataset, validate_language
+    from xlgap.data.languages import check_known
+
+    dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
+                           on_missing=cfg.on_missing)
+    source = validate_language(cfg.source, "--source")
+    targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
+    check_known([source, *targets], dataset.languages, f"data set {dataset.name}")
+    cfg.source = source
+    dataset = dataset.subset(cfg.limit, [source, *[t for t in targets if t != source]])
+    return dataset, source, [t for t in targets if t != source]
+
+
+def _sampling_options(cfg: SampleConfig):
+    from xlgap.sampling import SamplingOptions
+
+    return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
+                           max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
+                           shots=cfg.shots, seed=cfg.seed)
+
+
+def _print_accuracy(run_dir: Path) -> None:
+    from xlgap.data.languages import language_name
+    from xlgap.sampling import accuracy_table
+
+    acc = accuracy_table(run_dir)
+    print("\nAccuracy per language")
+    for lang, value in sorted(acc.items(), key=lambda kv: -kv[1]):
+        bar = "#" * round(value * 30)
+        print(f"  {lang:<8} {language_name(lang):<22} {value:6.1%}  {bar}")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_sample(cfg: SampleConfig) -> int:
+    from xlgap.sampling import make_run
+
+    dataset, source, targets = open_dataset(cfg)
+    out = Path(cfg.out) if cfg.out else default_out("sample")
+    backend = open_backend(cfg)
+    print(f"[xlgap] {len(dataset)} items, {source} -> {', '.join(targets)}; run dir {out}",
+          file=sys.stderr)
+    make_run(backend, dataset, out, source=source, targets=targets,
+             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
+             progress=_progress(cfg))
+    _print_accuracy(out)
+    if cfg.diagnose:
+        _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=_progress(cfg))
+    return 0
+
+
+def _diagnose(run_dir: Path, n_boot: int, seed: int, *, fit_model: bool,
+              progress: bool) -> dict[str, Any]:
+    from xlgap.stats.diagnose import diagnose_dir, format_summary
+
+    diag = diagnose_dir(run_dir, n_boot=n_boot, seed=seed, fit_model=fit_model,
+                        progress=progress)
+    print()
+    print(format_summary(diag))
+    print(f"\n[xlgap] wrote {run_dir / 'diagnosis.json'} and plots in {run_dir / 'plots'}")
+    return diag
+
+
+def cmd_diagnose(cfg: DiagnoseConfig) -> int:
+    if not cfg.run_dir:
+        raise XlgapError("xlgap diagnose RUN_DIR: give the run directory")
+    _diagnose(Path(cfg.run_dir), cfg.n_boot, cfg.seed, fit_model=not cfg.no_model_fit,
+              progress=sys.stderr.isatty())
+    return 0
+
+
+def cmd_simulate(cfg: SimulateConfig) -> int:
+    from xlgap.stats.simulate import simulate_run
+
+    out = Path(cfg.out) if cfg.out else default_out("simulate")
+    targets = [f"t{i + 1}" for i in range(cfg.targets)]
+    simulate_run(out, pi=cfg.pi, tau=cfg.tau, eta=cfg.eta, questions=cfg.questions,
+                 samples=cfg.samples, options=cfg.options, seed=cfg.seed, targets=targets)
+    print(f"[xlgap] wrote a simulated run to {out} (truth in {out / 'truth.json'})")
+    if cfg.diagnose:
+        _diagnose(out, 1000, cfg.seed, fit_model=True, progress=sys.stderr.isatty())
+    return 0
+
+
+def cmd_demo(cfg: DemoConfig) -> int:
+    """The main job: sample every language of the built-in set, diagnose, look inside."""
+    started = time.time()
+    dataset, source, targets = open_dataset(cfg)
+    out = Path(cfg.out) if cfg.out else Path("runs") / "demo"
+    backend = open_backend(cfg)
+    print(f"[xlgap] demo: model {cfg.model}, {len(dataset)} items, {source} -> "
+          f"{', '.join(targets)}, K={cfg.samples}; results in {out}", file=sys.stderr)
+    from xlgap.sampling import make_run
+
+    make_run(backend, dataset, out, source=source, targets=targets,
+             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
+             progress=_progress(cfg))
+    _print_accuracy(out)
+    if cfg.diagnose:
+        _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=_progress(cfg))
+    if cfg.represent and backend.supports_white_box:
+        from xlgap.representations.report import representation_section
+
+        print(representation_section(backend, dataset, out / "representations",
+                                     progress=_progress(cfg)))
+    print(f"\n[xlgap] demo done in {time.time() - started:.0f} s; everything is in {out}")
+    return 0
+
+
+def cmd_data_show(path: str, on_missing: str) -> int:
+    from xlgap.data import describe, format_description, load_dataset
+
+    dataset = load_dataset(None if path in ("builtin", "demo") else path, on_missing=on_missing)
+    print(format_description(describe(dataset)))
+    return 0
+
+
+def cmd_convert(_: argparse.Namespace) -> int:
+    from xlgap.models.embedded import ensure_converted
+
+    print(ensure_converted())
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[type | None, Callable[..., int], str]] = {
+    "demo": (DemoConfig, cmd_demo, "the main job: sample, diagnose and look inside, on the "
+             "embedded model and the built-in set"),
+    "sample": (SampleConfig, cmd_sample, "sample (or score) answers in every language into a "
+               "run directory, then diagnose it"),
+    "diagnose": (DiagnoseConfig, cmd_diagnose, "bias or variance: metrics, ensembling curves "
+                 "and pi for a run directory"),
+    "simulate": (SimulateConfig, cmd_simulate, "write a run drawn from the bias/variance "
+                 "generative model"),
+}
+
+
+def _extra_commands() -> dict[str, tuple[type | None, Callable[..., int], str]]:
+    """Commands that live with their own module (registered there to keep cli.py small)."""
+    extra: dict[str, tuple[type | None, Callable[..., int], str]] = {}
+    for module in ("xlgap.interventions.cli", "xlgap.representations.cli"):
+        try:
+            mod = __import__(module, fromlist=["COMMANDS"])
+        except ImportError:
+            continue
+        extra.update(mod.COMMANDS)
+    return extra
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    parser = argparse.ArgumentParser(
+        prog="xlgap", description="Measure, explain and reduce the cross-lingual gap of "
+        "language models.")
+    from xlgap import __version__
+
+    parser.add_argument("--version", action="version", version=f"xlgap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = {**COMMANDS, **_extra_commands()}
+    for name, (cls, _, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "diagnose":
+            p.add_argument("run_dir", nargs="?", default=argparse.SUPPRESS)
+        if cls is not None:
+            add_config_arguments(p, cls)
+    data = sub.add_parser("data", help="inspect parallel data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    show = data_sub.add_parser("show", help="languages, item count and candidates per item")
+    show.add_argument("path", help="'builtin', a .jsonl file or a data directory")
+    show.add_argument("--on-missing", default="keep", choices=("fail", "skip", "keep"))
+    sub.add_parser("convert", help="convert the embedded model into the cache (done "
+                   "automatically on first use)")
+    return parser, commands
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    if args.command == "data":
+        if getattr(args, "data_command", None) != "show":
+            parser.parse_args(["data", "--help"])
+        return cmd_data_show(args.path, args.on_missing)
+    if args.command == "convert":
+        return cmd_convert(args)
+    cls, func, _ = commands[args.command]
+    file_values = read_config_file(args.config_file) if args.config_file else None
+    cfg = build_config(cls, args, file_values)
+    return func(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except XlgapError as exc:
+        print(f"xlgap: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("\nxlgap: interrupted; results so far are saved - rerun the same command to "
+              "resume", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def dump_json(obj: Any, path: Path) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Typed configs that are at once the command line and the config file.
+
+Every command that runs a model takes the same :class:`RunConfig` options, so users learn
+them once. A field's metadata gives its help text; ``--config FILE`` (TOML or JSON) sets
+defaults that flags on the command line override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from xlgap.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with its help text (and optional short flag via ``flag=``)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    """Options shared by every command that runs a model."""
+
+    model: str = opt("embedded", "model: 'embedded' (Gemma 3 270M, default), a Hugging Face "
+                     "id or local path, or openai:NAME")
+    data: str = opt("builtin", "parallel data: 'builtin', a .jsonl file, or a directory of "
+                    "{lang}.tsv (BMLAMA) or {lang}.txt (sentences)")
+    source: str = opt("en", "source language (BCP 47)")
+    targets: str = opt("", "comma-separated target languages (default: all others)")
+    limit: int | None = opt(None, "use only the first N items")
+    out: str = opt("", "output directory (default: runs/<command>-<time>)")
+    batch_size: int = opt(16, "prompts per model batch (lower it on out-of-memory)")
+    seed: int = opt(0, "random seed")
+    device: str = opt("auto", "cpu, cuda or auto")
+    dtype: str = opt("auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, "
+                     "float16")
+    on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
+                          choices=("fail", "skip", "keep"))
+    base_url: str = opt("", "base URL of an OpenAI-compatible server (with --model openai:NAME)")
+    api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
+    store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
+    no_progress: bool = opt(False, "hide progress bars")
+
+    def target_list(self, languages: list[str]) -> list[str]:
+        """The requested targets, or every language but the source."""
+        if self.targets:
+            return [t.strip() for t in self.targets.split(",") if t.strip()]
+        return [lang for lang in languages if lang != self.source]
+
+
+def _base_type(tp: Any) -> Any:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0]
+    return tp
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per field of dataclass ``cls`` (defaults left unset: see below)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group("options")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        tp = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = tp
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+        group.add_argument(flag, **kwargs)
+    parser.add_argument("--config", dest="config_file", default=None,
+                        help="TOML or JSON file with option values (flags override it)")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid {p.suffix or 'TOML'}: {exc}") from exc
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def build_config(cls: type[T], args: argparse.Namespace | None = None,
+                 file_values: dict[str, Any] | None = None) -> T:
+    """Defaults < config file < command line; unknown keys in a file are an error."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    if file_values:
+        unknown = sorted(set(file_values) - names)
+        if unknown:
+            raise ConfigError(f"unknown option(s) in config file: {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(names))}")
+        values.update(file_values)
+    if args is not None:
+        values.update({k: v for k, v in vars(args).items() if k in names})
+    return cls(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,434 @@
+"""Hugging Face causal LMs behind the xlgap backend interface.
+
+Batching is where peer tools most often go wrong, so every batched path here uses left
+padding, an attention mask and explicit position ids (``cumsum(mask) - 1``), and the
+tests check batched results against one-at-a-time results.
+
+Speed on small CPUs: a 262k-token output head dominates each decoding step, so
+
+* ``generate`` encodes each prompt once, then copies its KV cache to its ``n`` samples;
+  prompts are batched together (sorted by length) and rows that finished are dropped
+  from the batch at once (answers are short);
+* ``score`` encodes each prompt once, copies its cache to its continuations, and takes
+  the distribution of a continuation's first token from the prompt's last position
+  (shared by all continuations), so the head runs only where it must.
+
+Sampling draws from one random stream per prompt (seeded by the run seed and the
+prompt's tokens), so a prompt's samples do not depend on what else is in its batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xlgap.errors import ModelError
+from xlgap.models.base import POOLINGS, Backend
+from xlgap.models.layers import apply_logit_head
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # float32 on CPU: half precision is slow there and breaks the 1e-4 batching checks.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown --dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def weights_fingerprint(model: torch.nn.Module, name: str) -> str:
+    """Hash of the config and a sample of every parameter: cheap, and changes when weights do."""
+    digest = hashlib.sha256(name.encode())
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for pname, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        digest.update(pname.encode())
+        digest.update(flat[:256].float().cpu().numpy().tobytes())
+        digest.update(flat[-256:].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def out_of_memory_hint(batch_size: int) -> Iterator[None]:
+    """Turn an out-of-memory crash into advice to shrink the batch."""
+    try:
+        yield
+    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+        raise ModelError(f"out of memory with --batch-size {batch_size}; try "
+                         f"--batch-size {max(1, batch_size // 2)}") from exc
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
+            raise ModelError(f"out of memory with --batch-size {batch_size}; try "
+                             f"--batch-size {max(1, batch_size // 2)}") from exc
+        raise
+
+
+class HFBackend(Backend):
+    """Any ``AutoModelForCausalLM`` (a hub id, a local directory, or a model object)."""
+
+    kind = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16,
+                 is_chat: bool | None = None, fingerprint: str | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = max(1, int(batch_size))
+        self.device = next(model.parameters()).device
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        if is_chat is None:
+            # A chat template alone does not make a chat model (base Gemma ships one);
+            # instruction-tuned checkpoints say so in their name.
+            lowered = name.lower()
+            is_chat = bool(getattr(tokenizer, "chat_template", None)) and any(
+                tag in lowered for tag in ("-it", "instruct", "chat"))
+        self.is_chat = is_chat
+        self._fingerprint = fingerprint or weights_fingerprint(model, name)
+        eos = getattr(model.generation_config, "eos_token_id", None) if hasattr(
+            model, "generation_config") else None
+        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        if tokenizer.eos_token_id is not None:
+            eos_ids.append(tokenizer.eos_token_id)
+        self._eos = frozenset(int(e) for e in eos_ids)
+        # transformers renamed ``past_key_values`` to ``cache`` in 5.x.
+        params = inspect.signature(self.model.base_model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, device: str = "auto", dtype: str = "auto",
+                        batch_size: int = 16, is_chat: bool | None = None) -> HFBackend:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        local = Path(name_or_path).expanduser()
+        offline = bool(os.environ.get("HF_HUB_OFFLINE")) or local.exists()
+        try:
+            tok = AutoTokenizer.from_pretrained(str(local) if local.exists() else name_or_path,
+                                                local_files_only=offline)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(local) if local.exists() else name_or_path, dtype=torch_dtype,
+                local_files_only=offline)
+        except (OSError, ValueError) as exc:
+            tried = [f"local path {local} ({'exists' if local.exists() else 'does not exist'})"]
+            if not local.exists():
+                tried.append(f"Hugging Face id {name_or_path!r} "
+                             f"({'offline cache only' if offline else 'cache, then the hub'})")
+            raise ModelError(f"model {name_or_path!r} not found; tried {'; '.join(tried)}. "
+                             f"Use --model embedded, a local directory with config.json and "
+                             f"weights, or a hub id. ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from exc
+        model.to(dev)
+        return cls(model, tok, name=name_or_path, batch_size=batch_size, is_chat=is_chat)
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def supports_white_box(self) -> bool:
+        return True
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.get_text_config().num_hidden_layers) + 1
+
+    def chat_prompt(self, user_message: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_message}], tokenize=False,
+            add_generation_prompt=True)
+
+    # -- tokenisation helpers ----------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        # Chat-formatted prompts already hold the BOS token as text.
+        if self.is_chat and self.tokenizer.bos_token and text.startswith(self.tokenizer.bos_token):
+            add_special_tokens = False
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            if seq:
+                ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+                mask[row, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 past: Any = None) -> tuple[torch.Tensor, Any]:
+        """Final (post-norm) hidden states of every position, and the updated cache."""
+        from transformers import DynamicCache
+
+        cache = past if past is not None else DynamicCache(config=self.model.config)
+        out = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    **{self._cache_kw: cache}, use_cache=True)
+        return out.last_hidden_state, cache
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        head = self.model.get_output_embeddings()
+        logits = head(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits.float()
+
+    # -- generate ----------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0,
+                 max_new_tokens: int = 16, seed: int = 0,
+                 stop: Sequence[str] = ("\n",)) -> list[list[str]]:
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        # Rows in flight = prompts x n; keep about batch_size * 4 rows per step, since
+        # decoding rows are one token each.
+        per_batch = max(1, (self.batch_size * 4) // max(1, n))
+        results: list[list[str]] = [[] for _ in prompts]
+        for start in range(0, len(order), per_batch):
+            idx = order[start:start + per_batch]
+            with out_of_memory_hint(self.batch_size):
+                texts = self._sample([encoded[i] for i in idx], n, temperature,
+                                     max_new_tokens, seed, tuple(stop))
+            for i, t in zip(idx, texts, strict=True):
+                results[i] = t
+        return results
+
+    def _prompt_generator(self, ids: Sequence[int], seed: int) -> torch.Generator:
+        digest = hashlib.sha256(json.dumps([seed, list(ids)]).encode()).digest()
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        return gen
+
+    def _sample(self, prompts: list[list[int]], n: int, temperature: float, max_new: int,
+                seed: int, stop: tuple[str, ...]) -> list[list[str]]:
+        ids, mask, positions = self._left_pad(prompts)
+        hidden, cache = self._forward(ids, mask, positions)
+        logits = self._logits(hidden[:, -1])
+        # Copy each prompt's cache to its n samples.
+        rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
+        cache.batch_select_indices(rows)
+        logits, mask = logits[rows], mask[rows]
+        next_pos = positions[rows, -1] + 1
+        gens = [self._prompt_generator(p, seed) for p in prompts]
+        row_prompt = rows.tolist()  # prompt of each active row
+        row_id = list(range(len(row_prompt)))  # output slot of each active row
+        out_tokens: list[list[int]] = [[] for _ in row_prompt]
+        finished = [False] * len(row_prompt)
+        for step in range(max_new):
+            tokens = self._pick(logits, row_prompt, gens, n, temperature)
+            keep: list[int] = []
+            for r, tok in enumerate(tokens.tolist()):
+                slot = row_id[r]
+                if tok in self._eos:
+                    finished[slot] = True
+                    continue
+                out_tokens[slot].append(tok)
+                if stop and any(s in self.tokenizer.decode(out_tokens[slot][-4:]) for s in stop):
+                    finished[slot] = True
+                    continue
+                keep.append(r)
+            if not keep or step == max_new - 1:
+                break
+            if len(keep) < len(row_id):
+                sel = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(sel)
+                mask, next_pos, tokens = mask[sel], next_pos[sel], tokens[sel]
+                row_prompt = [row_prompt[r] for r in keep]
+                row_id = [row_id[r] for r in keep]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
+            logits = self._logits(hidden[:, -1])
+            next_pos = next_pos + 1
+        texts = [self._cut(self.tokenizer.decode(t, skip_special_tokens=True), stop)
+                 for t in out_tokens]
+        return [texts[p * n:(p + 1) * n] for p in range(len(prompts))]
+
+    def _pick(self, logits: torch.Tensor, row_prompt: list[int], gens: list[torch.Generator],
+              n: int, temperature: float) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        # One uniform per sample slot per step from the prompt's own stream: n draws per
+        # step while any of the prompt's rows is alive, whatever the batch holds.
+        uniforms = torch.empty(len(row_prompt), dtype=torch.float64)
+        active = sorted(set(row_prompt))
+        drawn = {p: torch.rand(n, generator=gens[p], dtype=torch.float64) for p in active}
+        taken: dict[int, int] = {}
+        for r, p in enumerate(row_prompt):
+            k = taken.get(p, 0)
+            uniforms[r] = drawn[p][k]
+            taken[p] = k + 1
+        probs = torch.softmax(logits.double() / temperature, dim=-1)
+        cdf = probs.cumsum(-1)
+        u = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
+        return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+    @staticmethod
+    def _cut(text: str, stop: tuple[str, ...]) -> str:
+        for s in stop:
+            pos = text.find(s)
+            if pos >= 0:
+                text = text[:pos]
+        return text
+
+    # -- score -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        enc = [(self.encode(p), [self.encode(c, add_special_tokens=False) for c in conts])
+               for p, conts in requests]
+        order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
+        results: list[list[float]] = [[] for _ in requests]
+        start = 0
+        while start < len(order):
+            # Group prompts until their continuations fill about batch_size * 2 rows.
+            idx, rows = [], 0
+            while start < len(order) and (not idx or rows + len(enc[order[start]][1])
+                                          <= self.batch_size * 2):
+                idx.append(order[start])
+                rows += len(enc[order[start]][1])
+                start += 1
+            with out_of_memory_hint(self.batch_size):
+                scored = self._score_group([enc[i] for i in idx])
+            for i, s in zip(idx, scored, strict=True):
+                results[i] = s
+        return results
+
+    def _score_group(self, group: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
+        prompts = [p for p, _ in group]
+        ids, mask, positions = self._left_pad(prompts)
+        hidden, cache = self._forward(ids, mask, positions)
+        first_logp = torch.log_softmax(self._logits(hidden[:, -1]), dim=-1)  # (P, V)
+        owner = [g for g, (_, conts) in enumerate(group) for _ in conts]
+        conts = [c for _, cs in group for c in cs]
+        scores = torch.zeros(len(conts), dtype=torch.float64)
+        for r, cont in enumerate(conts):
+            if cont:
+                scores[r] = float(first_logp[owner[r], cont[0]])
+        longest = max((len(c) for c in conts), default=0)
+        if longest > 1 and conts:
+            sel = torch.tensor(owner, device=self.device)
+            cache.batch_select_indices(sel)
+            width = longest - 1  # the last token is predicted, never fed
+            pad = self.tokenizer.pad_token_id
+            feed = torch.full((len(conts), width), pad, dtype=torch.long)
+            feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
+            for r, cont in enumerate(conts):
+                body = cont[:-1]
+                feed[r, :len(body)] = torch.tensor(body, dtype=torch.long)
+                feed_mask[r, :len(body)] = 1
+            feed, feed_mask = feed.to(self.device), feed_mask.to(self.device)
+            full_mask = torch.cat([mask[sel], feed_mask], dim=1)
+            feed_pos = positions[sel, -1:] + 1 + torch.arange(width, device=self.device)
+            hidden, _ = self._forward(feed, full_mask, feed_pos, cache)
+            # Only positions that predict a real token go through the head.
+            want = [(r, t) for r, cont in enumerate(conts) for t in range(len(cont) - 1)]
+            if want:
+                rr = torch.tensor([r for r, _ in want], device=self.device)
+                tt = torch.tensor([t for _, t in want], device=self.device)
+                logp = torch.log_softmax(self._logits(hidden[rr, tt]), dim=-1)
+                target = torch.tensor([conts[r][t + 1] for r, t in want], device=self.device)
+                token_lp = logp.gather(1, target[:, None]).squeeze(1).double().cpu()
+                scores.index_add_(0, rr.cpu(), token_lp)
+        out: list[list[float]] = [[] for _ in group]
+        for r, g in enumerate(owner):
+            out[g].append(float(scores[r]))
+        return out
+
+    # -- hidden states -----------------------------------------------------------------
+    @torch.inference_mode()
+    def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
+                      pooling: str = "mean") -> np.ndarray:
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        layer_idx = list(range(self.n_layers)) if layers is None else list(layers)
+        bad = [i for i in layer_idx if not -self.n_layers <= i < self.n_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range: this model has {self.n_layers} "
+                             "hidden-state layers (0 = embeddings)")
+        encoded = [self.encode(t) for t in texts]
+        has_bos = self.tokenizer.bos_token_id is not None and all(
+            e and e[0] == self.tokenizer.bos_token_id for e in encoded)
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        hidden_size = int(self.model.config.get_text_config().hidden_size)
+        out = np.zeros((len(texts), len(layer_idx), hidden_size), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids, mask, positions = self._left_pad([encoded[i] for i in idx])
+            with out_of_memory_hint(self.batch_size):
+                res = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                            position_ids=positions, output_hidden_states=True,
+                                            use_cache=False)
+            weights = mask.clone().float()
+            if pooling == "mean_no_bos" and has_bos:
+                first = mask.argmax(-1)  # left padding: first real token is the BOS
+                weights[torch.arange(len(idx)), first] = 0.0
+                weights[weights.sum(-1) == 0] = mask[weights.sum(-1) == 0].float()
+            for j, layer in enumerate(layer_idx):
+                h = res.hidden_states[layer].float()
+                if pooling == "last":
+                    pooled = h[:, -1]
+                else:
+                    pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
+                out[idx, j] = pooled.cpu().numpy()
+        return out
+
+    # -- logit lens --------------------------------------------------------------------
+    @torch.inference_mode()
+    def layer_logits(self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
+                     ) -> np.ndarray:
+        """Log-probabilities of given tokens at the last prompt position, at every layer.
+
+        Returns ``(len(prompts), n_layers, max_tokens)`` (NaN-padded): the logit lens
+        (final norm + unembedding applied to each layer's residual).
+        """
+        encoded = [self.encode(p) for p in prompts]
+        width = max((len(t) for t in token_ids), default=0)
+        out = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids, mask, positions = self._left_pad([encoded[i] for i in idx])
+            res = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                        position_ids=positions, output_hidden_states=True,
+                                        use_cache=False)
+            for layer in range(self.n_layers):
+                h = res.hidden_states[layer][:, -1]
+                # HF's last entry already has the final norm applied.
+                if layer == self.n_layers - 1:
+                    logits = self._logits(h)
+                else:
+                    logits = apply_logit_head(self.model, h).float()
+                logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    toks = list(token_ids[i])
+                    out[i, layer, :len(toks)] = logp[row, toks]
+        return out

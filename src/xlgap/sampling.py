@@ -1,0 +1,155 @@
+"""Make a run: answers of a model to every item in the source and target languages.
+
+Sample mode draws K responses per (item, language) and maps each to a candidate index;
+exact mode (white-box backends) takes the distribution over candidates from ``score``.
+Rows are appended to the run directory chunk by chunk, and every model call goes
+through the result store, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from xlgap.data.items import Item, ParallelDataset
+from xlgap.models.base import Backend
+from xlgap.prompting.answers import map_answer
+from xlgap.prompting.templates import PromptBuilder
+from xlgap.runs import RunWriter
+
+
+@dataclass
+class SamplingOptions:
+    samples: int = 20
+    temperature: float = 1.0
+    max_new_tokens: int = 16
+    exact: bool = False
+    shots: int = 3
+    seed: int = 0
+    chunk: int = 16  # (item, language) pairs per model call
+    embed_answers: bool = True
+
+
+def softmax(logps: Sequence[float]) -> list[float]:
+    arr = np.asarray(logps, dtype=np.float64)
+    arr = np.exp(arr - arr.max())
+    return (arr / arr.sum()).tolist()
+
+
+def gold_aliases(item: Item, lang: str) -> dict[int, list[str]]:
+    entry = item[lang]
+    if entry.gold is None:
+        return {}
+    return {entry.gold: [a for a in entry.answers if a]}
+
+
+def item_rows(items: Sequence[Item], languages: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for it in items:
+        present = [lang for lang in languages if it.has(lang)]
+        gold = next((it[lang].gold for lang in present if it[lang].gold is not None), None)
+        rows.append({"id": it.id, "n_options": it.n_candidates, "gold": gold,
+                     "candidates": {lang: list(it[lang].candidates) for lang in present}})
+    return rows
+
+
+def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
+             source: str, targets: Sequence[str], options: SamplingOptions,
+             meta: dict[str, Any] | None = None, progress: bool = True) -> Path:
+    """Write (or resume) a run directory; returns its path."""
+    if options.exact and not backend.supports_white_box:
+        from xlgap.errors import ConfigError
+
+        raise ConfigError(f"--exact needs a white-box backend; {backend.kind!r} cannot score. "
+                          "Drop --exact to sample answers instead.")
+    languages = [source, *[t for t in targets if t != source]]
+    run_meta = {"model": getattr(backend, "name", backend.fingerprint),
+                "fingerprint": backend.fingerprint, "source": source,
+                "languages": languages, "targets": [t for t in targets if t != source],
+                "mode": "exact" if options.exact else "sample",
+                "samples": options.samples, "data": dataset.source_path or dataset.name,
+                "strategy": "baseline", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
+                **(meta or {})}
+    writer = RunWriter(run_dir, run_meta)
+    writer.add_items(item_rows(dataset.items, languages))
+    done = writer.done_keys()
+    builder = PromptBuilder(backend, dataset.items, shots=options.shots)
+    pairs = [(it, lang) for it in dataset.items for lang in languages
+             if it.has(lang) and it[lang].candidates and (it.id, lang) not in done]
+    bar = tqdm(total=len(pairs), desc="exact scores" if options.exact else "sampling",
+               unit="q", disable=not progress)
+    for start in range(0, len(pairs), options.chunk):
+        chunk = pairs[start:start + options.chunk]
+        if options.exact:
+            prompts = [builder.scoring_prompt(it, lang) for it, lang in chunk]
+            scores = backend.score_batch([(p.prompt, list(p.continuations)) for p in prompts])
+            writer.add_distributions([{"item": it.id, "lang": lang, "probs": softmax(s),
+                                       "logprobs": s}
+                                      for (it, lang), s in zip(chunk, scores, strict=True)])
+        else:
+            prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
+            outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,
+                                    max_new_tokens=options.max_new_tokens, seed=options.seed)
+            rows = []
+            for (it, lang), texts in zip(chunk, outs, strict=True):
+                cands, aliases = it[lang].candidates, gold_aliases(it, lang)
+                rows.extend({"item": it.id, "lang": lang, "sample": k,
+                             "answer": map_answer(t, cands, aliases), "text": t}
+                            for k, t in enumerate(texts))
+            writer.add_samples(rows)
+        bar.update(len(chunk))
+    bar.close()
+    if options.embed_answers and backend.supports_white_box:
+        write_answer_embeddings(backend, dataset.items, source, Path(run_dir))
+    return Path(run_dir)
+
+
+def write_answer_embeddings(backend: Backend, items: Sequence[Item], lang: str,
+                            run_dir: Path) -> None:
+    """Embedding of each answer concept: the model's last-layer mean-pooled state of the
+    candidate as the source language writes it (any embedder may write this file)."""
+    path = run_dir / "answer_embeddings.npz"
+    if path.exists():
+        return
+    texts = [c for it in items if it.has(lang) for c in it[lang].candidates]
+    if not texts:
+        return
+    vecs = backend.hidden_states(texts, layers=[backend.n_layers - 1], pooling="mean")[:, 0]
+    arrays, pos = {}, 0
+    for it in items:
+        if it.has(lang):
+            m = len(it[lang].candidates)
+            arrays[it.id] = vecs[pos:pos + m].astype(np.float32)
+            pos += m
+    tmp = run_dir / "answer_embeddings.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def accuracy_table(run_dir: str | Path) -> dict[str, float]:
+    """Quick per-language accuracy straight from a run (for the demo's first table)."""
+    from xlgap.runs import load_run
+
+    run = load_run(run_dir)
+    out: dict[str, float] = {}
+    for lang in run.languages:
+        gold = run.gold
+        valid = gold >= 0
+        if run.mode == "exact":
+            probs = run.probs[lang]
+            hit = probs[np.arange(len(gold)), np.maximum(gold, 0)]
+        else:
+            counts = run.counts[lang]
+            total = counts.sum(1)
+            hit = counts[np.arange(len(gold)), np.maximum(gold, 0)] / np.maximum(total, 1)
+            valid &= total > 0
+        out[lang] = float(hit[valid].mean()) if valid.any() else math.nan
+    return out

@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny tokenizer and tiny random causal LMs built in-process (no download),
+and the embedded model, converted once per test session for the integration tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+_CORPUS = [
+    "The capital of France is Paris.", "La capitale de la France est Paris.",
+    "Die Hauptstadt von Frankreich ist Paris.", "Столица Франции — Париж.",
+    "フランスの首都はパリです。", "法国的首都是巴黎。", "عاصمة فرنسا هي باريس.",
+    "Q: What is the capital of Japan?\nA: Tokyo\n", "Berlin Madrid Rome Lisbon Vienna",
+    "one two three four five six seven eight nine ten",
+]
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(_CORPUS * 3, trainer)
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[
+        ("<bos>", bos)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>")
+
+
+def make_tiny_gemma(vocab_size: int, dtype: torch.dtype = torch.float32, seed: int = 0):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, sliding_window=6,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+        max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        initializer_range=0.3)
+    model = Gemma3ForCausalLM(config).to(dtype).eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_backend(tiny_tokenizer):
+    from xlgap.models.hf import HFBackend
+
+    model = make_tiny_gemma(len(tiny_tokenizer))
+    return HFBackend(model, tiny_tokenizer, name="tiny-gemma", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def embedded_backend():
+    """The real embedded model (Gemma 3 270M), converted once into the session's cache."""
+    from xlgap.models import load_backend
+
+    return load_backend("embedded", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,102 @@
+"""The HF backend on a tiny random Gemma 3: batching must not change any result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xlgap.models.hf import HFBackend
+
+PROMPTS = ["The capital of France is", "Q: What is the capital of Japan?\nA:",
+           "フランスの首都は", "one two", "Die Hauptstadt von Frankreich ist Paris. Berlin"]
+
+
+def one_at_a_time(backend: HFBackend) -> HFBackend:
+    return HFBackend(backend.model, backend.tokenizer, name=backend.name, batch_size=1,
+                     fingerprint=backend.fingerprint)
+
+
+def test_greedy_generation_batched_equals_single(tiny_backend):
+    single = one_at_a_time(tiny_backend)
+    batched = tiny_backend.generate(PROMPTS, n=1, temperature=0.0, max_new_tokens=8, stop=())
+    alone = [single.generate([p], n=1, temperature=0.0, max_new_tokens=8, stop=())[0]
+             for p in PROMPTS]
+    assert batched == alone
+    # and equal to transformers' own greedy decoding, token for token
+    tok = tiny_backend.tokenizer
+    for prompt, got in zip(PROMPTS, batched, strict=True):
+        ids = tok(prompt, return_tensors="pt")
+        ref = tiny_backend.model.generate(**ids, max_new_tokens=8, do_sample=False,
+                                          pad_token_id=tok.pad_token_id, eos_token_id=1)
+        text = tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert got[0] == text
+
+
+def test_scores_batched_equal_single_and_naive(tiny_backend):
+    requests = [("The capital of France is", [" Paris", " Berlin.", " Rome and more"]),
+                ("Столица Франции —", [" Париж", " Берлин"]),
+                ("one", [" two three four five", " six"])]
+    single = one_at_a_time(tiny_backend)
+    batched = tiny_backend.score_batch(requests)
+    for (prompt, conts), got in zip(requests, batched, strict=True):
+        alone = single.score(prompt, conts)
+        np.testing.assert_allclose(got, alone, atol=1e-4)
+        # naive reference: full forward over prompt + continuation, sum token log-probs
+        tok = tiny_backend.tokenizer
+        for cont, value in zip(conts, got, strict=True):
+            p_ids = tok(prompt)["input_ids"]
+            c_ids = tok(cont, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([p_ids + c_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(tiny_backend.model(ids).logits[0].float(), -1)
+            ref = sum(float(logp[len(p_ids) - 1 + t, c]) for t, c in enumerate(c_ids))
+            assert value == pytest.approx(ref, abs=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "mean_no_bos", "last"])
+def test_hidden_states_batched_equal_single(tiny_backend, pooling):
+    single = one_at_a_time(tiny_backend)
+    batched = tiny_backend.hidden_states(PROMPTS, pooling=pooling)
+    assert batched.shape == (len(PROMPTS), tiny_backend.n_layers, 64)
+    for i, text in enumerate(PROMPTS):
+        np.testing.assert_allclose(batched[i], single.hidden_states([text], pooling=pooling)[0],
+                                   atol=1e-4)
+    # naive reference for the mean over tokens of the last layer
+    ids = tiny_backend.tokenizer(PROMPTS[1], return_tensors="pt")
+    with torch.no_grad():
+        hs = tiny_backend.model.base_model(**ids, output_hidden_states=True).hidden_states
+    tokens = hs[1][0]
+    expected = {"mean": tokens.mean(0), "mean_no_bos": tokens[1:].mean(0), "last": tokens[-1]}
+    np.testing.assert_allclose(batched[1, 1], expected[pooling].numpy(), atol=1e-4)
+
+
+def test_sampling_reproducible_and_independent_of_batch(tiny_backend):
+    a = tiny_backend.generate(PROMPTS, n=6, temperature=1.0, max_new_tokens=6, seed=7, stop=())
+    b = one_at_a_time(tiny_backend).generate(PROMPTS[2:3], n=6, temperature=1.0,
+                                             max_new_tokens=6, seed=7, stop=())
+    c = tiny_backend.generate(PROMPTS, n=6, temperature=1.0, max_new_tokens=6, seed=8, stop=())
+    assert all(len(x) == 6 for x in a)
+    assert a[2] == b[0]
+    assert a != c
+    assert len({s for x in a for s in x}) > len(PROMPTS)  # it really samples
+
+
+def test_sampling_follows_the_model_distribution(tiny_backend):
+    """First-token frequencies of many samples match the exact next-token distribution."""
+    prompt = "one two"
+    samples = tiny_backend.generate([prompt], n=400, temperature=1.0, max_new_tokens=1,
+                                    seed=3, stop=())[0]
+    tok = tiny_backend.tokenizer
+    ids = tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(tiny_backend.model(**ids).logits[0, -1].float(), -1)
+    top = int(probs.argmax())
+    freq = np.mean([s == tok.decode([top]) for s in samples])
+    assert abs(freq - float(probs[top])) < 0.08
+
+
+def test_stop_strings_cut_output(tiny_backend):
+    outs = tiny_backend.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=12, seed=1,
+                                 stop=("e",))
+    assert all("e" not in s for x in outs for s in x)
