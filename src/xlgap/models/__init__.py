@@ -17,7 +17,7 @@ from xlgap.models.base import Backend
 
 _REGISTRY: dict[str, str] = {
     "embedded": "xlgap.models.embedded:load_embedded",
-    "openai": "xlgap.models.registry_openai:load_openai",
+    "openai": "xlgap.models.openai_api:OpenAIBackend",
     "hf": "xlgap.models.hf:HFBackend.from_pretrained",
 }
 

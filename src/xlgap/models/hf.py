@@ -210,9 +210,9 @@ class HFBackend(Backend):
                  stop: Sequence[str] = ("\n",)) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        # Rows in flight = prompts x n; keep about batch_size * 4 rows per step, since
-        # decoding rows are one token each.
-        per_batch = max(1, (self.batch_size * 4) // max(1, n))
+        # Rows in flight = prompts x n; keep about batch_size * 8 rows per step, since
+        # decoding rows are one token each and the output head wants wide matmuls.
+        per_batch = max(1, (self.batch_size * 8) // max(1, n))
         results: list[list[str]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
@@ -246,25 +246,26 @@ class HFBackend(Backend):
         finished = [False] * len(row_prompt)
         for step in range(max_new):
             tokens = self._pick(logits, row_prompt, gens, n, temperature)
-            keep: list[int] = []
             for r, tok in enumerate(tokens.tolist()):
                 slot = row_id[r]
+                if finished[slot]:
+                    continue  # finished, but not yet dropped from the batch
                 if tok in self._eos:
                     finished[slot] = True
                     continue
                 out_tokens[slot].append(tok)
                 if stop and any(s in self.tokenizer.decode(out_tokens[slot][-4:]) for s in stop):
                     finished[slot] = True
-                    continue
-                keep.append(r)
-            if not keep or step == max_new - 1:
+            alive = [r for r, slot in enumerate(row_id) if not finished[slot]]
+            if not alive or step == max_new - 1:
                 break
-            if len(keep) < len(row_id):
-                sel = torch.tensor(keep, device=self.device)
+            # Dropping rows copies the whole cache, so wait until a quarter of them finished.
+            if len(row_id) - len(alive) >= max(1, len(row_id) // 4):
+                sel = torch.tensor(alive, device=self.device)
                 cache.batch_select_indices(sel)
                 mask, next_pos, tokens = mask[sel], next_pos[sel], tokens[sel]
-                row_prompt = [row_prompt[r] for r in keep]
-                row_id = [row_id[r] for r in keep]
+                row_prompt = [row_prompt[r] for r in alive]
+                row_id = [row_id[r] for r in alive]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
             logits = self._logits(hidden[:, -1])
@@ -279,15 +280,15 @@ class HFBackend(Backend):
             return logits.argmax(-1)
         # One uniform per sample slot per step from the prompt's own stream: n draws per
         # step while any of the prompt's rows is alive, whatever the batch holds.
-        uniforms = torch.empty(len(row_prompt), dtype=torch.float64)
+        uniforms = torch.empty(len(row_prompt), dtype=torch.float32)
         active = sorted(set(row_prompt))
-        drawn = {p: torch.rand(n, generator=gens[p], dtype=torch.float64) for p in active}
+        drawn = {p: torch.rand(n, generator=gens[p]) for p in active}
         taken: dict[int, int] = {}
         for r, p in enumerate(row_prompt):
             k = taken.get(p, 0)
             uniforms[r] = drawn[p][k]
             taken[p] = k + 1
-        probs = torch.softmax(logits.double() / temperature, dim=-1)
+        probs = torch.softmax(logits / temperature, dim=-1)
         cdf = probs.cumsum(-1)
         u = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
         return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
