@@ -100,3 +100,22 @@ def test_stop_strings_cut_output(tiny_backend):
     outs = tiny_backend.generate(PROMPTS, n=3, temperature=1.0, max_new_tokens=12, seed=1,
                                  stop=("e",))
     assert all("e" not in s for x in outs for s in x)
+
+
+def test_logit_lens_last_layer_equals_model_output(tiny_backend):
+    tok = tiny_backend.tokenizer
+    wanted = [[5, 9, 17], [3], [40, 41]]
+    logps, ranks = tiny_backend.layer_logits(PROMPTS[:3], wanted)
+    assert logps.shape == (3, tiny_backend.n_layers, 3)
+    assert np.isnan(logps[1, :, 1:]).all()
+    for i, prompt in enumerate(PROMPTS[:3]):
+        ids = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            ref = torch.log_softmax(tiny_backend.model(**ids).logits[0, -1].float(), -1)
+        np.testing.assert_allclose(logps[i, -1, :len(wanted[i])], ref[wanted[i]].numpy(),
+                                   atol=1e-4)
+        order = torch.argsort(ref, descending=True).tolist()
+        assert [int(r) for r in ranks[i, -1, :len(wanted[i])]] == [order.index(t)
+                                                                    for t in wanted[i]]
+    # earlier layers give other distributions
+    assert not np.allclose(logps[:, 0, 0], logps[:, -1, 0])

@@ -4,7 +4,6 @@ plus a function; errors that users can fix print one clear line, not a traceback
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -307,19 +306,14 @@ def main(argv: list[str] | None = None) -> None:
     except XlgapError as exc:
         print(f"xlgap: error: {exc}", file=sys.stderr)
         code = 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        code = 0
     except KeyboardInterrupt:
         print("\nxlgap: interrupted; results so far are saved - rerun the same command to "
               "resume", file=sys.stderr)
         code = 130
     sys.exit(code)
-
-
-def dump_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

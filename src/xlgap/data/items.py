@@ -53,6 +53,8 @@ class ParallelDataset:
     languages: list[str]
     items: list[Item]
     source_path: str = ""
+    # Items a loader left out (on_missing="skip" / on_error="skip"): id -> reason.
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -72,4 +74,4 @@ class ParallelDataset:
         keep = set(langs)
         items = [Item(it.id, {k: v for k, v in it.langs.items() if k in keep}, it.meta)
                  for it in items]
-        return ParallelDataset(self.name, langs, items, self.source_path)
+        return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped))

@@ -402,34 +402,40 @@ class HFBackend(Backend):
                 out[idx, j] = pooled.cpu().numpy()
         return out
 
-    # -- logit lens --------------------------------------------------------------------
+    # -- logit lens ---------------------------------------------------------------------
     @torch.inference_mode()
     def layer_logits(self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
-                     ) -> np.ndarray:
-        """Log-probabilities of given tokens at the last prompt position, at every layer.
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The logit lens at the last prompt position, at every layer.
 
-        Returns ``(len(prompts), n_layers, max_tokens)`` (NaN-padded): the logit lens
-        (final norm + unembedding applied to each layer's residual).
+        The final norm and the unembedding are applied to each layer's residual. Returns
+        ``(logprobs, ranks)``, each ``(len(prompts), n_layers, max_tokens)`` (NaN-padded):
+        the log-probability of each requested token and its rank (0 = most likely).
         """
         encoded = [self.encode(p) for p in prompts]
         width = max((len(t) for t in token_ids), default=0)
-        out = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
+        logps = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
+        ranks = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             ids, mask, positions = self._left_pad([encoded[i] for i in idx])
-            res = self.model.base_model(input_ids=ids, attention_mask=mask,
-                                        position_ids=positions, output_hidden_states=True,
-                                        use_cache=False)
+            with out_of_memory_hint(self.batch_size):
+                res = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                            position_ids=positions, output_hidden_states=True,
+                                            use_cache=False)
             for layer in range(self.n_layers):
                 h = res.hidden_states[layer][:, -1]
                 # HF's last entry already has the final norm applied.
-                if layer == self.n_layers - 1:
-                    logits = self._logits(h)
-                else:
-                    logits = apply_logit_head(self.model, h).float()
-                logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+                logits = (self._logits(h) if layer == self.n_layers - 1
+                          else apply_logit_head(self.model, h).float())
+                logp = torch.log_softmax(logits, dim=-1)
                 for row, i in enumerate(idx):
-                    toks = list(token_ids[i])
-                    out[i, layer, :len(toks)] = logp[row, toks]
-        return out
+                    toks = torch.tensor(list(token_ids[i]), dtype=torch.long, device=self.device)
+                    if not len(toks):
+                        continue
+                    chosen = logp[row, toks]
+                    logps[i, layer, :len(toks)] = chosen.cpu().numpy()
+                    ranks[i, layer, :len(toks)] = (
+                        (logp[row][None, :] > chosen[:, None]).sum(-1).cpu().numpy())
+        return logps, ranks

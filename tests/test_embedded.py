@@ -1,0 +1,53 @@
+"""Integration tests on the embedded model (Gemma 3 270M), converted once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xlgap.models.hf import HFBackend
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_model_knows_a_capital(embedded_backend):
+    assert embedded_backend.n_layers == 19  # embeddings + 18 blocks
+    scores = embedded_backend.score("The capital of France is", [" Paris", " Berlin", " Rome",
+                                                                 " Madrid"])
+    assert int(np.argmax(scores)) == 0
+    greedy = embedded_backend.generate(["The capital of France is the city of"], n=1,
+                                       temperature=0.0, max_new_tokens=3)
+    assert "Paris" in greedy[0][0]
+
+
+def test_embedded_batched_equals_single(embedded_backend):
+    prompts = ["The capital of Japan is", "La capitale de l'Italie est", "Столица Германии —",
+               "日本の首都は"]
+    single = HFBackend(embedded_backend.model, embedded_backend.tokenizer, name="single",
+                       batch_size=1, fingerprint="single")
+    assert embedded_backend.generate(prompts, n=1, temperature=0.0, max_new_tokens=6) == [
+        single.generate([p], n=1, temperature=0.0, max_new_tokens=6)[0] for p in prompts]
+    conts = [" Tokyo", " Kyoto", " Osaka"]
+    batched = embedded_backend.score_batch([(p, conts) for p in prompts])
+    for p, got in zip(prompts, batched, strict=True):
+        np.testing.assert_allclose(got, single.score(p, conts), atol=1e-4)
+    h_b = embedded_backend.hidden_states(prompts, layers=[0, 9, 18])
+    h_s = np.concatenate([single.hidden_states([p], layers=[0, 9, 18]) for p in prompts])
+    np.testing.assert_allclose(h_b, h_s, atol=1e-4, rtol=1e-4)
+
+
+def test_conversion_failure_leaves_no_cache(tmp_path, monkeypatch):
+    """An interrupted conversion never leaves a directory that would load wrong."""
+    import transformers
+
+    from xlgap.models import embedded
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-conversion
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt):
+        embedded.ensure_converted(tmp_path)
+    assert not embedded.is_converted(tmp_path)
+    models_dir = tmp_path / "models"
+    assert [p.name for p in models_dir.iterdir() if not p.name.startswith(".convert.lock")] == []
