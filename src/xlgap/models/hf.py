@@ -259,8 +259,8 @@ class HFBackend(Backend):
             alive = [r for r, slot in enumerate(row_id) if not finished[slot]]
             if not alive or step == max_new - 1:
                 break
-            # Dropping rows copies the whole cache, so wait until a quarter of them finished.
-            if len(row_id) - len(alive) >= max(1, len(row_id) // 4):
+            # Dropping rows copies the whole cache, so wait until an eighth of them finished.
+            if len(row_id) - len(alive) >= max(1, len(row_id) // 8):
                 sel = torch.tensor(alive, device=self.device)
                 cache.batch_select_indices(sel)
                 mask, next_pos, tokens = mask[sel], next_pos[sel], tokens[sel]

@@ -1,0 +1,169 @@
+"""Benchmarks of the representation analyses.
+
+``--part ilo``: ILO on 17 languages x 1000 points, d = 640 (Gemma 3 270M's width), with
+synthetic vectors shaped like hidden states (a shared direction every vector leans
+towards, a per-sentence component shared across languages, a per-language offset and
+noise). The chunked k-NN of :mod:`xlgap.representations.ilo` is compared in the same
+process with a brute-force k-NN over the full N x N similarity matrix: wall time, peak
+traced memory (tracemalloc, which numpy reports its buffers to) and agreement of the
+neighbour lists. Prints a table and writes ``bench/results/representations_ilo.json``.
+
+Run: ``python bench/representations.py --part ilo`` (``--part all`` runs every part).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.representations.ilo import ilo, knn_cosine, normalise_rows
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def synthetic_states(n_langs: int = 17, n: int = 1000, d: int = 640,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Parallel vectors: common direction + sentence content + language offset + noise.
+
+    The relative sizes give an intermediate ILO (neither fully mixed nor separated), so
+    the neighbour search does real work rather than hitting trivial clusters.
+    """
+    rng = np.random.default_rng(seed)
+    common = 4.0 * rng.normal(size=d)  # anisotropy: all hidden states share a direction
+    content = rng.normal(size=(n, d))
+    out: dict[str, np.ndarray] = {}
+    for j in range(n_langs):
+        offset = rng.uniform(0.3, 1.2) * rng.normal(size=d)
+        noise = rng.normal(size=(n, d))
+        out[f"l{j:02d}"] = (common + content + offset + noise).astype(np.float32)
+    return out
+
+
+def brute_knn(x: np.ndarray, k: int) -> np.ndarray:
+    """Baseline: the full N x N cosine matrix, then argpartition + sort of each row."""
+    xn = normalise_rows(x)
+    sim = xn @ xn.T
+    np.fill_diagonal(sim, -np.inf)
+    n = sim.shape[0]
+    part = np.argpartition(sim, n - k, axis=1)[:, n - k:]
+    vals = np.take_along_axis(sim, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> tuple[Any, float]:
+    """Result and best wall time over ``repeats`` runs."""
+    best = float("inf")
+    result = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def _peak_mib(fn: Callable[[], Any]) -> float:
+    """Peak memory traced while ``fn`` runs, in MiB (numpy buffers included)."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    try:
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+def bench_ilo(n_langs: int = 17, n: int = 1000, d: int = 640, k: int = 5, t: int = 3,
+              chunks: tuple[int, ...] = (256, 2048), repeats: int = 3,
+              brute: bool = True) -> dict[str, Any]:
+    """Time and peak memory of ILO / chunked k-NN vs a brute-force full-matrix k-NN."""
+    vecs = synthetic_states(n_langs, n, d)
+    pooled = np.concatenate(list(vecs.values()))
+    input_mib = pooled.nbytes / 2**20
+    rows: list[dict[str, Any]] = []
+    nn_ref = None
+    for chunk in chunks:
+        nn, knn_s = _timed(lambda c=chunk: knn_cosine(pooled, k, chunk=c), repeats)
+        res, ilo_s = _timed(lambda c=chunk: ilo(vecs, k=k, t=t, chunk=c), repeats)
+        rows.append({"method": f"chunked k-NN (chunk={chunk})", "chunk": chunk,
+                     "knn_seconds": knn_s, "ilo_seconds": ilo_s,
+                     "knn_peak_mib": _peak_mib(lambda c=chunk: knn_cosine(pooled, k, chunk=c)),
+                     "ilo_mean": res.mean})
+        nn_ref = nn if nn_ref is None else nn_ref
+    result: dict[str, Any] = {
+        "setup": {"n_languages": n_langs, "n_per_language": n, "n_points": n_langs * n,
+                  "dim": d, "k": k, "t": t, "dtype": "float32", "input_mib": input_mib,
+                  "repeats": repeats, "machine": platform.machine(),
+                  "python": platform.python_version(), "numpy": np.__version__},
+        "rows": rows,
+        "ilo_mean": rows[0]["ilo_mean"],
+        "bridge_mean": float(np.mean(list(res.bridge.values()))),
+        "reach_mean": float(np.mean(list(res.reach.values()))),
+    }
+    if brute:
+        nn_b, brute_s = _timed(lambda: brute_knn(pooled, k), min(repeats, 2))
+        brute_peak = _peak_mib(lambda: brute_knn(pooled, k))
+        same_rows = float(np.mean(np.all(nn_b == nn_ref, axis=1)))
+        same_sets = float(np.mean([set(a) == set(b) for a, b in zip(nn_b, nn_ref, strict=True)]))
+        rows.append({"method": "brute force (full N x N)", "chunk": None, "knn_seconds": brute_s,
+                     "ilo_seconds": None, "knn_peak_mib": brute_peak, "ilo_mean": None})
+        result["agreement"] = {"identical_neighbour_lists": same_rows,
+                               "identical_neighbour_sets": same_sets}
+        for row in rows[:-1]:
+            row["time_ratio_vs_brute"] = row["knn_seconds"] / brute_s
+            row["memory_ratio_vs_brute"] = row["knn_peak_mib"] / brute_peak
+    return result
+
+
+def print_ilo_table(result: dict[str, Any]) -> None:
+    s = result["setup"]
+    print(f"ILO benchmark: {s['n_languages']} languages x {s['n_per_language']} points, "
+          f"d = {s['dim']}, k = {s['k']}, t = {s['t']} (input {s['input_mib']:.1f} MiB)")
+    print(f"{'method':32} {'k-NN s':>8} {'ILO s':>8} {'peak MiB':>9} {'t/brute':>8} "
+          f"{'mem/brute':>9}")
+    for r in result["rows"]:
+        ilo_s = "-" if r["ilo_seconds"] is None else f"{r['ilo_seconds']:.2f}"
+        tr = r.get("time_ratio_vs_brute")
+        mr = r.get("memory_ratio_vs_brute")
+        print(f"{r['method']:32} {r['knn_seconds']:8.2f} {ilo_s:>8} {r['knn_peak_mib']:9.1f} "
+              f"{'-' if tr is None else f'{tr:.2f}':>8} {'-' if mr is None else f'{mr:.3f}':>9}")
+    print(f"mean ILO {result['ilo_mean']:.3f} (bridge {result['bridge_mean']:.3f}, "
+          f"reach {result['reach_mean']:.3f})")
+    if "agreement" in result:
+        a = result["agreement"]
+        print(f"chunked vs brute: identical neighbour lists {a['identical_neighbour_lists']:.4f}, "
+              f"sets {a['identical_neighbour_sets']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("ilo", "all"), default="all")
+    parser.add_argument("--n-langs", type=int, default=17)
+    parser.add_argument("--n", type=int, default=1000, help="points per language")
+    parser.add_argument("--dim", type=int, default=640)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[256, 2048])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timings are the best of this many runs (brute force: at most 2)")
+    parser.add_argument("--no-brute", action="store_true", help="skip the full-matrix baseline")
+    parser.add_argument("--out", type=Path, default=RESULTS / "representations_ilo.json")
+    args = parser.parse_args(argv)
+    if args.part in ("ilo", "all"):
+        result = bench_ilo(args.n_langs, args.n, args.dim, chunks=tuple(args.chunks),
+                           repeats=args.repeats, brute=not args.no_brute)
+        print_ilo_table(result)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Figures for the representation analyses (matplotlib Agg canvas, written to files).
+
+Inputs are the JSON-serialisable results of :mod:`xlgap.representations`, so a figure can
+be redrawn from a saved result file without recomputing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import DataError
+
+__all__ = ["plot_ilo_by_layer", "plot_pair_heatmap", "plot_similarity_by_layer"]
+
+
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A Figure drawn on an Agg canvas: no display, and pyplot's global state is untouched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=150, bbox_inches="tight")
+    return p
+
+
+def _layers_list(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+                 where: str) -> list[Mapping[str, Any]]:
+    """Accept either the list of per-layer entries or a dict holding it under "layers"."""
+    layers = layers_json.get("layers") if isinstance(layers_json, Mapping) else layers_json
+    if not layers:
+        raise DataError(f"{where}: no layers to plot")
+    return list(layers)
+
+
+def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+                      path: str | Path, title: str = "Inter-language overlap by layer") -> Path:
+    """One line per language's ILO across layers, plus the mean in bold."""
+    layers = _layers_list(layers_json, "plot_ilo_by_layer")
+    from matplotlib import colormaps
+
+    x = [int(entry["layer"]) for entry in layers]
+    langs = list(layers[0]["ilo"])
+    fig = _figure((8, 4.5))
+    ax = fig.subplots()
+    cmap = colormaps["tab20"]
+    for j, lang in enumerate(langs):
+        ax.plot(x, [entry["ilo"].get(lang, np.nan) for entry in layers], lw=1, alpha=0.8,
+                color=cmap(j % 20), label=lang)
+    ax.plot(x, [entry["mean"] for entry in layers], lw=3, color="black", label="mean")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("ILO")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=max(1, (len(langs) + 1) // 12), loc="center left",
+              bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _nan(v: float | None) -> float:
+    return np.nan if v is None else float(v)
+
+
+def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
+                             title: str = "Cross-lingual similarity by layer") -> Path:
+    """Mean over language pairs, per layer: parallel vs non-parallel cosine, CKA, retrieval.
+
+    ``sim`` is the result of :func:`xlgap.representations.layerwise_similarity`.
+    """
+    layers = _layers_list(sim, "plot_similarity_by_layer")
+    x = [int(entry["layer"]) for entry in layers]
+
+    def series(key: str) -> list[float]:
+        return [_nan(entry["mean"].get(key)) for entry in layers]
+
+    fig = _figure((13, 3.8))
+    axes = fig.subplots(1, 3)
+    axes[0].plot(x, series("cos_parallel"), marker="o", ms=3, label="parallel pairs")
+    axes[0].plot(x, series("cos_non_parallel"), marker="o", ms=3, label="non-parallel pairs")
+    axes[0].plot(x, series("cos_difference"), ls="--", color="gray", label="difference")
+    axes[0].set_title("cosine")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(x, series("cka"), marker="o", ms=3, color="tab:green")
+    axes[1].set_title("linear CKA")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[2].plot(x, series("retrieval"), marker="o", ms=3, color="tab:red")
+    axes[2].set_title("top-1 retrieval accuracy")
+    axes[2].set_ylim(-0.02, 1.02)
+    for ax in axes:
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.grid(alpha=0.3)
+    pivot = sim.get("pivot") if isinstance(sim, Mapping) else None
+    fig.suptitle(title + (f" (pairs with {pivot})" if pivot else " (mean over pairs)"))
+    return _save(fig, path)
+
+
+def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
+                      langs: Sequence[str], title: str, path: str | Path,
+                      vmin: float | None = None, vmax: float | None = None) -> Path:
+    """Language x language heat map (e.g. a consistency matrix); None cells are blank."""
+    m = np.array([[_nan(v) for v in row] for row in matrix], dtype=np.float64)
+    if m.shape != (len(langs), len(langs)):
+        raise DataError(f"plot_pair_heatmap: matrix shape {m.shape} does not match "
+                        f"{len(langs)} languages")
+    size = 1.5 + 0.45 * len(langs)
+    fig = _figure((size + 1.2, size))
+    ax = fig.subplots()
+    im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(langs)), labels=list(langs), rotation=90)
+    ax.set_yticks(range(len(langs)), labels=list(langs))
+    if len(langs) <= 20:
+        finite = m[np.isfinite(m)]
+        mid = float(np.mean([finite.min(), finite.max()])) if finite.size else 0.0
+        for i in range(len(langs)):
+            for j in range(len(langs)):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="black" if m[i, j] > mid else "white")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,280 @@
+"""Hidden-state extraction to disk, resumable.
+
+``extract_hidden_states`` asks a backend for pooled hidden states batch by batch and writes
+them straight into one memory-mapped ``.npy`` per layer, ``layer_{i:03d}.npy`` of shape
+``(total_texts, d)``: the languages' texts are concatenated in the order given. Beside them
+``index.json`` records what was extracted (languages, counts, layers, pooling, backend
+fingerprint, dtype, batch size, a hash of the texts) and which batches are finished; it is
+rewritten (atomically) after every batch, once the batch's rows are flushed to disk.
+
+So an interrupted run resumes at the first unfinished batch, and nothing finished is
+recomputed; an index that does not match the request (other model, pooling, texts, layers,
+dtype or batch size) is discarded and extraction starts fresh.
+
+Memory: one batch of pooled states ``(batch, layers, d)`` at a time; token-level states are
+never seen (the backend pools) and finished rows live only on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import BackendError, ConfigError, DataError
+from xlgap.models.base import POOLINGS, Backend
+
+__all__ = ["INDEX_NAME", "HiddenStateSet", "extract_hidden_states", "layer_path"]
+
+INDEX_NAME = "index.json"
+FORMAT_VERSION = 1
+
+
+def layer_path(out_dir: str | Path, layer: int) -> Path:
+    """Where the states of model layer ``layer`` are stored."""
+    return Path(out_dir) / f"layer_{layer:03d}.npy"
+
+
+def _texts_hash(langs: Sequence[str], texts: Mapping[str, Sequence[str]]) -> str:
+    h = hashlib.sha256()
+    for lang in langs:
+        h.update(b"\x00L" + lang.encode())
+        for text in texts[lang]:
+            h.update(b"\x00T" + text.encode())
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class HiddenStateSet:
+    """Hidden states stored by :func:`extract_hidden_states`, read one layer at a time."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        index_file = self.out_dir / INDEX_NAME
+        if not index_file.is_file():
+            raise DataError(f"no hidden-state index at {index_file}")
+        try:
+            self.index: dict[str, Any] = json.loads(index_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read hidden-state index {index_file}: {exc}") from exc
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.index["languages"])
+
+    @property
+    def n_per_language(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.index["n_per_language"].items()}
+
+    @property
+    def layer_ids(self) -> list[int]:
+        """Model layer indices stored (0 = embeddings)."""
+        return [int(i) for i in self.index["layers"]]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of stored layers."""
+        return len(self.index["layers"])
+
+    @property
+    def complete(self) -> bool:
+        return all(self.index["done"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.index["fingerprint"])
+
+    @property
+    def pooling(self) -> str:
+        return str(self.index["pooling"])
+
+    def layer(self, i: int) -> dict[str, np.ndarray]:
+        """States of model layer ``i`` as ``{lang: (n, d) float32}``."""
+        if i not in self.layer_ids:
+            raise ConfigError(f"layer {i} was not extracted to {self.out_dir}; stored layers: "
+                              f"{self.layer_ids}")
+        if not self.complete:
+            raise DataError(f"hidden-state extraction in {self.out_dir} is unfinished "
+                            f"({sum(self.index['done'])}/{len(self.index['done'])} batches); "
+                            "rerun it to resume")
+        arr = np.load(layer_path(self.out_dir, i), mmap_mode="r")
+        out: dict[str, np.ndarray] = {}
+        offset = 0
+        for lang in self.languages:
+            n = self.n_per_language[lang]
+            out[lang] = np.asarray(arr[offset:offset + n], dtype=np.float32)
+            offset += n
+        return out
+
+    def __repr__(self) -> str:
+        return (f"HiddenStateSet({str(self.out_dir)!r}, languages={self.languages}, "
+                f"layers={self.n_layers}, complete={self.complete})")
+
+
+def _batches(total: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
+    for b, start in enumerate(range(0, total, batch_size)):
+        yield b, start, min(start + batch_size, total)
+
+
+def _validate(backend: Backend, texts_by_lang: Mapping[str, Sequence[str]], pooling: str,
+              layers: Sequence[int] | None, batch_size: int,
+              dtype: Any) -> tuple[list[str], list[int], np.dtype[Any]]:
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise ConfigError(f"dtype must be a float type, got {dt}")
+    if not texts_by_lang:
+        raise DataError("extract_hidden_states: no languages given")
+    langs = list(texts_by_lang)
+    for lang in langs:
+        texts = texts_by_lang[lang]
+        if isinstance(texts, str) or len(texts) == 0:
+            raise DataError(f"extract_hidden_states: language {lang!r} needs a non-empty list "
+                            "of texts")
+        bad = [j for j, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise DataError(f"extract_hidden_states: {lang!r} text {bad[0]} is not a string")
+    n_total = backend.n_layers
+    layer_ids = list(range(n_total)) if layers is None else [int(i) for i in layers]
+    if not layer_ids:
+        raise ConfigError("extract_hidden_states: no layers requested")
+    bad_layers = [i for i in layer_ids if not 0 <= i < n_total]
+    if bad_layers:
+        raise ConfigError(f"extract_hidden_states: layers {bad_layers} out of range "
+                          f"0..{n_total - 1} for this model")
+    if len(set(layer_ids)) != len(layer_ids):
+        raise ConfigError(f"extract_hidden_states: duplicate layers in {layer_ids}")
+    return langs, layer_ids, dt
+
+
+def _matches(index: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    return all(index.get(key) == value for key, value in wanted.items())
+
+
+def _open_existing(out: Path, wanted: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stored index if it matches the request and its layer files are intact."""
+    index_file = out / INDEX_NAME
+    if not index_file.is_file():
+        return None
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or not _matches(index, wanted):
+        return None
+    done = index.get("done")
+    if not isinstance(done, list) or len(done) != index.get("n_batches"):
+        return None
+    if any(done):
+        dim = index.get("dim")
+        for i in wanted["layers"]:
+            p = layer_path(out, i)
+            try:
+                arr = np.load(p, mmap_mode="r")
+            except (OSError, ValueError):
+                return None
+            if arr.shape != (wanted["n_total"], dim) or arr.dtype != np.dtype(wanted["dtype"]):
+                return None
+    return index
+
+
+def _reset(out: Path) -> None:
+    """Remove a stale extraction (index first, so a crash here cannot look resumable)."""
+    with contextlib.suppress(FileNotFoundError):
+        (out / INDEX_NAME).unlink()
+    for p in out.glob("layer_[0-9][0-9][0-9].npy"):
+        p.unlink()
+
+
+def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence[str]],
+                          out_dir: str | Path, *, pooling: str = "mean",
+                          layers: Sequence[int] | None = None, batch_size: int = 16,
+                          dtype: Any = np.float16, progress: bool = True) -> HiddenStateSet:
+    """Extract pooled hidden states of every text to ``out_dir``, resuming if possible.
+
+    ``layers`` are model layer indices (default: all ``backend.n_layers``; 0 = embeddings).
+    Values are stored as ``dtype`` (float16 halves the disk size; a value that would
+    overflow it raises a DataError asking for float32). Returns a :class:`HiddenStateSet`.
+    """
+    langs, layer_ids, dt = _validate(backend, texts_by_lang, pooling, layers, batch_size, dtype)
+    n_per = {lang: len(texts_by_lang[lang]) for lang in langs}
+    n_total = sum(n_per.values())
+    n_batches = (n_total + batch_size - 1) // batch_size
+    wanted: dict[str, Any] = {
+        "format": FORMAT_VERSION, "languages": langs, "n_per_language": n_per,
+        "n_total": n_total, "layers": layer_ids, "pooling": pooling,
+        "fingerprint": backend.fingerprint, "dtype": dt.name, "batch_size": batch_size,
+        "n_batches": n_batches, "texts_sha256": _texts_hash(langs, texts_by_lang)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = _open_existing(out, wanted)
+    if index is None:
+        _reset(out)
+        index = {**wanted, "dim": None, "done": [False] * n_batches, "n_done": 0}
+        _write_json_atomic(out / INDEX_NAME, index)
+
+    flat: list[str] = [text for lang in langs for text in texts_by_lang[lang]]
+    maps: dict[int, np.memmap] = {}
+    if index["dim"] is not None:
+        maps = {i: np.load(layer_path(out, i), mmap_mode="r+") for i in layer_ids}
+
+    from tqdm.auto import tqdm  # imported late: only extraction needs it
+
+    bar = tqdm(total=n_batches, initial=int(index["n_done"]), disable=not progress,
+               desc="hidden states", unit="batch")
+    try:
+        for b, start, stop in _batches(n_total, batch_size):
+            if index["done"][b]:
+                continue
+            states = np.asarray(backend.hidden_states(flat[start:stop], layer_ids, pooling))
+            if states.ndim != 3 or states.shape[:2] != (stop - start, len(layer_ids)):
+                raise BackendError(f"backend {backend.kind!r} returned hidden states of shape "
+                                   f"{states.shape} for {stop - start} texts and "
+                                   f"{len(layer_ids)} layers")
+            if not np.all(np.isfinite(states)):
+                raise BackendError(f"backend {backend.kind!r} returned NaN/inf hidden states "
+                                   f"for texts {start}..{stop - 1}")
+            if index["dim"] is None:
+                index["dim"] = int(states.shape[2])
+                maps = {i: np.lib.format.open_memmap(layer_path(out, i), mode="w+", dtype=dt,
+                                                     shape=(n_total, index["dim"]))
+                        for i in layer_ids}
+            elif states.shape[2] != index["dim"]:
+                raise BackendError(f"backend {backend.kind!r} returned width {states.shape[2]}, "
+                                   f"earlier batches had {index['dim']}")
+            peak = float(np.abs(states).max())
+            if peak > float(np.finfo(dt).max):
+                raise DataError(f"hidden states up to {peak:.4g} overflow {dt.name} (texts "
+                                f"{start}..{stop - 1}); extract with dtype=np.float32")
+            stored = states.astype(dt)
+            for j, i in enumerate(layer_ids):
+                maps[i][start:stop] = stored[:, j, :]
+            for m in maps.values():
+                m.flush()
+            index["done"][b] = True
+            index["n_done"] = int(sum(index["done"]))
+            _write_json_atomic(out / INDEX_NAME, index)
+            bar.update(1)
+    finally:
+        bar.close()
+        for m in maps.values():
+            m.flush()
+        maps.clear()
+    return HiddenStateSet(out)
