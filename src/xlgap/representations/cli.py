@@ -230,14 +230,13 @@ def format_ilo(result: dict[str, Any]) -> str:
 
 
 def format_similarity(result: dict[str, Any]) -> str:
-    per_layer = result.get("per_layer") or result.get("layers") or []
     lines = ["Cross-lingual similarity by layer (means over language pairs):",
-             "  layer  parallel-cos  other-cos  CKA    retrieval"]
-    for e in per_layer:
-        mean = e.get("mean", e)
-        lines.append(f"  {e.get('layer', '?'):>5}  {_f(mean.get('cos_parallel'))}"
-                     f"         {_f(mean.get('cos_nonparallel'))}      {_f(mean.get('cka'))}"
-                     f"  {_f(mean.get('retrieval'))}")
+             "  layer  cos parallel  cos other  CKA    retrieval@1"]
+    for e in result["layers"]:
+        mean = e["mean"]
+        lines.append(f"  {e['layer']:>5}  {_f(mean.get('cos_parallel')):>12}"
+                     f"  {_f(mean.get('cos_non_parallel')):>9}  {_f(mean.get('cka')):>5}"
+                     f"  {_f(mean.get('retrieval')):>11}")
     return "\n".join(lines)
 
 

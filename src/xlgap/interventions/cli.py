@@ -1,0 +1,133 @@
+"""``xlgap intervene``: run prompt strategies and compare them with the baseline.
+
+Registered with the main CLI through :data:`COMMANDS` (``xlgap.cli`` imports it when the
+module exists). Writes, under ``--out DIR``, one run directory per strategy
+(``DIR/<strategy>/``, so ``xlgap diagnose DIR/tta-1`` works) and the comparison
+``DIR/interventions.json``, ``DIR/interventions.md`` and ``DIR/interventions.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlgap.config import RunConfig, config_to_dict, opt
+from xlgap.errors import ConfigError
+
+DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
+
+
+@dataclass
+class InterveneConfig(RunConfig):
+    strategies: str = opt(DEFAULT_STRATEGIES, "comma-separated strategies: baseline, tren-K "
+                          "(question + K translations), tta-K (translate into K languages, "
+                          "then answer), tea (translate, answer in English, translate back), "
+                          "vote-K (majority of K samples); baseline is always added")
+    samples: int = opt(3, "final answers per item, language and strategy (R), all sampled")
+    temperature: float = opt(1.0, "sampling temperature of the answers")
+    shots: int = opt(3, "few-shot examples in base-model prompts")
+    translations: str = opt("oracle", "TrEn-k translations: from the parallel data (oracle) "
+                            "or made by the model (model)", choices=("oracle", "model"))
+    other_scripts: bool = opt(False, "TrEn-k/TTA-k: only translation languages whose script "
+                              "differs from the source's")
+    translation_langs: str = opt("", "comma-separated order of translation languages "
+                                 "(default: the source, then the data set's languages)")
+    max_new_tokens: int = opt(16, "longest direct answer, in tokens (TTA gets more)")
+    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals and p-values")
+
+
+def strategy_names(cfg: InterveneConfig) -> list[str]:
+    """``--strategies`` parsed, with ``baseline`` first (added when missing)."""
+    from xlgap.interventions.strategies import parse_strategy_list
+
+    names = parse_strategy_list(cfg.strategies)
+    return ["baseline", *[n for n in names if n != "baseline"]]
+
+
+def _translation_langs(cfg: InterveneConfig, known: list[str]) -> tuple[str, ...]:
+    from xlgap.data.languages import check_known
+
+    codes = [c.strip() for c in cfg.translation_langs.split(",") if c.strip()]
+    return tuple(check_known(codes, known, "the data set (--translation-langs)"))
+
+
+def _progress(cfg: InterveneConfig) -> bool:
+    """Progress bars on a terminal (or when XLGAP_PROGRESS is set), unless --no-progress."""
+    if cfg.no_progress:
+        return False
+    return sys.stderr.isatty() or bool(os.environ.get("XLGAP_PROGRESS"))
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    """Write JSON through a temporary file and a rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    """``interventions.json``, ``.md`` and ``.png`` in ``out``."""
+    from xlgap.report.tables import interventions_markdown, plot_interventions
+
+    _write_json(result, out / "interventions.json")
+    (out / "interventions.md").write_text(interventions_markdown(result), encoding="utf-8")
+    plot_interventions(result, out / "interventions.png")
+
+
+def cmd_intervene(cfg: InterveneConfig) -> int:
+    from xlgap.cli import default_out, open_backend, open_dataset
+    from xlgap.data import load_dataset
+    from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
+    from xlgap.interventions.strategies import StrategyOptions, get_strategy
+    from xlgap.report.tables import format_interventions_table
+
+    started = time.time()
+    names = strategy_names(cfg)
+    _, source, targets = open_dataset(cfg)
+    if not targets:
+        raise ConfigError("xlgap intervene needs at least one target language (--targets)")
+    # Translations may use any language of the data set, not only the run's.
+    full = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
+                        on_missing=cfg.on_missing).subset(cfg.limit)
+    if not full.has_candidates:
+        raise ConfigError(f"data set {full.name} has no answer candidates; xlgap intervene "
+                          "needs items with candidates (e.g. BMLAMA or the built-in set)")
+    options = StrategyOptions(
+        samples=cfg.samples, temperature=cfg.temperature, shots=cfg.shots, seed=cfg.seed,
+        source=source, translations=cfg.translations, other_scripts=cfg.other_scripts,
+        translation_langs=_translation_langs(cfg, full.languages),
+        max_new_tokens=cfg.max_new_tokens)
+    out = Path(cfg.out) if cfg.out else default_out("intervene")
+    backend = open_backend(cfg)
+    strategies = [get_strategy(name, backend, full, options) for name in names]
+    print(f"[xlgap] intervene: {len(full)} items, {source} -> {', '.join(targets)}, "
+          f"strategies {', '.join(names)}, R={cfg.samples}; results in {out}",
+          file=sys.stderr)
+    meta = {"config": config_to_dict(cfg)}
+    for strategy in strategies:
+        run_strategy(strategy, full, out / strategy.name, source=source, targets=targets,
+                     meta=meta, progress=_progress(cfg))
+    item_ids = [it.id for it in run_items(full.items, [source, *targets])]
+    result = evaluate_dirs(out, names, n_boot=cfg.n_boot, seed=cfg.seed, item_ids=item_ids)
+    result.update({"model": cfg.model, "data": full.source_path or full.name,
+                   "config": config_to_dict(cfg)})
+    write_outputs(result, out)
+    print()
+    print(format_interventions_table(result))
+    print(f"\n[xlgap] wrote {out / 'interventions.json'}, {out / 'interventions.md'} and "
+          f"{out / 'interventions.png'} in {time.time() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
+    "intervene": (InterveneConfig, cmd_intervene, "reduce the gap: TrEn-k, TTA-k, TEA and "
+                  "response ensembling compared with baseline (transfer, overall success, "
+                  "CIs, paired tests)"),
+}

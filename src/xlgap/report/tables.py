@@ -1,0 +1,132 @@
+"""The intervention table (like the paper's Table 1) as text, Markdown and a figure.
+
+Inputs are the JSON-serialisable result of :func:`xlgap.interventions.evaluate.compare_runs`,
+so the table and figure can be redrawn from a saved ``interventions.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_interventions_table", "interventions_markdown", "plot_interventions"]
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else \
+        f"{100 * x:.1f}"
+
+
+def _with_ci(stat: Mapping[str, Any] | None) -> str:
+    """'42.0 [38.1, 45.9]' in percent."""
+    if not stat:
+        return "-"
+    lo, hi = (stat.get("ci") or [None, None])[:2]
+    if lo is None or hi is None:
+        return _pct(stat.get("estimate"))
+    return f"{_pct(stat.get('estimate'))} [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _p(x: Any) -> str:
+    if x is None:
+        return "-"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _chi2(stat: Mapping[str, Any] | None) -> str:
+    est = (stat or {}).get("estimate")
+    return "-" if est is None else f"{est:.3f}"
+
+
+def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per strategy: transfer and overall success with 95% CIs (in %),
+    p against baseline (transfer), chi-square, parse failures and per-language accuracy."""
+    langs = list(result.get("languages") or [result["source"], *result["targets"]])
+    header = ["strategy", "transfer % [95% CI]", "overall success % [95% CI]", "p vs base",
+              "chi2 s-t", "parse fail", *(f"acc {lang}" for lang in langs)]
+    rows = []
+    for name, m in result["strategies"].items():
+        acc = m.get("accuracy", {})
+        rows.append([name, _with_ci(m.get("transfer")), _with_ci(m.get("overall_success")),
+                     _p(m.get("p_vs_baseline")), _chi2(m.get("chi2")),
+                     str((m.get("parse_failures") or {}).get("total", 0)),
+                     *(_pct((acc.get(lang) or {}).get("estimate")) for lang in langs)])
+    return header, rows
+
+
+def format_interventions_table(result: Mapping[str, Any]) -> str:
+    """A plain-text aligned table for the terminal."""
+    header, rows = table_rows(result)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    title = (f"Interventions: {result['source']} -> {', '.join(result['targets'])}, "
+             f"{result['n_items']} items, R = {result.get('samples')} final answers per "
+             f"item and language")
+    rule = "-" * len(line(header))
+    return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule,
+                      "transfer: correct in target among correct in source; overall "
+                      "success: correct in both; p: paired bootstrap on per-item transfer"])
+
+
+def interventions_markdown(result: Mapping[str, Any]) -> str:
+    """The table as Markdown, with per-target figures below it."""
+    header, rows = table_rows(result)
+    out = [f"# Interventions: {result['source']} -> {', '.join(result['targets'])}", "",
+           f"{result['n_items']} items; R = {result.get('samples')} final answers per item, "
+           f"language and strategy; 95% bootstrap CIs over items "
+           f"({result.get('n_boot')} resamples); p: paired bootstrap test against baseline "
+           "on per-item transfer.", "",
+           "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", "## Per target", "", "| strategy | target | transfer % | overall success % "
+            "| chi2 | parse fail |", "|---|---|---|---|---|---|"]
+    for name, m in result["strategies"].items():
+        fails = (m.get("parse_failures") or {}).get("by_language", {})
+        for tgt, t in (m.get("per_target") or {}).items():
+            chi = t.get("chi2")
+            out.append(f"| {name} | {tgt} | {_pct(t.get('transfer'))} | "
+                       f"{_pct(t.get('overall_success'))} | "
+                       f"{'-' if chi is None else f'{chi:.3f}'} | {fails.get(tgt, 0)} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_interventions(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Bar chart: transfer and overall success per strategy, with 95% CI error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(result["strategies"])
+    fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2), 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.38
+    for offset, key, label in ((-width / 2, "transfer", "transfer"),
+                               (width / 2, "overall_success", "overall success")):
+        est, lo_err, hi_err = [], [], []
+        for name in names:
+            stat = result["strategies"][name].get(key) or {}
+            e = stat.get("estimate")
+            e = math.nan if e is None else 100 * e
+            lo, hi = (stat.get("ci") or [None, None])[:2]
+            est.append(e)
+            lo_err.append(0.0 if lo is None or math.isnan(e) else max(0.0, e - 100 * lo))
+            hi_err.append(0.0 if hi is None or math.isnan(e) else max(0.0, 100 * hi - e))
+        xs = [i + offset for i in range(len(names))]
+        ax.bar(xs, est, width, yerr=[lo_err, hi_err], capsize=3, label=label)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{result['source']} -> {', '.join(result['targets'])} "
+                 f"({result['n_items']} items)")
+    ax.legend(loc="upper right", fontsize=8)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=120, bbox_inches="tight")
+    return p
