@@ -53,3 +53,8 @@ class FakeBackend(Backend):
             for j, layer in enumerate(layers):
                 out[i, j] = np.random.default_rng(_h(t, layer, pooling)).normal(size=8)
         return out
+
+
+def make(name: str = "", **options: object) -> FakeBackend:
+    """Registry factory: ``--model fake:NAME`` in CLI tests."""
+    return FakeBackend()

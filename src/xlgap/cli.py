@@ -208,10 +208,9 @@ def cmd_demo(cfg: DemoConfig) -> int:
     if cfg.diagnose:
         _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=_progress(cfg))
     if cfg.represent and backend.supports_white_box:
-        from xlgap.representations.report import representation_section
+        from xlgap.representations.cli import demo_section
 
-        print(representation_section(backend, dataset, out / "representations",
-                                     progress=_progress(cfg)))
+        print(demo_section(cfg, backend, dataset, [source, *targets], out / "inside"))
     print(f"\n[xlgap] demo done in {time.time() - started:.0f} s; everything is in {out}")
     return 0
 

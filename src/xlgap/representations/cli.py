@@ -19,12 +19,16 @@ from xlgap.io import dump_json
 
 @dataclass
 class InsideConfig(RunConfig):
-    pooling: str = opt("mean", "pooling of token states: mean, mean_no_bos or last",
+    pooling: str = opt("mean_no_bos", "pooling of token states: mean, mean_no_bos or last "
+                       "(the BOS state is huge in many models and drowns the mean)",
                        choices=("mean", "mean_no_bos", "last"))
     k: int = opt(5, "ILO: nearest neighbours per point")
     t: int = opt(3, "ILO: distinct other languages a bridging point's neighbours must span")
     pivot: str = opt("en", "pivot language for the logit lens and similarity pairs")
     shots: int = opt(3, "few-shot examples in logit-lens and scoring prompts")
+    center: bool = opt(True, "subtract each layer's mean vector (over all languages) before "
+                       "cosine-based measures; without it a few huge outlier dimensions "
+                       "make every pair look alike")
 
 
 @dataclass
@@ -80,12 +84,32 @@ def hidden_state_set(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                                  batch_size=cfg.batch_size, progress=_progress(cfg))
 
 
+class CenteredStates:
+    """A layer source whose vectors have the layer's global mean removed.
+
+    The mean is taken over every language's points together, so only the direction that
+    all texts share is removed (language identity is kept)."""
+
+    def __init__(self, states: Any) -> None:
+        self.states = states
+        self.layer_ids = list(states.layer_ids)
+
+    def layer(self, i: int) -> dict[str, np.ndarray]:
+        vectors = self.states.layer(i)
+        mean = np.concatenate(list(vectors.values())).mean(0, keepdims=True)
+        return {lang: v - mean for lang, v in vectors.items()}
+
+
+def _maybe_centered(cfg: InsideConfig, states: Any) -> Any:
+    return CenteredStates(states) if cfg.center else states
+
+
 def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     from xlgap.report.representation_plots import plot_ilo_by_layer
     from xlgap.representations.ilo import ilo_by_layer
 
-    result = {"k": cfg.k, "t": cfg.t, "pooling": cfg.pooling,
-              "layers": ilo_by_layer(states, k=cfg.k, t=cfg.t)}
+    result = {"k": cfg.k, "t": cfg.t, "pooling": cfg.pooling, "centered": cfg.center,
+              "layers": ilo_by_layer(_maybe_centered(cfg, states), k=cfg.k, t=cfg.t)}
     dump_json(result, out / "ilo.json")
     plot_ilo_by_layer(result["layers"], out / "ilo.png")
     return result
@@ -95,7 +119,8 @@ def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     from xlgap.report.representation_plots import plot_similarity_by_layer
     from xlgap.representations.similarity import layerwise_similarity
 
-    result = layerwise_similarity(states, pivot=cfg.pivot or None)
+    result = layerwise_similarity(_maybe_centered(cfg, states), pivot=cfg.pivot or None)
+    result["centered"] = cfg.center
     dump_json(result, out / "similarity.json")
     plot_similarity_by_layer(result, out / "similarity.png")
     return result
@@ -214,6 +239,18 @@ def cmd_inside(cfg: InsideConfig) -> int:
         run_consistency(cfg, backend, dataset, languages, out)
     print(f"[xlgap] wrote JSON and PNG files to {out}", file=sys.stderr)
     return 0
+
+
+def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
+                 languages: Sequence[str], out: Path) -> str:
+    """The demo's short look inside: ILO and similarity by layer on the same items."""
+    inside = InsideConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
+    out.mkdir(parents=True, exist_ok=True)
+    states = hidden_state_set(inside, backend, dataset, languages, out)
+    ilo_text = format_ilo(run_ilo(inside, states, out))
+    sim_text = format_similarity(run_similarity(inside, states, out))
+    return f"\n{ilo_text}\n\n{sim_text}\n[xlgap] plots: {out / 'ilo.png'}, " \
+           f"{out / 'similarity.png'}"
 
 
 # -- text summaries ------------------------------------------------------------------------
