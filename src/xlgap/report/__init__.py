@@ -1,0 +1,1 @@
+"""Reports written from analysis results: plots and tables (one module per analysis)."""

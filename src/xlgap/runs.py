@@ -1,0 +1,543 @@
+"""The run directory: what a sampling run writes and every analysis reads.
+
+A run holds, for each item and language, either K sampled answers mapped to answer
+concepts (``mode = "sample"``) or an exact distribution over the candidates
+(``mode = "exact"``). The format is documented in ``docs/run-format.md``; any tool may
+write it, and :func:`load_run` accepts any directory that follows it.
+
+Files are JSON Lines appended in place, each call flushed and fsynced, so a run that is
+killed keeps what it wrote; :class:`RunWriter` cuts a torn last line when it reopens the
+directory, and :meth:`RunWriter.done_keys` tells a resumed run what to skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import DataError
+
+FORMAT = "xlgap-run/1"
+RUN_FILE = "run.json"
+ITEMS_FILE = "items.jsonl"
+SAMPLES_FILE = "samples.jsonl"
+DISTRIBUTIONS_FILE = "distributions.jsonl"
+EMBEDDINGS_FILE = "answer_embeddings.npz"
+OTHER = -1  # answer index of a response that matches no candidate
+MISSING = -2  # fill value in ``Run.samples`` for an (item, language) with no data
+_PROB_TOLERANCE = 1e-3  # how far a distribution's sum may be from 1 before it is an error
+
+
+# --------------------------------------------------------------------------------------
+# JSON Lines helpers
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file in the same directory, fsync it, rename it over."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a run is shared data
+            json.dump(obj, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each line; tolerate only a torn final line.
+
+    A final line without a newline that does not parse is what a crash mid-write leaves:
+    it is skipped. Any other unparsable line, or a line that is not a JSON object, is a
+    :class:`DataError` naming the file and the line.
+    """
+    with path.open("rb") as fh:
+        data = fh.read()
+    if not data:
+        return
+    lines = data.split(b"\n")
+    torn_possible = not data.endswith(b"\n")
+    last = len(lines) - 1
+    for idx, raw in enumerate(lines):
+        lineno = idx + 1
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if torn_possible and idx == last:
+                return  # the write a crash interrupted
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got "
+                            f"{type(obj).__name__}")
+        yield lineno, obj
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn final line (no trailing newline) so that appends start on a fresh line.
+
+    A final line that lacks its newline but parses (a file written by another tool) is
+    kept and given the newline instead.
+    """
+    if not path.exists():
+        return
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            json.loads(tail.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            fh.truncate(cut)
+        else:
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _append_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Append rows as JSON Lines, flush and fsync; return how many were written."""
+    lines = [json.dumps(dict(r), ensure_ascii=False, separators=(",", ":")) + "\n"
+             for r in rows]
+    if not lines:
+        return 0
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("".join(lines))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return len(lines)
+
+
+def _require(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str
+             ) -> Any:
+    """``obj[key]`` checked against ``types`` (a JSON ``true`` never passes as a number)."""
+    if key not in obj:
+        raise DataError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise DataError(f"{where}: field {key!r} has type {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# writing
+
+
+class RunWriter:
+    """Create (or reopen) a run directory and append items, samples or distributions.
+
+    ``meta`` fills ``run.json``; ``format``, ``created``, ``source`` (``"en"``),
+    ``strategy`` (``"baseline"``) and ``mode`` (``"sample"``) get defaults, ``languages``
+    and ``targets`` are completed from each other. Reopening a directory whose
+    ``run.json`` has another mode, source or sample count is refused, so that a resumed
+    run cannot mix two different runs.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.meta = self._complete_meta(dict(meta))
+        run_file = self.dir / RUN_FILE
+        if run_file.exists():
+            old = read_meta(self.dir)
+            for key in ("mode", "source", "samples"):
+                if old.get(key) != self.meta.get(key):
+                    raise DataError(f"{run_file}: existing run has {key}={old.get(key)!r}, "
+                                    f"not {self.meta.get(key)!r}; use another directory")
+            self.meta["created"] = old.get("created", self.meta["created"])
+        _atomic_write_json(run_file, self.meta)
+        for name in (ITEMS_FILE, SAMPLES_FILE, DISTRIBUTIONS_FILE):
+            _repair_tail(self.dir / name)
+        self._item_ids: set[str] = set()
+        if (self.dir / ITEMS_FILE).exists():
+            self._item_ids = {str(o.get("id")) for _, o in _iter_jsonl(self.dir / ITEMS_FILE)}
+
+    @staticmethod
+    def _complete_meta(meta: dict[str, Any]) -> dict[str, Any]:
+        meta.setdefault("source", "en")
+        meta.setdefault("mode", "sample")
+        meta.setdefault("strategy", "baseline")
+        meta.setdefault("model", "")
+        meta.setdefault("data", "")
+        meta.setdefault("options", {})
+        meta.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
+        meta["format"] = FORMAT
+        if meta["mode"] not in ("sample", "exact"):
+            raise DataError(f"run meta: mode must be 'sample' or 'exact', not {meta['mode']!r}")
+        if meta["mode"] == "sample":
+            k = meta.get("samples")
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise DataError(f"run meta: sample mode needs 'samples' >= 1, got {k!r}")
+        src = meta["source"]
+        targets = list(meta.get("targets") or [])
+        languages = list(meta.get("languages") or [])
+        if not languages:
+            languages = [src, *[t for t in targets if t != src]]
+        if src not in languages:
+            languages.insert(0, src)
+        if not targets:
+            targets = [lang for lang in languages if lang != src]
+        languages += [t for t in targets if t not in languages]
+        meta["languages"], meta["targets"] = languages, targets
+        return meta
+
+    @property
+    def mode(self) -> str:
+        return str(self.meta["mode"])
+
+    def _check_pair(self, row: dict[str, Any], where: str) -> None:
+        """The item must be written already and the language declared in run.json."""
+        row["item"] = str(_require(row, "item", (str, int), where))
+        lang = _require(row, "lang", str, where)
+        if row["item"] not in self._item_ids:
+            raise DataError(f"{where}: item {row['item']!r} has not been added (add_items)")
+        if lang not in self.meta["languages"]:
+            raise DataError(f"{where}: language {lang!r} is not in the run's languages "
+                            f"{self.meta['languages']}")
+
+    def add_items(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append item rows (``id``, ``n_options``, optional ``gold``, ``candidates``).
+
+        Items already in the file (a resumed run) are skipped; returns how many were
+        written.
+        """
+        fresh = []
+        for row in rows:
+            where = f"add_items({row.get('id')!r})"
+            item_id = str(_require(row, "id", (str, int), where))
+            m = _require(row, "n_options", int, where)
+            gold = row.get("gold")
+            if m < 0:
+                raise DataError(f"{where}: n_options must be >= 0")
+            if gold is not None and not (isinstance(gold, int) and 0 <= gold < m):
+                raise DataError(f"{where}: gold {gold!r} is not an option index < {m}")
+            if item_id in self._item_ids:
+                continue
+            self._item_ids.add(item_id)
+            fresh.append({**row, "id": item_id})
+        return _append_jsonl(self.dir / ITEMS_FILE, fresh)
+
+    def add_samples(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append sampled responses (``item``, ``lang``, ``sample``, ``answer``, ``text``)."""
+        if self.mode != "sample":
+            raise DataError(f"{self.dir}: add_samples on a run in {self.mode!r} mode")
+        rows = [dict(r) for r in rows]
+        for r in rows:
+            where = f"add_samples({r.get('item')!r}, {r.get('lang')!r})"
+            self._check_pair(r, where)
+            k = _require(r, "sample", int, where)
+            ans = _require(r, "answer", int, where)
+            if ans < OTHER:
+                raise DataError(f"{where}: answer {ans} < -1")
+            if not 0 <= k < self.meta["samples"]:
+                raise DataError(f"{where}: sample index {k} outside 0..{self.meta['samples'] - 1}")
+        return _append_jsonl(self.dir / SAMPLES_FILE, rows)
+
+    def add_distributions(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append exact distributions (``item``, ``lang``, ``probs``)."""
+        if self.mode != "exact":
+            raise DataError(f"{self.dir}: add_distributions on a run in {self.mode!r} mode")
+        rows = [dict(r) for r in rows]
+        for r in rows:
+            where = f"add_distributions({r.get('item')!r}, {r.get('lang')!r})"
+            self._check_pair(r, where)
+            probs = _require(r, "probs", list, where)
+            try:
+                r["probs"] = [float(p) for p in probs]
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{where}: probs are not numbers") from exc
+        return _append_jsonl(self.dir / DISTRIBUTIONS_FILE, rows)
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        """The ``(item, lang)`` pairs already complete on disk (a resumed run skips them).
+
+        In sample mode a pair is complete when every sample index ``0..K-1`` is present.
+        """
+        return done_keys(self.dir)
+
+
+def done_keys(run_dir: str | os.PathLike[str]) -> set[tuple[str, str]]:
+    """Complete ``(item, lang)`` pairs of the run in ``run_dir`` (see RunWriter)."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    if meta.get("mode") == "exact":
+        path = run_dir / DISTRIBUTIONS_FILE
+        if not path.exists():
+            return set()
+        return {(str(o.get("item")), str(o.get("lang"))) for _, o in _iter_jsonl(path)}
+    path = run_dir / SAMPLES_FILE
+    if not path.exists():
+        return set()
+    k = int(meta.get("samples") or 0)
+    seen: dict[tuple[str, str], set[int]] = {}
+    for _, o in _iter_jsonl(path):
+        s = o.get("sample")
+        if isinstance(s, int) and not isinstance(s, bool):
+            seen.setdefault((str(o.get("item")), str(o.get("lang"))), set()).add(s)
+    return {key for key, idx in seen.items() if len(idx & set(range(k))) == k}
+
+
+# --------------------------------------------------------------------------------------
+# reading
+
+
+def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse and check ``run.json``."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise DataError(f"{path}: no run.json (not a run directory)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    fmt = meta.get("format", FORMAT)
+    if not str(fmt).startswith("xlgap-run/"):
+        raise DataError(f"{path}: unknown format {fmt!r}")
+    if meta.get("mode", "sample") not in ("sample", "exact"):
+        raise DataError(f"{path}: mode must be 'sample' or 'exact', not {meta.get('mode')!r}")
+    if "source" not in meta:
+        raise DataError(f"{path}: missing field 'source'")
+    return meta
+
+
+@dataclass
+class Run:
+    """A loaded run as arrays (Q items, M_max = largest option count).
+
+    ``counts[lang]`` is ``(Q, M_max + 1)``: answers per candidate, last column "other"
+    (``None`` per language in exact mode). ``probs[lang]`` is ``(Q, M_max + 1)`` in both
+    modes: counts / K in sample mode, the exact distribution in exact mode (its "other"
+    column is 0), so every distance treats "other" as one more option. ``samples[lang]``
+    is ``(Q, K)`` answer indices (``-1`` other, ``-2`` missing); empty in exact mode.
+    ``present[lang]`` marks the items that have data in that language; an item missing a
+    language drops out of every metric that needs it, and ``missing`` counts them.
+    Options beyond an item's ``n_options`` are zero padding.
+    """
+
+    source: str
+    targets: list[str]
+    languages: list[str]
+    mode: str
+    item_ids: list[str]
+    n_options: np.ndarray
+    gold: np.ndarray
+    counts: dict[str, np.ndarray] | None
+    samples: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    embeddings: dict[str, np.ndarray] | None = None
+    k: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def m_max(self) -> int:
+        return int(self.n_options.max()) if len(self.n_options) else 0
+
+    def pair_mask(self, target: str) -> np.ndarray:
+        """Items present in both the source and ``target``."""
+        return self.present[self.source] & self.present[target]
+
+
+def _load_items(path: Path) -> tuple[list[str], list[int], list[int], set[str]]:
+    """Items with at least one option, and the ids of those with none (set aside)."""
+    if not path.exists():
+        raise DataError(f"{path}: missing (a run needs items.jsonl)")
+    ids: list[str] = []
+    ms: list[int] = []
+    golds: list[int] = []
+    seen: dict[str, tuple[int, int]] = {}
+    empty: set[str] = set()
+    for lineno, o in _iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        item_id = str(_require(o, "id", (str, int), where))
+        m = _require(o, "n_options", int, where)
+        if m < 0:
+            raise DataError(f"{where}: n_options must be >= 0, got {m}")
+        if m == 0:
+            empty.add(item_id)  # no candidates: nothing to compare, set aside
+            continue
+        gold = o.get("gold")
+        if gold is None:
+            gold = -1
+        elif not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < m:
+            raise DataError(f"{where}: gold {gold!r} is not an option index below {m}")
+        if item_id in seen:
+            if seen[item_id] != (m, gold):
+                raise DataError(f"{where}: item {item_id!r} repeated with other fields")
+            continue
+        seen[item_id] = (m, gold)
+        ids.append(item_id)
+        ms.append(m)
+        golds.append(gold)
+    return ids, ms, golds, empty - set(ids)
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a run directory into arrays (see :class:`Run`).
+
+    Raises :class:`DataError` (naming file and line) on a malformed line, an unknown item
+    or language, an answer index outside ``-1..M-1``, or a distribution of the wrong
+    length or with negative mass. A torn final line (crash) is ignored. In sample mode a
+    pair with fewer than K samples is treated as missing; a sample index written twice
+    (a pair re-sampled after a crash) keeps the last value.
+    """
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    mode = str(meta.get("mode", "sample"))
+    source = str(meta["source"])
+    targets = [str(t) for t in meta.get("targets") or []]
+    languages = [str(lang) for lang in meta.get("languages") or []]
+    for lang in [source, *targets]:
+        if lang not in languages:
+            languages.append(lang)
+    if not targets:
+        targets = [lang for lang in languages if lang != source]
+
+    ids, ms, golds, empty = _load_items(run_dir / ITEMS_FILE)
+    index = {item_id: i for i, item_id in enumerate(ids)}
+    lang_set = set(languages)
+    q = len(ids)
+    n_options = np.asarray(ms, dtype=np.int64)
+    m_max = int(n_options.max()) if q else 0
+    warnings: list[str] = []
+    counts: dict[str, np.ndarray] | None
+    samples: dict[str, np.ndarray] = {}
+    probs: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+
+    if empty:
+        warnings.append(f"{len(empty)} items have no candidates (n_options 0) and are "
+                        f"left out")
+
+    def locate(o: dict[str, Any], where: str) -> tuple[int, str] | None:
+        item_id = str(_require(o, "item", (str, int), where))
+        lang = _require(o, "lang", str, where)
+        if item_id in empty:
+            return None
+        if item_id not in index:
+            raise DataError(f"{where}: item {item_id!r} is not in {ITEMS_FILE}")
+        if lang not in lang_set:
+            raise DataError(f"{where}: language {lang!r} is not in run.json languages")
+        return index[item_id], lang
+
+    if mode == "sample":
+        path = run_dir / SAMPLES_FILE
+        k = meta.get("samples")
+        answers: dict[tuple[int, str], dict[int, int]] = {}
+        if path.exists():
+            for lineno, o in _iter_jsonl(path):
+                where = f"{path}:{lineno}"
+                found = locate(o, where)
+                if found is None:
+                    continue
+                i, lang = found
+                s = _require(o, "sample", int, where)
+                a = _require(o, "answer", int, where)
+                if not OTHER <= a < ms[i]:
+                    raise DataError(f"{where}: answer {a} outside -1..{ms[i] - 1} for item "
+                                    f"{ids[i]!r}")
+                if s < 0:
+                    raise DataError(f"{where}: negative sample index {s}")
+                answers.setdefault((i, lang), {})[s] = a
+        if not isinstance(k, int) or k < 1:
+            k = max((len(v) for v in answers.values()), default=0)
+            warnings.append(f"run.json has no 'samples'; using K={k} from the data")
+        counts = {}
+        for lang in languages:
+            smp = np.full((q, k), MISSING, dtype=np.int64)
+            have = np.zeros(q, dtype=bool)
+            for i in range(q):
+                got = answers.get((i, lang))
+                if not got:
+                    continue
+                vals = [got[s] for s in range(k) if s in got]
+                if len(vals) < k:
+                    continue  # incomplete pair: counted as missing below
+                smp[i] = vals
+                have[i] = True
+            cnt = np.zeros((q, m_max + 1), dtype=np.int64)
+            rows = np.nonzero(have)[0]
+            if rows.size:
+                cols = np.where(smp[rows] == OTHER, m_max, smp[rows])
+                np.add.at(cnt, (np.repeat(rows, k), cols.ravel()), 1)
+            samples[lang], counts[lang], present[lang] = smp, cnt, have
+            probs[lang] = cnt / max(k, 1)
+    else:
+        k = 0
+        counts = None
+        path = run_dir / DISTRIBUTIONS_FILE
+        for lang in languages:
+            probs[lang] = np.zeros((q, m_max + 1))
+            present[lang] = np.zeros(q, dtype=bool)
+        if path.exists():
+            for lineno, o in _iter_jsonl(path):
+                where = f"{path}:{lineno}"
+                found = locate(o, where)
+                if found is None:
+                    continue
+                i, lang = found
+                p = _require(o, "probs", list, where)
+                try:
+                    arr = np.asarray(p, dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise DataError(f"{where}: probs are not numbers") from exc
+                if arr.shape != (ms[i],):
+                    raise DataError(f"{where}: {arr.size} probs for item {ids[i]!r} with "
+                                    f"{ms[i]} options")
+                if not np.all(np.isfinite(arr)) or arr.min() < 0:
+                    raise DataError(f"{where}: probs must be finite and >= 0")
+                total = arr.sum()
+                if abs(total - 1.0) > _PROB_TOLERANCE:
+                    raise DataError(f"{where}: probs sum to {total:.6g}, not 1")
+                probs[lang][i, :ms[i]] = arr / total
+                present[lang][i] = True
+
+    missing = {lang: int(q - present[lang].sum()) for lang in languages}
+    for lang, n in missing.items():
+        if n:
+            warnings.append(f"{n} of {q} items have no complete data in {lang!r}")
+
+    embeddings = None
+    emb_path = run_dir / EMBEDDINGS_FILE
+    if emb_path.exists():
+        embeddings = {}
+        try:
+            with np.load(emb_path) as npz:
+                for key in npz.files:
+                    embeddings[key] = np.asarray(npz[key], dtype=np.float64)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{emb_path}: cannot read ({exc})") from exc
+        for item_id, arr in embeddings.items():
+            if item_id in index and (arr.ndim != 2 or arr.shape[0] != ms[index[item_id]]):
+                raise DataError(f"{emb_path}: array {item_id!r} has shape {arr.shape}, "
+                                f"expected ({ms[index[item_id]]}, d)")
+
+    return Run(source=source, targets=targets, languages=languages, mode=mode, item_ids=ids,
+               n_options=n_options, gold=np.asarray(golds, dtype=np.int64), counts=counts,
+               samples=samples, probs=probs, present=present, embeddings=embeddings,
+               k=int(k), meta=meta, missing=missing, warnings=warnings, path=run_dir)

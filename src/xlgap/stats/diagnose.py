@@ -1,0 +1,327 @@
+"""Diagnose a run: is its cross-lingual gap bias or variance?
+
+:func:`diagnose` turns a loaded :class:`~xlgap.runs.Run` into one JSON-ready dict
+(documented in ``docs/diagnosis.md``): accuracy per language, per source-target pair the
+agreement, ECLeKTic overall success and transfer, chi-square and L2 distances, the
+ensembling curve and both pi estimates, the same pooled over all targets, and source
+confidence against agreement. Every mean comes with a 95% percentile bootstrap CI over
+items. :func:`diagnose_dir` also writes ``diagnosis.json`` and the plots;
+:func:`format_summary` renders the dict as a short text report with a one-line verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import DataError
+from xlgap.runs import Run, load_run
+from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
+from xlgap.stats.ensembling import per_item_curves, samples_from_probs, summarise_curves
+from xlgap.stats.metrics import (
+    accuracy_per_item,
+    agreement_per_item,
+    chi2_per_item,
+    confidence_bins,
+    confidence_per_item,
+    l2_per_item,
+    mode_correct_per_item,
+    overall_success_per_item,
+    transfer_parts,
+)
+from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model, mismatch_per_item
+
+FORMAT = "xlgap-diagnosis/1"
+EXACT_K = 20  # answers drawn per distribution for exact-mode ensembling curves
+LIKELY_BIAS_LISTED = 10  # item ids listed per target as the likeliest bias items
+
+
+def _dist(run: Run, lang: str) -> np.ndarray:
+    """``(Q, O)`` distribution with NaN rows where the language has no data."""
+    return np.where(run.present[lang][:, None], run.probs[lang], np.nan)
+
+
+def _embedding_array(run: Run) -> np.ndarray | None:
+    """``(Q, M_max, d)`` embeddings (NaN for items without one), or None."""
+    if not run.embeddings:
+        return None
+    dims = {arr.shape[1] for key, arr in run.embeddings.items() if key in set(run.item_ids)}
+    if not dims:
+        return None
+    if len(dims) > 1:
+        raise DataError(f"{run.path}: answer embeddings have several sizes {sorted(dims)}")
+    d = dims.pop()
+    out = np.full((run.n_items, run.m_max, d), np.nan)
+    for i, item_id in enumerate(run.item_ids):
+        arr = run.embeddings.get(item_id)
+        if arr is not None:
+            out[i] = 0.0
+            out[i, :arr.shape[0]] = arr
+    return out
+
+
+def _answers(run: Run, lang: str, seed: int) -> np.ndarray:
+    if run.mode == "sample":
+        return run.samples[lang]
+    return samples_from_probs(_dist(run, lang), EXACT_K, seed=seed)
+
+
+def _common_m(n_options: np.ndarray) -> int:
+    if n_options.size == 0:
+        return 2
+    values, counts = np.unique(n_options, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def _pair_metrics(p: np.ndarray, q: np.ndarray, gold: np.ndarray, emb: np.ndarray | None
+                  ) -> dict[str, np.ndarray | None]:
+    num, den = transfer_parts(p, q, gold)
+    return {"agreement": agreement_per_item(p, q),
+            "overall_success": overall_success_per_item(p, q, gold),
+            "transfer_num": num, "transfer_den": den,
+            "chi2": chi2_per_item(p, q),
+            "l2": l2_per_item(p, q, emb) if emb is not None else None,
+            "mismatch": mismatch_per_item(p, q)}
+
+
+def _summarise_pair(per: dict[str, np.ndarray | None], n_boot: int, seed: int
+                    ) -> dict[str, Any]:
+    """Estimates with CIs from per-item arrays ``(Q,)`` or ``(Q, T)`` (NaN = missing)."""
+    out: dict[str, Any] = {}
+    for key in ("agreement", "overall_success", "chi2", "l2"):
+        vals = per[key]
+        out[key] = None if vals is None else mean_with_ci(vals, n_boot=n_boot, seed=seed)
+    num, den = per["transfer_num"], per["transfer_den"]
+    assert num is not None and den is not None
+    ok = np.isfinite(num) & np.isfinite(den)
+    total = float(den[ok].sum())
+    est = float(num[ok].sum()) / total if total > 0 else float("nan")
+    out["transfer"] = summary(est, ratio_ci(num, den, n_boot=n_boot, seed=seed),
+                              int(ok.sum()))
+    mism = per["mismatch"]
+    assert mism is not None
+    m = mean_with_ci(mism, n_boot=n_boot, seed=seed)
+    out["pi_mismatch"] = None if m["estimate"] is None else 1.0 - m["estimate"]
+    out["pi_mismatch_ci"] = [None if x is None else 1.0 - x for x in m["ci"][::-1]]
+    return out
+
+
+def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = True,
+             progress: bool = False, repeats: int = 20,
+             pi_options: PiFitOptions | None = None) -> dict[str, Any]:
+    """All diagnosis metrics of ``run`` as a JSON-ready dict (see docs/diagnosis.md).
+
+    ``repeats`` random subsets per item and size feed the ensembling curves; ``fit_model``
+    switches the model-based pi fit (the slow part: seconds per target) on or off.
+    """
+    if run.n_items == 0:
+        raise DataError(f"{run.path}: the run has no items")
+    targets = [t for t in run.targets if t in run.present]
+    if not targets:
+        raise DataError(f"{run.path}: the run has no target languages")
+    src = run.source
+    gold = run.gold
+    emb = _embedding_array(run)
+    dists = {lang: _dist(run, lang) for lang in [src, *targets]}
+
+    accuracy: dict[str, Any] = {}
+    mode_accuracy: dict[str, Any] = {}
+    for lang, dist in dists.items():
+        accuracy[lang] = mean_with_ci(accuracy_per_item(dist, gold), n_boot=n_boot, seed=seed)
+        mode_accuracy[lang] = mean_with_ci(mode_correct_per_item(dist, gold), n_boot=n_boot,
+                                           seed=seed)
+
+    pairs: dict[str, Any] = {}
+    per_pair: dict[str, dict[str, np.ndarray | None]] = {}
+    curves: dict[str, dict[str, np.ndarray | None]] = {}
+    src_answers = _answers(run, src, seed)
+    iterator: Any = targets
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(targets, desc="pairs", leave=False)
+    for t in iterator:
+        per = _pair_metrics(dists[src], dists[t], gold, emb)
+        per_pair[t] = per
+        pairs[t] = _summarise_pair(per, n_boot, seed)
+        curves[t] = per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
+                                    embeddings=emb, repeats=repeats, seed=seed)
+        pairs[t]["ensembling"] = summarise_curves(curves[t])
+        pairs[t]["n_items"] = int(np.isfinite(per["chi2"]).sum())  # type: ignore[arg-type]
+
+    stacked = {key: (None if per_pair[targets[0]][key] is None else
+                     np.stack([per_pair[t][key] for t in targets], axis=1))  # type: ignore[misc]
+               for key in per_pair[targets[0]]}
+    overall = _summarise_pair(stacked, n_boot, seed)
+    overall["ensembling"] = summarise_curves({
+        key: (None if curves[targets[0]][key] is None else
+              np.concatenate([curves[t][key] for t in targets]))  # type: ignore[misc]
+        for key in ("chi2", "l2")})
+
+    conf = confidence_per_item(dists[src])
+    agree = stacked["agreement"]
+    assert agree is not None
+    conf_bins = confidence_bins(np.repeat(conf[:, None], len(targets), axis=1), agree,
+                                _common_m(run.n_options))
+
+    model: dict[str, Any] | None = None
+    if fit_model:
+        model = _fit_model(run, targets, n_boot, seed, progress, pi_options)
+        for t in targets:
+            pairs[t]["pi_model"] = model["targets"].get(t)
+
+    return {"format": FORMAT, "source": src, "targets": targets, "n_items": run.n_items,
+            "mode": run.mode, "k": run.k if run.mode == "sample" else None,
+            "model": run.meta.get("model"), "strategy": run.meta.get("strategy"),
+            "accuracy": accuracy, "mode_accuracy": mode_accuracy, "pairs": pairs,
+            "overall": overall, "confidence_vs_agreement": conf_bins,
+            "pi": {"mismatch": overall["pi_mismatch"], "model": model},
+            "warnings": list(run.warnings), "n_boot": n_boot, "seed": seed}
+
+
+def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: bool,
+               pi_options: PiFitOptions | None) -> dict[str, Any]:
+    base = pi_options or PiFitOptions()
+    opts = PiFitOptions(**{**base.__dict__, "n_boot": n_boot, "seed": seed})
+    if run.mode == "sample":
+        assert run.counts is not None
+        src_counts = run.counts[run.source]
+        tgt_counts = {t: run.counts[t] for t in targets}
+    else:
+        src_counts = counts_from_probs(run.probs[run.source], opts.k_eff)
+        tgt_counts = {t: counts_from_probs(run.probs[t], opts.k_eff) for t in targets}
+    fit = fit_pi_model(src_counts, tgt_counts, run.n_options, options=opts, progress=progress)
+    out = fit.as_dict()
+    if run.mode == "exact":
+        out["method"] += f"; exact distributions fitted as expected counts of {opts.k_eff:g}"
+    for t, est in fit.targets.items():
+        if est is None or out["targets"].get(t) is None:
+            continue
+        post = est.posterior[t]
+        ok = np.isfinite(post)
+        order = np.argsort(np.where(ok, post, np.inf))[:LIKELY_BIAS_LISTED]
+        out["targets"][t]["n_likely_bias"] = int(np.sum(post[ok] < 0.5))
+        out["targets"][t]["likeliest_bias_items"] = [
+            {"id": run.item_ids[i], "p_variance": float(post[i])} for i in order if ok[i]]
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a run is shared data
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def diagnose_dir(run_dir: str | os.PathLike[str], *, plots: bool = True, **kw: Any
+                 ) -> dict[str, Any]:
+    """Load the run in ``run_dir``, diagnose it, write ``diagnosis.json`` and ``plots/``."""
+    run_dir = Path(run_dir)
+    diag = diagnose(load_run(run_dir), **kw)
+    if plots:
+        from xlgap.report.diagnosis_plots import write_plots
+
+        diag["plots"] = [p.name for p in write_plots(diag, run_dir / "plots")]
+    _atomic_write_text(run_dir / "diagnosis.json",
+                       json.dumps(_rounded(diag), indent=1, ensure_ascii=False,
+                                  allow_nan=False) + "\n")
+    return diag
+
+
+def _rounded(obj: Any, digits: int = 6) -> Any:
+    """Floats rounded for a readable file (6 decimals is far below any CI width)."""
+    if isinstance(obj, float):
+        return round(obj, digits)
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------
+# text summary
+
+
+def _fmt(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    if not entry or entry.get("estimate") is None:
+        return "-"
+    est, (lo, hi) = entry["estimate"], entry["ci"]
+    if lo is None or hi is None:
+        return f"{est:.{digits}f}"
+    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def verdict(diag: dict[str, Any]) -> str:
+    """One line: is the gap mostly variance, mostly bias, mixed, or is there little gap?"""
+    overall = diag["overall"]
+    agree = (overall.get("agreement") or {}).get("estimate")
+    drop = (overall.get("ensembling") or {}).get("drop")
+    model = (diag.get("pi") or {}).get("model") or {}
+    pi, ci = model.get("estimate"), model.get("ci")
+    tail = f"; ensembling removes {drop:.0%} of the one-answer distance" if drop is not None else ""
+    if agree is not None and agree >= 0.95:
+        return f"little gap: source and target modes agree on {agree:.0%} of items{tail}"
+    if pi is None:
+        mism = diag["pi"].get("mismatch")
+        if mism is None:
+            return "no verdict: not enough paired data"
+        return (f"pi (mismatch heuristic) = {mism:.2f}; run with the model fit for a verdict"
+                f"{tail}")
+    where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    if ci[0] >= 0.7:
+        return f"gap is mostly variance ({where}): ensembling helps{tail}"
+    if ci[1] <= 0.3:
+        return (f"gap is mostly bias ({where}): the target answers around other beliefs, "
+                f"ensembling will not close it{tail}")
+    return (f"gap is mixed ({where}): ensembling closes the variance part only, the rest "
+            f"needs the target's beliefs fixed{tail}")
+
+
+def format_summary(diag: dict[str, Any]) -> str:
+    """A short human-readable report of a diagnosis dict."""
+    lines = [f"xlgap diagnosis: {diag.get('model') or 'run'} ({diag['mode']} mode, "
+             f"{diag['n_items']} items, source {diag['source']})", ""]
+    lines.append(f"{'language':<10} {'accuracy':<24} {'mode accuracy':<24}")
+    for lang, acc in diag["accuracy"].items():
+        mark = " (source)" if lang == diag["source"] else ""
+        lines.append(f"{lang:<10} {_fmt(acc):<24} "
+                     f"{_fmt(diag['mode_accuracy'].get(lang)):<24}{mark}")
+    lines.append("")
+    head = (f"{'pair':<10} {'agreement':<24} {'transfer':<24} {'chi2':<24} {'drop':>5} "
+            f"{'pi(mism)':>8} {'pi(model)':>22}")
+    lines.append(head)
+    rows = [(f"{diag['source']}-{t}", diag["pairs"][t]) for t in diag["targets"]]
+    rows.append(("overall", {**diag["overall"],
+                             "pi_model": (diag.get("pi") or {}).get("model")}))
+    for name, pair in rows:
+        drop = (pair.get("ensembling") or {}).get("drop")
+        pim = pair.get("pi_mismatch")
+        model = pair.get("pi_model")
+        lines.append(
+            f"{name:<10} {_fmt(pair.get('agreement')):<24} {_fmt(pair.get('transfer')):<24} "
+            f"{_fmt(pair.get('chi2')):<24} "
+            f"{(f'{drop:.2f}' if drop is not None else '-'):>5} "
+            f"{(f'{pim:.3f}' if pim is not None else '-'):>8} "
+            f"{(_fmt(model, 2) if model else '-'):>22}")
+    model = (diag.get("pi") or {}).get("model")
+    if model and model.get("tau"):
+        lines.append("")
+        lines.append(f"model fit: tau = {_fmt(model['tau'], 2)}, eta = {_fmt(model['eta'], 2)}"
+                     " (tau and eta trade off; pi is the well-determined quantity)")
+    for w in diag.get("warnings") or []:
+        lines.append(f"warning: {w}")
+    lines.append("")
+    lines.append("verdict: " + verdict(diag))
+    return "\n".join(lines)
+

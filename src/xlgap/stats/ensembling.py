@@ -1,0 +1,148 @@
+"""Ensembling curves: source-target distance as the number of pooled answers grows.
+
+For ensemble size k = 1..K, take k of an item's K source answers and k of its K target
+answers (without replacement), form the two empirical distributions and measure their
+distance; average over several random subsets and over items. Pooling answers averages
+the sampling spread away but keeps each language's centre, so the curve falls towards
+the distance between the two centres: far down when the gap is variance (same centre),
+barely when it is bias (another centre).
+
+Subsets come from random permutations: the first k answers of a uniformly random
+permutation are a uniform k-subset, so one permutation per (item, repeat) gives every k
+at once with a cumulative sum (the subsets for different k are nested, which does not
+change any k's average). All items and repeats are processed as one array.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import DataError
+from xlgap.runs import MISSING, OTHER
+
+_CHUNK = 2048  # items per block, bounding memory at about block x R x K x O floats
+
+
+def samples_from_probs(probs: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Draw ``k`` answers per row of ``probs`` ``(Q, O)`` ("other" last, drawn as -1).
+
+    Exact-mode runs have distributions, not answers; their ensembling curve is computed
+    on answers drawn from the distributions with a fixed seed, so it shows what pooling
+    ``k`` sampled answers would do. Rows without mass give MISSING.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    q, o = p.shape
+    rng = np.random.default_rng(seed)
+    mass = p.sum(axis=1)
+    ok = np.isfinite(mass) & (mass > 0)
+    cdf = np.cumsum(np.where(ok[:, None], p, 0.0), axis=1)
+    u = rng.random((q, k)) * np.where(ok, cdf[:, -1], 1.0)[:, None]
+    idx = np.minimum((u[:, :, None] > cdf[:, None, :]).sum(axis=-1), o - 1)
+    out = np.where(idx == o - 1, OTHER, idx)
+    return np.where(ok[:, None], out, MISSING).astype(np.int64)
+
+
+def _cumulative_counts(cols: np.ndarray, perm: np.ndarray, o: int) -> np.ndarray:
+    """``(Q, R, K, O)`` counts of the first k permuted answers, for every k."""
+    picked = np.take_along_axis(cols[:, None, :], perm, axis=2)  # (Q, R, K)
+    onehot = picked[..., None] == np.arange(o)
+    return np.cumsum(onehot, axis=2, dtype=np.float32)
+
+
+def _chi2(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    s = p + q
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(s > 0, (p - q) ** 2 / np.where(s > 0, s, 1.0), 0.0)
+    return t.sum(axis=-1)
+
+
+def _l2(p: np.ndarray, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """L2 between the candidate-renormalised mean embeddings; NaN without candidates."""
+    def centre(x: np.ndarray) -> np.ndarray:
+        cand = x[..., :-1]
+        mass = cand.sum(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(mass > 0, cand / np.where(mass > 0, mass, 1.0), np.nan)
+        return np.einsum("qrkm,qmd->qrkd", w, emb)
+
+    d = centre(p) - centre(q)
+    return np.sqrt((d ** 2).sum(axis=-1))
+
+
+def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarray, *,
+                    embeddings: np.ndarray | None = None, repeats: int = 20, seed: int = 0
+                    ) -> dict[str, np.ndarray | None]:
+    """Per-item distance curves ``(Q, K)`` (mean over ``repeats`` random subsets).
+
+    ``source`` and ``target`` are ``(Q, K)`` answer indices (-1 other, -2 missing); an item
+    with a missing side is NaN. ``embeddings`` is ``(Q, M_max, d)`` or None (then no L2).
+    """
+    src = np.asarray(source, dtype=np.int64)
+    tgt = np.asarray(target, dtype=np.int64)
+    if src.shape != tgt.shape or src.ndim != 2:
+        raise DataError(f"ensembling: source and target answers must be (Q, K) of one "
+                        f"shape, got {src.shape} and {tgt.shape}")
+    q, k = src.shape
+    m_max = int(np.max(n_options, initial=1))
+    o = m_max + 1
+    if np.any(src >= m_max) or np.any(tgt >= m_max):
+        raise DataError("ensembling: an answer index exceeds the option count")
+    ok = np.all(src != MISSING, axis=1) & np.all(tgt != MISSING, axis=1)
+    src_cols = np.where(src < 0, m_max, src)
+    tgt_cols = np.where(tgt < 0, m_max, tgt)
+    chi2 = np.full((q, k), np.nan)
+    l2 = np.full((q, k), np.nan) if embeddings is not None else None
+    rng = np.random.default_rng(seed)
+    sizes = np.arange(1, k + 1, dtype=np.float32)[None, None, :, None]
+    rows = np.nonzero(ok)[0]
+    for a in range(0, rows.size, _CHUNK):
+        r = rows[a:a + _CHUNK]
+        perm_s = rng.random((r.size, repeats, k)).argsort(axis=2)
+        perm_t = rng.random((r.size, repeats, k)).argsort(axis=2)
+        p = _cumulative_counts(src_cols[r], perm_s, o) / sizes
+        qd = _cumulative_counts(tgt_cols[r], perm_t, o) / sizes
+        chi2[r] = _chi2(p, qd).mean(axis=1)
+        if l2 is not None and embeddings is not None:
+            emb = np.asarray(embeddings[r], dtype=np.float32)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # no candidate in a subset
+                l2[r] = np.nanmean(_l2(p, qd, emb), axis=1)
+    return {"chi2": chi2, "l2": l2}
+
+
+def summarise_curves(curves: dict[str, np.ndarray | None]) -> dict[str, Any]:
+    """Average per-item curves over items (NaN skipped) and compute the drop.
+
+    ``drop = (d(1) - d(K)) / d(1)`` on the chi-square curve: the share of the one-answer
+    distance that pooling all K answers removes.
+    """
+    chi2 = curves["chi2"]
+    assert chi2 is not None
+    k = chi2.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no items
+        c = np.nanmean(chi2, axis=0) if chi2.size else np.full(k, np.nan)
+        l2c = curves.get("l2")
+        l2 = np.nanmean(l2c, axis=0) if l2c is not None and l2c.size else None
+    drop = float((c[0] - c[-1]) / c[0]) if k and np.isfinite(c[0]) and c[0] > 0 else None
+    l2_drop = None
+    if l2 is not None and np.isfinite(l2[0]) and l2[0] > 0:
+        l2_drop = float((l2[0] - l2[-1]) / l2[0])
+
+    def clean(x: np.ndarray) -> list[float | None]:
+        return [float(v) if np.isfinite(v) else None for v in x]
+
+    return {"k": list(range(1, k + 1)), "chi2": clean(c),
+            "l2": clean(l2) if l2 is not None else None, "drop": drop, "l2_drop": l2_drop,
+            "n_items": int(np.isfinite(chi2[:, 0]).sum()) if k else 0}
+
+
+def ensembling_curve(source: np.ndarray, target: np.ndarray, n_options: np.ndarray, *,
+                     embeddings: np.ndarray | None = None, repeats: int = 20, seed: int = 0
+                     ) -> dict[str, Any]:
+    """Mean ensembling curve of one source-target pair (see :func:`per_item_curves`)."""
+    return summarise_curves(per_item_curves(source, target, n_options, embeddings=embeddings,
+                                            repeats=repeats, seed=seed))

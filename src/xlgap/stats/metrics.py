@@ -1,0 +1,176 @@
+"""Per-item metrics of the cross-lingual gap, over answer distributions.
+
+A distribution is a row of ``(Q, O)``: probabilities over the item's candidates
+followed by one "other" column (O = M_max + 1; options beyond an item's own count are
+zero padding). "Other" is kept as an option of its own in every computation: a target
+that stops naming any candidate has moved away from the source, and two languages that
+both fail to name one agree on that. A row that is all NaN (or all zero) is a missing
+(item, language) pair and gives NaN, which every summary skips.
+
+Modes are sets: when options tie at the maximum (common with K = 20 samples) a metric
+is its expectation under a uniformly random tie-break, so ties neither favour nor hurt
+agreement. Each function returns per-item values; :mod:`xlgap.stats.bootstrap` turns
+them into estimates with CIs over items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xlgap.errors import DataError
+
+
+def _valid(p: np.ndarray) -> np.ndarray:
+    """Rows that hold a distribution (finite, some mass)."""
+    return np.all(np.isfinite(p), axis=-1) & (np.nansum(p, axis=-1) > 0)
+
+
+def mode_mask(p: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Boolean ``(Q, O)`` mask of each row's modes (all options tied at the maximum).
+
+    Invalid rows get an empty mask.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    ok = _valid(p)
+    safe = np.where(ok[:, None], p, 0.0)
+    top = safe.max(axis=-1, keepdims=True)
+    return (safe >= top - rtol * np.maximum(top, 1e-300)) & ok[:, None]
+
+
+def _check_pair(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 2:
+        raise DataError(f"metrics: distributions must be two (Q, O) arrays of one shape, "
+                        f"got {p.shape} and {q.shape}")
+    return p, q
+
+
+def _gold_index(gold: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+    gold = np.asarray(gold, dtype=np.int64)
+    if gold.shape != (q,):
+        raise DataError(f"metrics: gold has shape {gold.shape}, expected ({q},)")
+    known = gold >= 0
+    return np.where(known, gold, 0), known
+
+
+def accuracy_per_item(p: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Probability mass on the gold option: the share of sampled answers that are gold
+    (sample mode) or the exact probability of gold (exact mode). NaN if gold unknown."""
+    p = np.asarray(p, dtype=np.float64)
+    g, known = _gold_index(gold, p.shape[0])
+    out = p[np.arange(p.shape[0]), g]
+    return np.where(known & _valid(p), out, np.nan)
+
+
+def mode_correct_per_item(p: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Whether the mode is gold (fractional under ties). NaN if gold unknown or no data."""
+    p = np.asarray(p, dtype=np.float64)
+    g, known = _gold_index(gold, p.shape[0])
+    a = mode_mask(p)
+    n_a = a.sum(axis=-1)
+    hit = a[np.arange(p.shape[0]), g]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = hit / n_a
+    return np.where(known & (n_a > 0), out, np.nan)
+
+
+def agreement_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Whether source and target modes coincide: ``|A & B| / (|A| |B|)`` for mode sets."""
+    p, q = _check_pair(p, q)
+    a, b = mode_mask(p), mode_mask(q)
+    n = a.sum(axis=-1) * b.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (a & b).sum(axis=-1) / n
+    return np.where(n > 0, out, np.nan)
+
+
+def overall_success_per_item(p: np.ndarray, q: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """ECLeKTic overall success: correct (mode is gold) in both source and target."""
+    p, q = _check_pair(p, q)
+    return mode_correct_per_item(p, gold) * mode_correct_per_item(q, gold)
+
+
+def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Numerator and denominator of the ECLeKTic transfer score, per item.
+
+    Transfer = share of pairs correct in the target among the pairs correct in the
+    source = ``sum(both) / sum(source correct)``.
+    """
+    p, q = _check_pair(p, q)
+    src = mode_correct_per_item(p, gold)
+    both = src * mode_correct_per_item(q, gold)
+    return both, np.where(np.isfinite(both), src, np.nan)
+
+
+def chi2_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Chi-square distance ``sum_x (p_x - q_x)^2 / (p_x + q_x)``, terms with ``p+q = 0``
+    skipped. 0 for identical distributions, 2 for disjoint ones."""
+    p, q = _check_pair(p, q)
+    s = p + q
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where(s > 0, (p - q) ** 2 / np.where(s > 0, s, 1.0), 0.0)
+    return np.where(_valid(p) & _valid(q), terms.sum(axis=-1), np.nan)
+
+
+def mean_embedding(p: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """``sum_j p_j e_j`` over candidates with "other" dropped and the rest renormalised.
+
+    ``p`` is ``(..., O)`` with the "other" column last, ``emb`` ``(M_max, d)`` or batched
+    ``(Q, M_max, d)`` matching ``p``'s first axis. Rows with no candidate mass are NaN.
+    """
+    cand = p[..., :-1]
+    mass = cand.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(mass > 0, cand / np.where(mass > 0, mass, 1.0), np.nan)
+    if emb.ndim == 2:
+        return w @ emb
+    return np.einsum("q...m,qmd->q...d", w, emb)
+
+
+def l2_per_item(p: np.ndarray, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """L2 distance between the probability-weighted answer embeddings of p and q.
+
+    ``emb`` is ``(Q, M_max, d)`` (zero rows for padding; an item without embeddings is
+    NaN). NaN when either side has no candidate mass.
+    """
+    p, q = _check_pair(p, q)
+    emb = np.asarray(emb, dtype=np.float64)
+    if emb.ndim != 3 or emb.shape[:2] != (p.shape[0], p.shape[1] - 1):
+        raise DataError(f"metrics: embeddings have shape {emb.shape}, expected "
+                        f"({p.shape[0]}, {p.shape[1] - 1}, d)")
+    d = mean_embedding(p, emb) - mean_embedding(q, emb)
+    return np.sqrt((d ** 2).sum(axis=-1))
+
+
+def confidence_per_item(p: np.ndarray) -> np.ndarray:
+    """Source confidence: the probability of the mode (the mode's share of answers)."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.where(_valid(p), np.where(_valid(p)[:, None], p, 0.0).max(axis=-1), np.nan)
+
+
+def confidence_bins(confidence: np.ndarray, agreement: np.ndarray, n_options: int, *,
+                    n_bins: int = 5) -> dict[str, Any]:
+    """Mean agreement per bin of source confidence.
+
+    The bins split ``[1/M, 1]`` (M = ``n_options``, the typical option count) into
+    ``n_bins`` equal parts; a confidence below 1/M (possible with "other" answers or
+    more options) falls in the first bin. ``confidence`` and ``agreement`` are per item
+    or per (item, pair) (same shape, NaN skipped). Empty bins report agreement null.
+    """
+    c = np.asarray(confidence, dtype=np.float64).ravel()
+    a = np.asarray(agreement, dtype=np.float64).ravel()
+    if c.shape != a.shape:
+        raise DataError("metrics: confidence and agreement differ in shape")
+    ok = np.isfinite(c) & np.isfinite(a)
+    c, a = c[ok], a[ok]
+    edges = np.linspace(1.0 / max(n_options, 1), 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    total = np.bincount(which, weights=a, minlength=n_bins)
+    agree = [float(total[i] / count[i]) if count[i] else None for i in range(n_bins)]
+    return {"bins": [[float(edges[i]), float(edges[i + 1])] for i in range(n_bins)],
+            "agreement": agree, "count": [int(x) for x in count]}
