@@ -144,9 +144,98 @@ def print_ilo_table(result: dict[str, Any]) -> None:
               f"sets {a['identical_neighbour_sets']:.4f}")
 
 
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bmlama17"
+
+
+def _bmlama_texts(data: Path, n: int, langs: list[str] | None = None) -> dict[str, list[str]]:
+    from xlgap.data import load_dataset
+    from xlgap.representations.cli import parallel_texts
+
+    dataset = load_dataset(str(data))
+    langs = langs or dataset.languages
+    return parallel_texts(dataset.subset(n, langs), langs)
+
+
+def bench_extraction(data: Path, n: int = 40, batch_size: int = 16) -> dict[str, Any]:
+    """Our extraction (pooling every layer, writing float16 per layer to disk) against a bare
+    batched forward pass of the same model body over the same batches, in one process."""
+    import tempfile
+
+    import torch
+
+    from xlgap.models import load_backend
+    from xlgap.representations.extract import extract_hidden_states
+
+    backend = load_backend("embedded", batch_size=batch_size)
+    texts = _bmlama_texts(data, n)
+    flat = [t for lang in texts for t in texts[lang]]
+    encoded = [backend.encode(t) for t in flat]
+    order = sorted(range(len(flat)), key=lambda i: len(encoded[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for idx in batches:
+                ids, mask, pos = backend._left_pad([encoded[i] for i in idx])
+                backend.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                         use_cache=False)
+
+    def ours() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            extract_hidden_states(backend, texts, tmp, pooling="mean_no_bos",
+                                  batch_size=4 * batch_size, progress=False)
+
+    bare()  # warm-up
+    timings: dict[str, list[float]] = {"bare": [], "ours": []}
+    for _ in range(2):  # interleaved, so drifts in machine load hit both
+        for name, fn in (("bare", bare), ("ours", ours)):
+            start = time.perf_counter()
+            fn()
+            timings[name].append(time.perf_counter() - start)
+    t_bare, t_ours = min(timings["bare"]), min(timings["ours"])
+    return {"texts": len(flat), "languages": len(texts), "batch_size": batch_size,
+            "bare_forward_s": t_bare, "extraction_s": t_ours,
+            "texts_per_s_bare": len(flat) / t_bare, "texts_per_s_ours": len(flat) / t_ours,
+            "throughput_ratio": t_bare / t_ours, "target_ratio": 0.8}
+
+
+def bench_ilo_real(data: Path, n: int = 1000, layers: tuple[int, ...] = (6, 12),
+                   out_dir: Path | None = None) -> dict[str, Any]:
+    """ILO time and peak memory per layer on real hidden states of 17 x n bmlama17 prompts."""
+    from xlgap.models import load_backend
+    from xlgap.representations.extract import extract_hidden_states
+    from xlgap.representations.ilo import ilo_by_layer
+
+    backend = load_backend("embedded", batch_size=32)
+    texts = _bmlama_texts(data, n)
+    out_dir = out_dir or RESULTS / ".." / ".." / "runs" / "bench-hidden"
+    states = extract_hidden_states(backend, texts, out_dir, pooling="mean_no_bos",
+                                   layers=list(layers), batch_size=64, progress=True)
+    rows = []
+    for layer in layers:
+        vectors = states.layer(layer)
+        mean = np.concatenate(list(vectors.values())).mean(0, keepdims=True)
+        vectors = {k: v - mean for k, v in vectors.items()}
+        tracemalloc.start()
+        start = time.perf_counter()
+        result = ilo_by_layer([vectors], k=5, t=3)[0]
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        rows.append({"layer": layer, "seconds": seconds, "peak_mib": peak,
+                     "mean_ilo": result["mean"]})
+    points = sum(len(v) for v in texts.values())
+    input_mib = points * 640 * 4 / 2**20
+    return {"languages": len(texts), "per_language": len(next(iter(texts.values()))),
+            "points": points, "input_mib_float32": input_mib, "layers": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("ilo", "all"), default="all")
+    parser.add_argument("--part", choices=("ilo", "extract", "ilo-real", "all"), default="all")
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--extract-n", type=int, default=40,
+                        help="items per language for the extraction-throughput part")
     parser.add_argument("--n-langs", type=int, default=17)
     parser.add_argument("--n", type=int, default=1000, help="points per language")
     parser.add_argument("--dim", type=int, default=640)
@@ -163,6 +252,14 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.out}")
+    if args.part in ("extract", "all"):
+        result = bench_extraction(args.data, args.extract_n)
+        print(json.dumps(result, indent=2))
+        (RESULTS / "representations_extract.json").write_text(json.dumps(result, indent=2))
+    if args.part in ("ilo-real", "all"):
+        result = bench_ilo_real(args.data, args.n)
+        print(json.dumps(result, indent=2))
+        (RESULTS / "representations_ilo_real.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

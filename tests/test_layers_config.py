@@ -97,5 +97,5 @@ def test_config_file_and_flags(tmp_path):
         build_config(RunConfig, None, read_config_file(bad))
     broken = tmp_path / "broken.json"
     broken.write_text("{nope")
-    with pytest.raises(ConfigError, match="broken.json"):
+    with pytest.raises(ConfigError, match=r"broken\.json"):
         read_config_file(broken)

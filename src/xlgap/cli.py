@@ -4,7 +4,6 @@ plus a function; errors that users can fix print one clear line, not a traceback
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,8 @@ class SampleConfig(RunConfig):
     temperature: float = opt(1.0, "sampling temperature")
     exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
                       "instead of sampling (white-box backends)")
-    shots: int = opt(3, "few-shot examples in base-model prompts")
+    shots: int | None = opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
+                            "when --exact scores cloze sentences, which need no format cue)")
     max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
     diagnose: bool = opt(True, "run the diagnosis when sampling is done")
     n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
@@ -66,11 +66,6 @@ class SimulateConfig:
 
 
 # -- shared plumbing -----------------------------------------------------------------------
-
-
-def _progress(cfg: Any) -> bool:
-    return not getattr(cfg, "no_progress", False) and sys.stderr.isatty() or bool(
-        os.environ.get("XLGAP_PROGRESS"))
 
 
 def default_out(command: str) -> Path:
@@ -119,12 +114,13 @@ def open_dataset(cfg: RunConfig):
     return dataset, source, [t for t in targets if t != source]
 
 
-def _sampling_options(cfg: SampleConfig):
-    from xlgap.sampling import SamplingOptions
+def _sampling_options(cfg: SampleConfig, dataset: Any):
+    from xlgap.sampling import SamplingOptions, default_shots
 
+    shots = cfg.shots if cfg.shots is not None else default_shots(dataset, cfg.exact)
     return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
                            max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
-                           shots=cfg.shots, seed=cfg.seed)
+                           shots=shots, seed=cfg.seed, chunk=64 if cfg.exact else 16)
 
 
 def _print_accuracy(run_dir: Path) -> None:
@@ -141,20 +137,27 @@ def _print_accuracy(run_dir: Path) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 
-def cmd_sample(cfg: SampleConfig) -> int:
+def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, Any, str,
+                                                                            list[str]]:
+    """Make (or resume) a run in ``out`` and diagnose it; shared by ``sample`` and ``demo``."""
     from xlgap.sampling import make_run
 
     dataset, source, targets = open_dataset(cfg)
-    out = Path(cfg.out) if cfg.out else default_out("sample")
     backend = open_backend(cfg)
-    print(f"[xlgap] {len(dataset)} items, {source} -> {', '.join(targets)}; run dir {out}",
-          file=sys.stderr)
+    print(f"[xlgap] {label}: model {cfg.model}, {len(dataset)} items, {source} -> "
+          f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; "
+          f"run dir {out}", file=sys.stderr)
     make_run(backend, dataset, out, source=source, targets=targets,
-             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
-             progress=_progress(cfg))
+             options=_sampling_options(cfg, dataset), meta={"config": config_to_dict(cfg)},
+             progress=cfg.show_progress())
     _print_accuracy(out)
     if cfg.diagnose:
-        _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=_progress(cfg))
+        _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=cfg.show_progress())
+    return backend, dataset, source, targets
+
+
+def cmd_sample(cfg: SampleConfig) -> int:
+    sample_and_diagnose(cfg, Path(cfg.out) if cfg.out else default_out("sample"), "sample")
     return 0
 
 
@@ -194,19 +197,8 @@ def cmd_simulate(cfg: SimulateConfig) -> int:
 def cmd_demo(cfg: DemoConfig) -> int:
     """The main job: sample every language of the built-in set, diagnose, look inside."""
     started = time.time()
-    dataset, source, targets = open_dataset(cfg)
     out = Path(cfg.out) if cfg.out else Path("runs") / "demo"
-    backend = open_backend(cfg)
-    print(f"[xlgap] demo: model {cfg.model}, {len(dataset)} items, {source} -> "
-          f"{', '.join(targets)}, K={cfg.samples}; results in {out}", file=sys.stderr)
-    from xlgap.sampling import make_run
-
-    make_run(backend, dataset, out, source=source, targets=targets,
-             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
-             progress=_progress(cfg))
-    _print_accuracy(out)
-    if cfg.diagnose:
-        _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=_progress(cfg))
+    backend, dataset, source, targets = sample_and_diagnose(cfg, out, "demo")
     if cfg.represent and backend.supports_white_box:
         from xlgap.representations.cli import demo_section
 

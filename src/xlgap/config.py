@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import tomllib
 import types
 import typing
@@ -50,6 +52,12 @@ class RunConfig:
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
     no_progress: bool = opt(False, "hide progress bars")
+
+    def show_progress(self) -> bool:
+        """Progress bars on a terminal (or when XLGAP_PROGRESS is set), unless --no-progress."""
+        if self.no_progress:
+            return False
+        return sys.stderr.isatty() or bool(os.environ.get("XLGAP_PROGRESS"))
 
     def target_list(self, languages: list[str]) -> list[str]:
         """The requested targets, or every language but the source."""

@@ -37,6 +37,14 @@ class SamplingOptions:
     embed_answers: bool = True
 
 
+def default_shots(dataset: ParallelDataset, exact: bool) -> int:
+    """3 shots show a base model the answer format; scoring whole cloze sentences needs
+    none (and the shorter prompt makes exact mode several times faster)."""
+    entries = [e for it in dataset.items[:50] for e in it.langs.values()]
+    mostly_cloze = bool(entries) and sum(e.is_cloze for e in entries) > len(entries) / 2
+    return 0 if exact and mostly_cloze else 3
+
+
 def softmax(logps: Sequence[float]) -> list[float]:
     arr = np.asarray(logps, dtype=np.float64)
     arr = np.exp(arr - arr.max())

@@ -8,8 +8,6 @@ module exists). Writes, under ``--out DIR``, one run directory per strategy
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +17,7 @@ from typing import Any
 
 from xlgap.config import RunConfig, config_to_dict, opt
 from xlgap.errors import ConfigError
+from xlgap.io import dump_json
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -57,26 +56,11 @@ def _translation_langs(cfg: InterveneConfig, known: list[str]) -> tuple[str, ...
     return tuple(check_known(codes, known, "the data set (--translation-langs)"))
 
 
-def _progress(cfg: InterveneConfig) -> bool:
-    """Progress bars on a terminal (or when XLGAP_PROGRESS is set), unless --no-progress."""
-    if cfg.no_progress:
-        return False
-    return sys.stderr.isatty() or bool(os.environ.get("XLGAP_PROGRESS"))
-
-
-def _write_json(obj: Any, path: Path) -> None:
-    """Write JSON through a temporary file and a rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``interventions.json``, ``.md`` and ``.png`` in ``out``."""
     from xlgap.report.tables import interventions_markdown, plot_interventions
 
-    _write_json(result, out / "interventions.json")
+    dump_json(result, out / "interventions.json")
     (out / "interventions.md").write_text(interventions_markdown(result), encoding="utf-8")
     plot_interventions(result, out / "interventions.png")
 
@@ -113,7 +97,7 @@ def cmd_intervene(cfg: InterveneConfig) -> int:
     meta = {"config": config_to_dict(cfg)}
     for strategy in strategies:
         run_strategy(strategy, full, out / strategy.name, source=source, targets=targets,
-                     meta=meta, progress=_progress(cfg))
+                     meta=meta, progress=cfg.show_progress())
     item_ids = [it.id for it in run_items(full.items, [source, *targets])]
     result = evaluate_dirs(out, names, n_boot=cfg.n_boot, seed=cfg.seed, item_ids=item_ids)
     result.update({"model": cfg.model, "data": full.source_path or full.name,

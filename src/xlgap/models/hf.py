@@ -310,10 +310,11 @@ class HFBackend(Backend):
         results: list[list[float]] = [[] for _ in requests]
         start = 0
         while start < len(order):
-            # Group prompts until their continuations fill about batch_size * 2 rows.
+            # Group prompts until their continuations fill about batch_size * 8 rows
+            # (continuations are a few tokens each).
             idx, rows = [], 0
             while start < len(order) and (not idx or rows + len(enc[order[start]][1])
-                                          <= self.batch_size * 2):
+                                          <= self.batch_size * 8):
                 idx.append(order[start])
                 rows += len(enc[order[start]][1])
                 start += 1

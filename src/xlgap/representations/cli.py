@@ -63,12 +63,6 @@ def _languages(source: str, targets: Sequence[str]) -> list[str]:
     return [source, *[t for t in targets if t != source]]
 
 
-def _progress(cfg: RunConfig) -> bool:
-    from xlgap.cli import _progress as progress
-
-    return progress(cfg)
-
-
 def hidden_state_set(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                      languages: Sequence[str], out: Path):
     """Pooled hidden states of the parallel texts, every layer, on disk (resumable)."""
@@ -81,7 +75,7 @@ def hidden_state_set(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     # vector a second time.
     inner = getattr(backend, "inner", backend)
     return extract_hidden_states(inner, texts, out / "hidden", pooling=cfg.pooling,
-                                 batch_size=cfg.batch_size, progress=_progress(cfg))
+                                 batch_size=cfg.batch_size, progress=cfg.show_progress())
 
 
 class CenteredStates:
@@ -131,7 +125,7 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     from xlgap.representations.logit_lens import logit_lens, plot_logit_lens
 
     result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot, shots=cfg.shots,
-                        progress=_progress(cfg))
+                        progress=cfg.show_progress())
     dump_json(result, out / "logit_lens.json")
     plot_logit_lens(result, str(out / "logit_lens.png"))
     return result
