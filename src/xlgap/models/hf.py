@@ -20,6 +20,7 @@ prompt's tokens), so a prompt's samples do not depend on what else is in its bat
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import inspect
 import json
@@ -335,35 +336,48 @@ class HFBackend(Backend):
         for r, cont in enumerate(conts):
             if cont:
                 scores[r] = float(first_logp[owner[r], cont[0]])
-        longest = max((len(c) for c in conts), default=0)
-        if longest > 1 and conts:
-            sel = torch.tensor(owner, device=self.device)
-            cache.batch_select_indices(sel)
-            width = longest - 1  # the last token is predicted, never fed
-            pad = self.tokenizer.pad_token_id
-            feed = torch.full((len(conts), width), pad, dtype=torch.long)
-            feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
-            for r, cont in enumerate(conts):
-                body = cont[:-1]
-                feed[r, :len(body)] = torch.tensor(body, dtype=torch.long)
-                feed_mask[r, :len(body)] = 1
-            feed, feed_mask = feed.to(self.device), feed_mask.to(self.device)
-            full_mask = torch.cat([mask[sel], feed_mask], dim=1)
-            feed_pos = positions[sel, -1:] + 1 + torch.arange(width, device=self.device)
-            hidden, _ = self._forward(feed, full_mask, feed_pos, cache)
-            # Only positions that predict a real token go through the head.
-            want = [(r, t) for r, cont in enumerate(conts) for t in range(len(cont) - 1)]
-            if want:
-                rr = torch.tensor([r for r, _ in want], device=self.device)
-                tt = torch.tensor([t for _, t in want], device=self.device)
-                logp = torch.log_softmax(self._logits(hidden[rr, tt]), dim=-1)
-                target = torch.tensor([conts[r][t + 1] for r, t in want], device=self.device)
-                token_lp = logp.gather(1, target[:, None]).squeeze(1).double().cpu()
-                scores.index_add_(0, rr.cpu(), token_lp)
+        # Continuations longer than one token are fed after a copy of their prompt's
+        # cache, shortest first in sub-batches, so padding stays small.
+        longer = sorted((r for r, c in enumerate(conts) if len(c) > 1),
+                        key=lambda r: len(conts[r]))
+        for start in range(0, len(longer), self.batch_size * 4):
+            rows = longer[start:start + self.batch_size * 4]
+            token_lp, positions_of = self._score_tails(
+                cache, mask, positions, [owner[r] for r in rows], [conts[r] for r in rows])
+            scores.index_add_(0, torch.tensor([rows[i] for i in positions_of]), token_lp)
         out: list[list[float]] = [[] for _ in group]
         for r, g in enumerate(owner):
             out[g].append(float(scores[r]))
         return out
+
+    def _score_tails(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
+                     owners: list[int], conts: list[list[int]]
+                     ) -> tuple[torch.Tensor, list[int]]:
+        """Log-probs of tokens 2.. of each continuation, fed after its prompt's cache.
+
+        Returns the token log-probs and, for each, the index of its continuation.
+        """
+        sel = torch.tensor(owners, device=self.device)
+        sub_cache = copy.deepcopy(cache)  # prompt caches are small; the original is reused
+        sub_cache.batch_select_indices(sel)
+        width = max(len(c) for c in conts) - 1  # the last token is predicted, never fed
+        feed = torch.full((len(conts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for r, cont in enumerate(conts):
+            feed[r, :len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+            feed_mask[r, :len(cont) - 1] = 1
+        feed, feed_mask = feed.to(self.device), feed_mask.to(self.device)
+        full_mask = torch.cat([mask[sel], feed_mask], dim=1)
+        feed_pos = positions[sel, -1:] + 1 + torch.arange(width, device=self.device)
+        hidden, _ = self._forward(feed, full_mask, feed_pos, sub_cache)
+        # Only positions that predict a real token go through the output head.
+        want = [(r, t) for r, cont in enumerate(conts) for t in range(len(cont) - 1)]
+        rr = torch.tensor([r for r, _ in want], device=self.device)
+        tt = torch.tensor([t for _, t in want], device=self.device)
+        logp = torch.log_softmax(self._logits(hidden[rr, tt]), dim=-1)
+        target = torch.tensor([conts[r][t + 1] for r, t in want], device=self.device)
+        token_lp = logp.gather(1, target[:, None]).squeeze(1).double().cpu()
+        return token_lp, [r for r, _ in want]
 
     # -- hidden states -----------------------------------------------------------------
     @torch.inference_mode()
