@@ -116,3 +116,19 @@ def test_config_file_sets_options(capsys, bmlama_dir, tmp_path):
     code, _, _ = run_cli(capsys, "sample", "--config", str(cfg), "--out", str(tmp_path / "r"))
     assert code == 0
     assert json.loads((tmp_path / "r" / "run.json").read_text())["samples"] == 3
+
+
+def test_sample_through_an_openai_compatible_server(capsys, bmlama_dir, tmp_path):
+    """--model openai:NAME --base-url URL runs a whole sample + diagnosis over HTTP."""
+    from fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        code, text, err = run_cli(capsys, "sample", "--model", "openai:fake-model",
+                                  "--base-url", server.base_url, "--data", str(bmlama_dir),
+                                  "--samples", "4", "--store", str(tmp_path / "s"),
+                                  "--out", str(tmp_path / "r"), "--n-boot", "50")
+        first = server.count()
+    assert code == 0, err
+    assert "pi" in text
+    assert len((tmp_path / "r" / "samples.jsonl").read_text().splitlines()) == 2 * 2 * 4
+    assert first > 0

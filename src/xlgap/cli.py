@@ -91,7 +91,8 @@ def open_backend(cfg: RunConfig):
         if not cfg.base_url:
             raise XlgapError("--model openai:NAME needs --base-url URL "
                              "(e.g. http://127.0.0.1:8000/v1)")
-        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store}
+        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
+                   "chat": cfg.api_chat}
     backend = load_backend(cfg.model, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
     cached = CachedBackend(backend, store)

@@ -49,6 +49,8 @@ class RunConfig:
     on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
                           choices=("fail", "skip", "keep"))
     base_url: str = opt("", "base URL of an OpenAI-compatible server (with --model openai:NAME)")
+    api_chat: bool = opt(True, "openai: the chat endpoint (--no-api-chat: plain completions, "
+                         "for base models and for --exact scoring)")
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
     no_progress: bool = opt(False, "hide progress bars")

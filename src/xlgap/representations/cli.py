@@ -162,12 +162,11 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
     result = consistency_matrix(scores, gold)
     dump_json(result, out / "consistency.json")
-    langs = list(languages)
-    for key, title in (("rank_consistency", "Rank consistency (Spearman)"),
-                       ("tr_plus", "Shared correct (tr+)")):
-        matrix = result.get(key) if isinstance(result.get(key), list) else None
-        if matrix is not None:
-            plot_pair_heatmap(matrix, langs, title, out / f"consistency_{key}.png")
+    for key, title in (("rank_consistency", "Rank consistency (Spearman of candidate ranks)"),
+                       ("rankc", "RankC"), ("tr_plus", "Shared correct (tr+)"),
+                       ("tr_minus", "Shared incorrect, same answer (tr-)")):
+        plot_pair_heatmap(result["matrices"][key], result["languages"], title,
+                          out / f"consistency_{key}.png")
     return result
 
 
@@ -218,8 +217,8 @@ def cmd_logit_lens(cfg: InsideConfig) -> int:
 
 def cmd_consistency(cfg: InsideConfig) -> int:
     backend, dataset, languages, out = _setup(cfg, "consistency")
-    run_consistency(cfg, backend, dataset, languages, out)
-    print(f"[xlgap] wrote {out / 'consistency.json'}")
+    print(format_consistency(run_consistency(cfg, backend, dataset, languages, out)))
+    print(f"[xlgap] wrote {out / 'consistency.json'} and heatmaps")
     return 0
 
 
@@ -230,7 +229,7 @@ def cmd_inside(cfg: InsideConfig) -> int:
     print(format_similarity(run_similarity(cfg, states, out)))
     if dataset.has_candidates:
         print(format_logit_lens(run_logit_lens(cfg, backend, dataset, languages, out)))
-        run_consistency(cfg, backend, dataset, languages, out)
+        print(format_consistency(run_consistency(cfg, backend, dataset, languages, out)))
     print(f"[xlgap] wrote JSON and PNG files to {out}", file=sys.stderr)
     return 0
 
@@ -279,6 +278,15 @@ def format_logit_lens(result: dict[str, Any]) -> str:
         peak = (f"{max(share):.2f} at layer {int(np.argmax(share))}" if share else "n/a")
         lines.append(f"  {lang:<6} P(gold) final {c['p_gold'][-1]:.3f}  "
                      f"{result['pivot']}-share peak {peak}")
+    return "\n".join(lines)
+
+
+def format_consistency(result: dict[str, Any]) -> str:
+    lines = ["Consistency across languages (candidate scoring):",
+             "  pair      Spearman  RankC   tr+     tr-"]
+    for row in result["pairs"]:
+        lines.append(f"  {row['a']}-{row['b']:<6} {_f(row['rank_consistency']):>8}  "
+                     f"{_f(row['rankc']):>6}  {_f(row['tr_plus']):>6}  {_f(row['tr_minus']):>6}")
     return "\n".join(lines)
 
 
