@@ -132,3 +132,28 @@ def test_sample_through_an_openai_compatible_server(capsys, bmlama_dir, tmp_path
     assert "pi" in text
     assert len((tmp_path / "r" / "samples.jsonl").read_text().splitlines()) == 2 * 2 * 4
     assert first > 0
+
+
+def test_resume_with_other_options_is_refused(capsys, bmlama_dir, tmp_path):
+    base = ("sample", "--model", "fake:x", "--data", str(bmlama_dir), "--store",
+            str(tmp_path / "s"), "--out", str(tmp_path / "r"), "--no-diagnose")
+    assert run_cli(capsys, *base, "--samples", "3")[0] == 0
+    code, _, err = run_cli(capsys, *base, "--samples", "3", "--temperature", "0.5")
+    assert code == 2 and "temperature=1.0" in err and "another --out" in err
+    # fewer targets on resume keeps the languages already in the run
+    assert run_cli(capsys, *base, "--samples", "3", "--targets", "fr")[0] == 0
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert meta["languages"] == ["en", "fr"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('limit = "five"\n', "'limit' in the config file must be int"),
+    ("samples = 0\n", "--samples must be at least 1"),
+    ('[[x]]\n', "unknown option"),
+])
+def test_bad_config_values_are_clear_errors(capsys, tmp_path, content, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(content)
+    code, _, err = run_cli(capsys, "sample", "--model", "fake:x", "--config", str(cfg))
+    assert code == 2
+    assert message in err

@@ -119,3 +119,14 @@ def test_logit_lens_last_layer_equals_model_output(tiny_backend):
                                                                     for t in wanted[i]]
     # earlier layers give other distributions
     assert not np.allclose(logps[:, 0, 0], logps[:, -1, 0])
+
+
+def test_samples_do_not_depend_on_batch_size_when_rows_finish_early(tiny_backend):
+    """With a stop string rows finish at different steps and are dropped from the batch;
+    a prompt's samples must still be the same however prompts are batched."""
+    kwargs = {"n": 8, "temperature": 1.0, "max_new_tokens": 10, "seed": 5, "stop": ("e", "a")}
+    together = tiny_backend.generate(PROMPTS, **kwargs)
+    alone = [one_at_a_time(tiny_backend).generate([p], **kwargs)[0] for p in PROMPTS]
+    assert together == alone
+    lengths = {len(s) for x in together for s in x}
+    assert len(lengths) > 2  # rows really finished at different steps

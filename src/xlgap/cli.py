@@ -4,6 +4,7 @@ plus a function; errors that users can fix print one clear line, not a traceback
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +49,7 @@ class DiagnoseConfig:
     run_dir: str = opt("", "run directory (see docs/run-format.md)")
     n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
     seed: int = opt(0, "random seed")
-    no_model_fit: bool = opt(False, "skip the model-based pi estimate (faster)")
+    model_fit: bool = opt(True, "fit the model-based pi estimate (--no-model-fit: faster)")
 
 
 @dataclass
@@ -95,6 +96,8 @@ def open_backend(cfg: RunConfig):
                    "chat": cfg.api_chat}
     backend = load_backend(cfg.model, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
+    if cfg.model.startswith("openai:"):
+        return backend  # it stores every HTTP request itself (finer-grained resume)
     cached = CachedBackend(backend, store)
     cached.name = cfg.model  # type: ignore[attr-defined]
     return cached
@@ -177,7 +180,7 @@ def _diagnose(run_dir: Path, n_boot: int, seed: int, *, fit_model: bool,
 def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     if not cfg.run_dir:
         raise XlgapError("xlgap diagnose RUN_DIR: give the run directory")
-    _diagnose(Path(cfg.run_dir), cfg.n_boot, cfg.seed, fit_model=not cfg.no_model_fit,
+    _diagnose(Path(cfg.run_dir), cfg.n_boot, cfg.seed, fit_model=cfg.model_fit,
               progress=sys.stderr.isatty())
     return 0
 
@@ -241,11 +244,7 @@ def _extra_commands() -> dict[str, tuple[type | None, Callable[..., int], str]]:
     """Commands that live with their own module (registered there to keep cli.py small)."""
     extra: dict[str, tuple[type | None, Callable[..., int], str]] = {}
     for module in ("xlgap.interventions.cli", "xlgap.representations.cli"):
-        try:
-            mod = __import__(module, fromlist=["COMMANDS"])
-        except ImportError:
-            continue
-        extra.update(mod.COMMANDS)
+        extra.update(importlib.import_module(module).COMMANDS)
     return extra
 
 

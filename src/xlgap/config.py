@@ -43,21 +43,22 @@ class RunConfig:
     out: str = opt("", "output directory (default: runs/<command>-<time>)")
     batch_size: int = opt(16, "prompts per model batch (lower it on out-of-memory)")
     seed: int = opt(0, "random seed")
-    device: str = opt("auto", "cpu, cuda or auto")
+    device: str = opt("auto", "cpu, cuda (or cuda:N) or auto")
     dtype: str = opt("auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, "
                      "float16")
     on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
                           choices=("fail", "skip", "keep"))
     base_url: str = opt("", "base URL of an OpenAI-compatible server (with --model openai:NAME)")
     api_chat: bool = opt(True, "openai: the chat endpoint (--no-api-chat: plain completions, "
-                         "for base models and for --exact scoring)")
+                         "for base models)")
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
-    no_progress: bool = opt(False, "hide progress bars")
+    progress: bool = opt(True, "progress bars on a terminal (--no-progress hides them; "
+                         "XLGAP_PROGRESS=1 shows them in logs)")
 
     def show_progress(self) -> bool:
         """Progress bars on a terminal (or when XLGAP_PROGRESS is set), unless --no-progress."""
-        if self.no_progress:
+        if not self.progress:
             return False
         return sys.stderr.isatty() or bool(os.environ.get("XLGAP_PROGRESS"))
 
@@ -106,12 +107,39 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {p} is not valid {p.suffix or 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a table of options, not "
+                          f"{type(data).__name__}")
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """A config-file value as the field's type (TOML and JSON give strings or numbers)."""
+    base = _base_type(tp)
+    if value is None or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
+        return value
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            raise ValueError(value)
+        if base is float and isinstance(value, int):
+            return float(value)
+        return base(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"option {name!r} in the config file must be "
+                          f"{getattr(base, '__name__', base)}, got {value!r}") from exc
+
+
+# Options that must be at least this large (an int field named here).
+MINIMUMS = {"limit": 0, "batch_size": 1, "n_boot": 1, "samples": 1, "shots": 0,
+            "max_new_tokens": 1, "k": 1, "t": 1, "questions": 1, "options": 2, "targets": 1}
 
 
 def build_config(cls: type[T], args: argparse.Namespace | None = None,
                  file_values: dict[str, Any] | None = None) -> T:
-    """Defaults < config file < command line; unknown keys in a file are an error."""
+    """Defaults < config file < command line; unknown keys or bad values are an error."""
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     if file_values:
@@ -119,9 +147,13 @@ def build_config(cls: type[T], args: argparse.Namespace | None = None,
         if unknown:
             raise ConfigError(f"unknown option(s) in config file: {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(names))}")
-        values.update(file_values)
+        values.update({k: _coerce(k, v, hints[k]) for k, v in file_values.items()})
     if args is not None:
         values.update({k: v for k, v in vars(args).items() if k in names})
+    for name, low in MINIMUMS.items():
+        value = values.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < low:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
     return cls(**values)
 
 

@@ -8,7 +8,6 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from xlgap.data.items import Item, ParallelDataset
+from xlgap.errors import ConfigError
 from xlgap.models.base import Backend
 from xlgap.prompting.answers import map_answer
 from xlgap.prompting.templates import PromptBuilder
-from xlgap.runs import RunWriter
+from xlgap.runs import RunWriter, read_meta
 
 
 @dataclass
@@ -73,8 +73,6 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
              meta: dict[str, Any] | None = None, progress: bool = True) -> Path:
     """Write (or resume) a run directory; returns its path."""
     if options.exact and not backend.supports_white_box:
-        from xlgap.errors import ConfigError
-
         raise ConfigError(f"--exact needs a white-box backend; {backend.kind!r} cannot score. "
                           "Drop --exact to sample answers instead.")
     languages = [source, *[t for t in targets if t != source]]
@@ -86,6 +84,7 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                 "strategy": "baseline", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
                 **(meta or {})}
+    run_meta = _resumable_meta(Path(run_dir), run_meta)
     writer = RunWriter(run_dir, run_meta)
     writer.add_items(item_rows(dataset.items, languages))
     done = writer.done_keys()
@@ -120,13 +119,41 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
     return Path(run_dir)
 
 
+_MUST_MATCH = ("temperature", "max_new_tokens", "exact", "shots", "seed", "samples")
+
+
+def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Refuse to resume a run made with another model or options; keep its languages."""
+    if not (run_dir / "run.json").exists():
+        return meta
+
+    old = read_meta(run_dir)
+    diffs = []
+    if old.get("fingerprint") and old["fingerprint"] != meta["fingerprint"]:
+        diffs.append(f"model {old.get('model')!r} (now {meta['model']!r})")
+    old_opts, new_opts = old.get("options", {}), meta["options"]
+    diffs += [f"{k}={old_opts[k]!r} (now {new_opts[k]!r})" for k in _MUST_MATCH
+              if k in old_opts and old_opts[k] != new_opts[k]]
+    if diffs:
+        raise ConfigError(f"{run_dir} holds a run made with {', '.join(diffs)}; resume it with "
+                          "the same options or choose another --out")
+    merged = dict(meta)
+    merged["languages"] = [*old["languages"],
+                           *[x for x in meta["languages"] if x not in old["languages"]]]
+    merged["targets"] = [x for x in merged["languages"] if x != meta["source"]]
+    return merged
+
+
 def write_answer_embeddings(backend: Backend, items: Sequence[Item], lang: str,
                             run_dir: Path) -> None:
     """Embedding of each answer concept: the model's last-layer mean-pooled state of the
     candidate as the source language writes it (any embedder may write this file)."""
     path = run_dir / "answer_embeddings.npz"
+    wanted = {it.id for it in items if it.has(lang)}
     if path.exists():
-        return
+        with np.load(path) as existing:
+            if wanted <= set(existing.files):
+                return  # resumed with the same or fewer items: nothing new to embed
     texts = [c for it in items if it.has(lang) for c in it[lang].candidates]
     if not texts:
         return
@@ -143,21 +170,16 @@ def write_answer_embeddings(backend: Backend, items: Sequence[Item], lang: str,
 
 
 def accuracy_table(run_dir: str | Path) -> dict[str, float]:
-    """Quick per-language accuracy straight from a run (for the demo's first table)."""
+    """Per-language accuracy straight from a run (mean probability of the gold answer over
+    the items that language answered), for the quick table before the diagnosis."""
     from xlgap.runs import load_run
+    from xlgap.stats.bootstrap import nan_mean
+    from xlgap.stats.metrics import accuracy_per_item
 
     run = load_run(run_dir)
     out: dict[str, float] = {}
     for lang in run.languages:
-        gold = run.gold
-        valid = gold >= 0
-        if run.mode == "exact":
-            probs = run.probs[lang]
-            hit = probs[np.arange(len(gold)), np.maximum(gold, 0)]
-        else:
-            counts = run.counts[lang]
-            total = counts.sum(1)
-            hit = counts[np.arange(len(gold)), np.maximum(gold, 0)] / np.maximum(total, 1)
-            valid &= total > 0
-        out[lang] = float(hit[valid].mean()) if valid.any() else math.nan
+        per_item = accuracy_per_item(run.probs[lang], run.gold).astype(float)
+        per_item[~run.present[lang]] = np.nan
+        out[lang] = nan_mean(per_item)
     return out

@@ -46,7 +46,10 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or auto") from exc
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -246,7 +249,7 @@ class HFBackend(Backend):
         out_tokens: list[list[int]] = [[] for _ in row_prompt]
         finished = [False] * len(row_prompt)
         for step in range(max_new):
-            tokens = self._pick(logits, row_prompt, gens, n, temperature)
+            tokens = self._pick(logits, row_prompt, row_id, gens, n, temperature)
             for r, tok in enumerate(tokens.tolist()):
                 slot = row_id[r]
                 if finished[slot]:
@@ -275,20 +278,17 @@ class HFBackend(Backend):
                  for t in out_tokens]
         return [texts[p * n:(p + 1) * n] for p in range(len(prompts))]
 
-    def _pick(self, logits: torch.Tensor, row_prompt: list[int], gens: list[torch.Generator],
-              n: int, temperature: float) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, row_prompt: list[int], row_slot: list[int],
+              gens: list[torch.Generator], n: int, temperature: float) -> torch.Tensor:
         if temperature <= 0:
             return logits.argmax(-1)
         # One uniform per sample slot per step from the prompt's own stream: n draws per
-        # step while any of the prompt's rows is alive, whatever the batch holds.
+        # step while any of the prompt's rows is alive, and sample k always takes the k-th,
+        # so dropping finished rows never shifts another row's numbers.
         uniforms = torch.empty(len(row_prompt), dtype=torch.float32)
-        active = sorted(set(row_prompt))
-        drawn = {p: torch.rand(n, generator=gens[p]) for p in active}
-        taken: dict[int, int] = {}
+        drawn = {p: torch.rand(n, generator=gens[p]) for p in sorted(set(row_prompt))}
         for r, p in enumerate(row_prompt):
-            k = taken.get(p, 0)
-            uniforms[r] = drawn[p][k]
-            taken[p] = k + 1
+            uniforms[r] = drawn[p][row_slot[r] - p * n]
         probs = torch.softmax(logits / temperature, dim=-1)
         cdf = probs.cumsum(-1)
         u = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
