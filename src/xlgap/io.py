@@ -5,37 +5,44 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 
-def dump_json(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """Write JSON atomically: a temporary file renamed into place, so a crash never
-    leaves half a file where a reader expects a whole one."""
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a file through a temporary name in the same directory, fsync it, then rename
+    it over the target: a crash leaves the old file or the new one, never half of one."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2, ensure_ascii=False, allow_nan=False,
-                              default=_default), encoding="utf-8")
-    os.replace(tmp, target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; results are shared data
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
-def _finite(obj: Any) -> Any:
-    """NaN and infinities become null: strict JSON readers reject them."""
+def dump_json(obj: Any, path: str | os.PathLike[str], indent: int | None = 2) -> Path:
+    """Write JSON atomically; NaN and infinities become null (strict readers reject them)."""
+    return write_text_atomic(path, json.dumps(finite(obj), indent=indent, ensure_ascii=False,
+                                              allow_nan=False) + "\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with numpy values made plain and non-finite floats made None."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return _finite(obj.tolist())
+        return [finite(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return finite(obj.tolist())
     return obj
-
-
-def _default(obj: Any) -> Any:
-    # numpy scalars and arrays appear in results; JSON has no type for them
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")

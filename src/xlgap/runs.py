@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.io import dump_json
 
 FORMAT = "xlgap-run/1"
 RUN_FILE = "run.json"
@@ -38,22 +38,6 @@ _PROB_TOLERANCE = 1e-3  # how far a distribution's sum may be from 1 before it i
 
 # --------------------------------------------------------------------------------------
 # JSON Lines helpers
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file in the same directory, fsync it, rename it over."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a run is shared data
-            json.dump(obj, fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -161,7 +145,7 @@ class RunWriter:
                     raise DataError(f"{run_file}: existing run has {key}={old.get(key)!r}, "
                                     f"not {self.meta.get(key)!r}; use another directory")
             self.meta["created"] = old.get("created", self.meta["created"])
-        _atomic_write_json(run_file, self.meta)
+        dump_json(self.meta, run_file)
         for name in (ITEMS_FILE, SAMPLES_FILE, DISTRIBUTIONS_FILE):
             _repair_tail(self.dir / name)
         self._item_ids: set[str] = set()

@@ -17,7 +17,7 @@ from typing import Any
 
 from xlgap.config import RunConfig, config_to_dict, opt
 from xlgap.errors import ConfigError
-from xlgap.io import dump_json
+from xlgap.io import dump_json, write_text_atomic
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -61,7 +61,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     from xlgap.report.tables import interventions_markdown, plot_interventions
 
     dump_json(result, out / "interventions.json")
-    (out / "interventions.md").write_text(interventions_markdown(result), encoding="utf-8")
+    write_text_atomic(out / "interventions.md", interventions_markdown(result))
     plot_interventions(result, out / "interventions.png")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import BackendError, ConfigError, DataError
+from xlgap.io import dump_json
 from xlgap.models.base import POOLINGS, Backend
 
 __all__ = ["INDEX_NAME", "HiddenStateSet", "extract_hidden_states", "layer_path"]
@@ -48,15 +48,6 @@ def _texts_hash(langs: Sequence[str], texts: Mapping[str, Sequence[str]]) -> str
         for text in texts[lang]:
             h.update(b"\x00T" + text.encode())
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class HiddenStateSet:
@@ -228,7 +219,7 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
     if index is None:
         _reset(out)
         index = {**wanted, "dim": None, "done": [False] * n_batches, "n_done": 0}
-        _write_json_atomic(out / INDEX_NAME, index)
+        dump_json(index, out / INDEX_NAME, indent=None)
 
     flat: list[str] = [text for lang in langs for text in texts_by_lang[lang]]
     maps: dict[int, np.memmap] = {}
@@ -270,7 +261,7 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
                 m.flush()
             index["done"][b] = True
             index["n_done"] = int(sum(index["done"]))
-            _write_json_atomic(out / INDEX_NAME, index)
+            dump_json(index, out / INDEX_NAME, indent=None)
             bar.update(1)
     finally:
         bar.close()

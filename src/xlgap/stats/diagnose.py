@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.io import write_text_atomic
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
 from xlgap.stats.ensembling import per_item_curves, samples_from_probs, summarise_curves
@@ -211,18 +211,6 @@ def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: b
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a run is shared data
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def diagnose_dir(run_dir: str | os.PathLike[str], *, plots: bool = True, **kw: Any
                  ) -> dict[str, Any]:
     """Load the run in ``run_dir``, diagnose it, write ``diagnosis.json`` and ``plots/``."""
@@ -232,7 +220,7 @@ def diagnose_dir(run_dir: str | os.PathLike[str], *, plots: bool = True, **kw: A
         from xlgap.report.diagnosis_plots import write_plots
 
         diag["plots"] = [p.name for p in write_plots(diag, run_dir / "plots")]
-    _atomic_write_text(run_dir / "diagnosis.json",
+    write_text_atomic(run_dir / "diagnosis.json",
                        json.dumps(_rounded(diag), indent=1, ensure_ascii=False,
                                   allow_nan=False) + "\n")
     return diag

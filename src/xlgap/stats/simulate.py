@@ -28,7 +28,6 @@ How the per-question quantities are drawn (chosen to look like a real model's an
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from xlgap.errors import ConfigError
+from xlgap.io import dump_json
 from xlgap.runs import EMBEDDINGS_FILE, OTHER, RunWriter
 
 DEFAULT_TAU = 1.5
@@ -199,5 +199,5 @@ def simulate_run(out_dir: str | os.PathLike[str], *, pi: float = 0.9,
              "kappa": {ids[i]: {t: int(sim.kappa[t][i]) for t in sim.targets}
                        for i in range(questions)},
              "pi_empirical": {t: float(sim.kappa[t].mean()) for t in sim.targets}}
-    (out / "truth.json").write_text(json.dumps(truth, indent=1) + "\n", encoding="utf-8")
+    dump_json(truth, out / "truth.json", indent=1)
     return out
