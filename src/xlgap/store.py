@@ -81,13 +81,6 @@ class Store:
                     out[key] = decoded
         return out
 
-    def __contains__(self, model_key: tuple[str, str]) -> bool:
-        model, key = model_key
-        with self._lock:
-            row = self._conn.execute("SELECT 1 FROM results WHERE model=? AND key=?",
-                                     (model, key)).fetchone()
-        return row is not None
-
     def count(self, model: str | None = None) -> int:
         with self._lock:
             if model is None:

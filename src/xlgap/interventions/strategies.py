@@ -51,6 +51,7 @@ from xlgap.prompting.templates import (
     _cloze_parts,
     _gold_text,
     _uses_prefix,
+    next_shots,
     question_text,
 )
 from xlgap.sampling import gold_aliases
@@ -134,22 +135,9 @@ class Strategy(ABC):
 
     # -- shared helpers ------------------------------------------------------------------
     def shot_items(self, item: Item, langs: Sequence[str], answer_lang: str) -> list[Item]:
-        """The next ``shots`` items after ``item`` (cyclically) that have every language in
-        ``langs`` and a gold answer in ``answer_lang`` (PromptBuilder's rule, extended to
-        several languages)."""
-        items = self.dataset.items
-        if not items or self.options.shots <= 0:
-            return []
-        start = self._index.get(item.id, -1)
-        chosen: list[Item] = []
-        for step in range(1, len(items)):
-            other = items[(start + step) % len(items)]
-            if (other.id != item.id and all(other.has(lang) for lang in langs)
-                    and other.has(answer_lang) and _gold_text(other[answer_lang])):
-                chosen.append(other)
-                if len(chosen) == self.options.shots:
-                    break
-        return chosen
+        """PromptBuilder's shot rule, extended to shots that need several languages."""
+        return next_shots(self.dataset.items, self._index, item, self.options.shots, langs,
+                          answer_lang)
 
     def pool(self, lang: str) -> list[str]:
         """Candidate translation languages for questions asked in ``lang``, in order."""

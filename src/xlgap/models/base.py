@@ -15,23 +15,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 POOLINGS = ("mean", "mean_no_bos", "last")
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """What a sampled generation depends on; its hash keys the store."""
-
-    prompt: str
-    n: int = 1
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    seed: int = 0
-    stop: tuple[str, ...] = ("\n",)
 
 
 class Backend(ABC):

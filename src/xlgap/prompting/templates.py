@@ -49,6 +49,25 @@ def question_text(entry: LangEntry) -> str:
     return entry.prompt.replace(MASK, BLANK)
 
 
+def next_shots(items: Sequence[Item], index: dict[str, int], item: Item, shots: int,
+               langs: Sequence[str], answer_lang: str) -> list[Item]:
+    """Few-shot examples for ``item``: the next ``shots`` items after it (cyclically) that
+    have every language in ``langs`` and a gold answer in ``answer_lang``. The rule is
+    the same in every language, so all languages see parallel shots."""
+    if not items or shots <= 0:
+        return []
+    start = index.get(item.id, -1)
+    chosen: list[Item] = []
+    for step in range(1, len(items)):
+        other = items[(start + step) % len(items)]
+        if (other.id != item.id and all(other.has(lang) for lang in langs)
+                and other.has(answer_lang) and _gold_text(other[answer_lang])):
+            chosen.append(other)
+            if len(chosen) == shots:
+                break
+    return chosen
+
+
 class PromptBuilder:
     """Builds baseline prompts for one data set and one backend."""
 
@@ -60,17 +79,7 @@ class PromptBuilder:
 
     def shot_items(self, item: Item, lang: str) -> list[Item]:
         """The next ``shots`` items after ``item`` (cyclically) that have ``lang``."""
-        if not self.items or self.shots <= 0:
-            return []
-        start = self._index.get(item.id, -1)
-        chosen: list[Item] = []
-        for step in range(1, len(self.items)):
-            other = self.items[(start + step) % len(self.items)]
-            if other.id != item.id and other.has(lang) and _gold_text(other[lang]):
-                chosen.append(other)
-            if len(chosen) == self.shots:
-                break
-        return chosen
+        return next_shots(self.items, self._index, item, self.shots, [lang], lang)
 
     # -- few-shot blocks ---------------------------------------------------------------
     @staticmethod

@@ -130,3 +130,26 @@ def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
+    """Two panels: P(gold answer's first token) by layer, and the pivot language's share
+    of the answer mass (the latent language) by layer."""
+    fig = _figure((11, 4))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    layers, pivot = result["layers"], result["pivot"]
+    for lang, curves in result["languages"].items():
+        left.plot(layers, curves["p_gold"], marker=".", label=lang)
+        if curves.get("pivot_share") is not None and lang != pivot:
+            right.plot(layers, curves["pivot_share"], marker=".", label=lang)
+    left.set(title="Logit lens: P(gold answer's first token)", xlabel="layer (0 = embeddings)",
+             ylabel="probability")
+    right.set(title=f"Latent language: {pivot} share of answer mass",
+              xlabel="layer (0 = embeddings)",
+              ylabel=f"P({pivot}) / (P({pivot}) + P(target))", ylim=(0, 1))
+    right.axhline(0.5, color="grey", lw=0.5, ls="--")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

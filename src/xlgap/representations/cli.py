@@ -122,12 +122,13 @@ def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
 
 def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                    languages: Sequence[str], out: Path) -> dict[str, Any]:
-    from xlgap.representations.logit_lens import logit_lens, plot_logit_lens
+    from xlgap.report.representation_plots import plot_logit_lens
+    from xlgap.representations.logit_lens import logit_lens
 
     result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot, shots=cfg.shots,
                         progress=cfg.show_progress())
     dump_json(result, out / "logit_lens.json")
-    plot_logit_lens(result, str(out / "logit_lens.png"))
+    plot_logit_lens(result, out / "logit_lens.png")
     return result
 
 

@@ -85,30 +85,3 @@ def logit_lens(backend: Backend, items: Sequence[Item], languages: Sequence[str]
             "pivot_share": share[distinct].mean(0).tolist() if distinct.any() else None,
         }
     return out
-
-
-def plot_logit_lens(result: dict[str, Any], path: str) -> None:
-    """Two panels: gold-token probability by layer, and the pivot (English) share."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    layers = result["layers"]
-    for lang, curves in result["languages"].items():
-        axes[0].plot(layers, curves["p_gold"], marker=".", label=lang)
-        if curves["pivot_share"] is not None and lang != result["pivot"]:
-            axes[1].plot(layers, curves["pivot_share"], marker=".", label=lang)
-    axes[0].set(title="Logit lens: P(gold answer's first token)", xlabel="layer",
-                ylabel="probability")
-    axes[1].set(title=f"Latent language: {result['pivot']} share of answer mass",
-                xlabel="layer", ylabel=f"P({result['pivot']}) / (P({result['pivot']}) + "
-                "P(target))", ylim=(0, 1))
-    axes[1].axhline(0.5, color="grey", lw=0.5, ls="--")
-    for ax in axes:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
