@@ -379,6 +379,20 @@ class HFBackend(Backend):
         token_lp = logp.gather(1, target[:, None]).squeeze(1).double().cpu()
         return token_lp, [r for r, _ in want]
 
+    def _all_layer_batches(self, encoded: list[list[int]]
+                           ) -> Iterator[tuple[list[int], torch.Tensor, Any]]:
+        """Length-sorted batches through the model body with every layer's states kept:
+        (original indices, attention mask, model output) per batch."""
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids, mask, positions = self._left_pad([encoded[i] for i in idx])
+            with out_of_memory_hint(self.batch_size):
+                res = self.model.base_model(input_ids=ids, attention_mask=mask,
+                                            position_ids=positions, output_hidden_states=True,
+                                            use_cache=False)
+            yield idx, mask, res
+
     # -- hidden states -----------------------------------------------------------------
     @torch.inference_mode()
     def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
@@ -393,16 +407,9 @@ class HFBackend(Backend):
         encoded = [self.encode(t) for t in texts]
         has_bos = self.tokenizer.bos_token_id is not None and all(
             e and e[0] == self.tokenizer.bos_token_id for e in encoded)
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         hidden_size = int(self.model.config.get_text_config().hidden_size)
         out = np.zeros((len(texts), len(layer_idx), hidden_size), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            ids, mask, positions = self._left_pad([encoded[i] for i in idx])
-            with out_of_memory_hint(self.batch_size):
-                res = self.model.base_model(input_ids=ids, attention_mask=mask,
-                                            position_ids=positions, output_hidden_states=True,
-                                            use_cache=False)
+        for idx, mask, res in self._all_layer_batches(encoded):
             weights = mask.clone().float()
             if pooling == "mean_no_bos" and has_bos:
                 first = mask.argmax(-1)  # left padding: first real token is the BOS
@@ -431,14 +438,7 @@ class HFBackend(Backend):
         width = max((len(t) for t in token_ids), default=0)
         logps = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
         ranks = np.full((len(prompts), self.n_layers, width), np.nan, dtype=np.float32)
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            ids, mask, positions = self._left_pad([encoded[i] for i in idx])
-            with out_of_memory_hint(self.batch_size):
-                res = self.model.base_model(input_ids=ids, attention_mask=mask,
-                                            position_ids=positions, output_hidden_states=True,
-                                            use_cache=False)
+        for idx, _, res in self._all_layer_batches(encoded):
             for layer in range(self.n_layers):
                 h = res.hidden_states[layer][:, -1]
                 # HF's last entry already has the final norm applied.
