@@ -126,7 +126,6 @@ def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Refuse to resume a run made with another model or options; keep its languages."""
     if not (run_dir / "run.json").exists():
         return meta
-
     old = read_meta(run_dir)
     diffs = []
     if old.get("fingerprint") and old["fingerprint"] != meta["fingerprint"]:
