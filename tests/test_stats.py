@@ -199,7 +199,7 @@ def test_ensembling_curve_matches_brute_force() -> None:
     src = np.array([[0, 0, 1, -1, 2], [1, 1, 1, 0, 1]])
     tgt = np.array([[2, 2, 0, 1, 1], [1, 0, 0, 0, -1]])
     curves = per_item_curves(src, tgt, np.array([3, 2]), repeats=3000, seed=0)["chi2"]
-    assert curves is not None
+    assert curves is not None, "chi-square curves missing"
     for i in range(2):
         s = [a if a >= 0 else 3 for a in src[i]]
         t = [a if a >= 0 else 3 for a in tgt[i]]

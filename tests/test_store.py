@@ -94,7 +94,7 @@ def test_sigkill_resumes_losing_at_most_the_chunk_in_flight(tmp_path):
                 break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert store is not None
+    assert store is not None, "the worker never created its store"
     kept = store.count()
     assert 15 <= kept < 100
     assert kept % 5 == 0  # whole chunks only
