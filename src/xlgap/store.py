@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -56,10 +57,20 @@ class Store:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False,
                                      isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=60000")
-        self._conn.executescript(_SCHEMA)
+        # Switching a new database to WAL takes an exclusive lock, and SQLite answers
+        # "locked" at once (without its busy handler) when another process is doing the
+        # same: retry for a while instead.
+        for attempt in range(200):
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.executescript(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 199:
+                    raise
+                time.sleep(0.05 + random.random() * 0.1)
+        self._conn.execute("PRAGMA synchronous=NORMAL")
 
     # -- reading -----------------------------------------------------------------------
     def get(self, model: str, key: str) -> Any | None:
