@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.strategies import PairResult, Strategy
+from xlgap.io import finite
 from xlgap.runs import SAMPLES_FILE, Run, RunWriter, done_keys, load_run, read_meta
 from xlgap.sampling import item_rows
+from xlgap.stats.bootstrap import nan_mean
 
 FORMAT = "xlgap-interventions/1"
 # Options that change a strategy's answers: a run directory made with other values is
@@ -245,16 +247,7 @@ def _paired_p(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> float | N
 
     if int(np.sum(np.isfinite(a) & np.isfinite(b))) < 2:
         return None
-    return _num(paired_bootstrap_pvalue(a, b, n_boot=n_boot, seed=seed))
-
-
-def _num(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else math.nan
+    return finite(paired_bootstrap_pvalue(a, b, n_boot=n_boot, seed=seed))
 
 
 def strategy_metrics(run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -272,9 +265,9 @@ def strategy_metrics(run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str
         b_t = (c.source & c.target[t_idx]).sum(1) * v
         s_t = c.source.sum(1) * v
         n_t = np.full(run.n_items, c.source.shape[1]) * v
-        per_target[t] = {"transfer": _num(pooled_ratio(b_t, s_t)),
-                         "overall_success": _num(pooled_ratio(b_t, n_t)),
-                         "chi2": _num(_nanmean(chi[t_idx]))}
+        per_target[t] = {"transfer": finite(pooled_ratio(b_t, s_t)),
+                         "overall_success": finite(pooled_ratio(b_t, n_t)),
+                         "chi2": finite(nan_mean(chi[t_idx]))}
     return {
         "transfer": _ratio(both[keep], src[keep], n_boot, seed),
         "overall_success": _ratio(both[keep], n[keep], n_boot, seed),

@@ -22,6 +22,7 @@ import numpy as np
 
 from xlgap.errors import DataError
 from xlgap.runs import MISSING, OTHER
+from xlgap.stats.metrics import chi2_distance
 
 _CHUNK = 2048  # items per block, bounding memory at about block x R x K x O floats
 
@@ -50,13 +51,6 @@ def _cumulative_counts(cols: np.ndarray, perm: np.ndarray, o: int) -> np.ndarray
     picked = np.take_along_axis(cols[:, None, :], perm, axis=2)  # (Q, R, K)
     onehot = picked[..., None] == np.arange(o)
     return np.cumsum(onehot, axis=2, dtype=np.float32)
-
-
-def _chi2(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    s = p + q
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(s > 0, (p - q) ** 2 / np.where(s > 0, s, 1.0), 0.0)
-    return t.sum(axis=-1)
 
 
 def _l2(p: np.ndarray, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
@@ -104,7 +98,7 @@ def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarra
         perm_t = rng.random((r.size, repeats, k)).argsort(axis=2)
         p = _cumulative_counts(src_cols[r], perm_s, o) / sizes
         qd = _cumulative_counts(tgt_cols[r], perm_t, o) / sizes
-        chi2[r] = _chi2(p, qd).mean(axis=1)
+        chi2[r] = chi2_distance(p, qd).mean(axis=1)
         if l2 is not None and embeddings is not None:
             emb = np.asarray(embeddings[r], dtype=np.float32)
             with warnings.catch_warnings():

@@ -106,14 +106,20 @@ def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
     return both, np.where(np.isfinite(both), src, np.nan)
 
 
-def chi2_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Chi-square distance ``sum_x (p_x - q_x)^2 / (p_x + q_x)``, terms with ``p+q = 0``
-    skipped. 0 for identical distributions, 2 for disjoint ones."""
-    p, q = _check_pair(p, q)
+def chi2_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``sum_x (p_x - q_x)^2 / (p_x + q_x)`` over the last axis, terms with ``p+q = 0``
+    skipped; any leading shape (used on ensembles of shape (Q, R, K, options) too)."""
     s = p + q
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(s > 0, (p - q) ** 2 / np.where(s > 0, s, 1.0), 0.0)
-    return np.where(_valid(p) & _valid(q), terms.sum(axis=-1), np.nan)
+    return terms.sum(axis=-1)
+
+
+def chi2_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Chi-square distance per item, NaN where a distribution is missing. 0 for identical
+    distributions, 2 for disjoint ones."""
+    p, q = _check_pair(p, q)
+    return np.where(_valid(p) & _valid(q), chi2_distance(p, q), np.nan)
 
 
 def mean_embedding(p: np.ndarray, emb: np.ndarray) -> np.ndarray:
