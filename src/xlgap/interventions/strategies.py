@@ -203,26 +203,24 @@ class Strategy(ABC):
     def translation_prompt(self, item: Item, text: str, src: str, dst: str) -> str:
         """Prompt whose greedy completion translates ``text`` from ``src`` into ``dst``;
         base models get other items' parallel questions as examples."""
-        if self.backend.is_chat:
-            return self.backend.chat_prompt(
-                f"Translate this {language_name(src)} text into {language_name(dst)}. "
-                f"Reply with the translation only.\n\n{text}")
-        s_name, d_name = language_name(src), language_name(dst)
-        blocks = [f"{s_name}: {question_text(o[src])}\n{d_name}: {question_text(o[dst])}"
-                  for o in self.shot_items(item, [src, dst], dst)]
-        blocks.append(f"{s_name}: {text}\n{d_name}:")
-        return "\n\n".join(blocks)
+        return self._pair_prompt(item, text, src, dst, "text", question_text)
 
     def term_prompt(self, item: Item, text: str, src: str, dst: str) -> str:
         """Prompt whose greedy completion translates a short answer (a name or a word);
         base models get other items' gold answers in both languages as examples."""
+        return self._pair_prompt(item, text, src, dst, "word or name", _gold_text)
+
+    def _pair_prompt(self, item: Item, text: str, src: str, dst: str, what: str,
+                     example: Callable[[LangEntry], str]) -> str:
+        """A translation prompt: an instruction for chat models; for base models, pairs
+        ``example(src) / example(dst)`` from the shot items, then ``text``."""
+        s_name, d_name = language_name(src), language_name(dst)
         if self.backend.is_chat:
             return self.backend.chat_prompt(
-                f"Translate this {language_name(src)} word or name into "
-                f"{language_name(dst)}. Reply with the translation only.\n\n{text}")
-        s_name, d_name = language_name(src), language_name(dst)
-        blocks = [f"{s_name}: {_gold_text(o[src])}\n{d_name}: {_gold_text(o[dst])}"
-                  for o in self.shot_items(item, [src, dst], dst) if _gold_text(o[src])]
+                f"Translate this {s_name} {what} into {d_name}. "
+                f"Reply with the translation only.\n\n{text}")
+        blocks = [f"{s_name}: {example(o[src])}\n{d_name}: {example(o[dst])}"
+                  for o in self.shot_items(item, [src, dst], dst) if example(o[src])]
         blocks.append(f"{s_name}: {text}\n{d_name}:")
         return "\n\n".join(blocks)
 
