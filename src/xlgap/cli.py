@@ -103,8 +103,11 @@ def open_backend(cfg: RunConfig):
     return cached
 
 
-def open_dataset(cfg: RunConfig):
-    """The data set, limited, with source and targets checked against its languages."""
+def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
+    """The data set, limited, with source and targets checked against its languages.
+
+    It keeps only the source and targets unless ``all_languages`` (interventions
+    translate through languages that are not targets)."""
     from xlgap.data import load_dataset, validate_language
     from xlgap.data.languages import check_known
 
@@ -114,7 +117,8 @@ def open_dataset(cfg: RunConfig):
     targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
     check_known([source, *targets], dataset.languages, f"data set {dataset.name}")
     cfg.source = source
-    dataset = dataset.subset(cfg.limit, [source, *[t for t in targets if t != source]])
+    keep = None if all_languages else [source, *[t for t in targets if t != source]]
+    dataset = dataset.subset(cfg.limit, keep)
     return dataset, source, [t for t in targets if t != source]
 
 

@@ -67,19 +67,16 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 def cmd_intervene(cfg: InterveneConfig) -> int:
     from xlgap.cli import default_out, open_backend, open_dataset
-    from xlgap.data import load_dataset
     from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
     from xlgap.interventions.strategies import StrategyOptions, get_strategy
     from xlgap.report.tables import format_interventions_table
 
     started = time.time()
     names = strategy_names(cfg)
-    _, source, targets = open_dataset(cfg)
+    # Translations may use any language of the data set, not only the run's.
+    full, source, targets = open_dataset(cfg, all_languages=True)
     if not targets:
         raise ConfigError("xlgap intervene needs at least one target language (--targets)")
-    # Translations may use any language of the data set, not only the run's.
-    full = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
-                        on_missing=cfg.on_missing).subset(cfg.limit)
     if not full.has_candidates:
         raise ConfigError(f"data set {full.name} has no answer candidates; xlgap intervene "
                           "needs items with candidates (e.g. BMLAMA or the built-in set)")
