@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.io import finite
 
 __all__ = [
     "average_ranks",
@@ -163,8 +164,6 @@ def shared_rates(scores_a: np.ndarray, scores_b: np.ndarray,
             "same_answer": float(np.mean(pa == pb))}
 
 
-def _none_if_nan(v: float) -> float | None:
-    return None if math.isnan(v) else v
 
 
 def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
@@ -201,9 +200,9 @@ def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
             rates = shared_rates(scores_by_lang[la], scores_by_lang[lb], g)
             row: dict[str, Any] = {
                 "a": la, "b": lb,
-                "rank_consistency": _none_if_nan(rank_consistency(scores_by_lang[la],
+                "rank_consistency": finite(rank_consistency(scores_by_lang[la],
                                                                   scores_by_lang[lb])),
-                "rankc": _none_if_nan(rankc(scores_by_lang[la], scores_by_lang[lb])),
+                "rankc": finite(rankc(scores_by_lang[la], scores_by_lang[lb])),
                 **rates}
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from exc

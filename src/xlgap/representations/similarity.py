@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import ConfigError, DataError
+from xlgap.io import finite
 from xlgap.representations.ilo import LayerSource, normalise_rows
 
 __all__ = [
@@ -135,9 +136,6 @@ def pair_metrics(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> dict[str, f
             "retrieval": 0.5 * (ab + ba), "retrieval_ab": ab, "retrieval_ba": ba}
 
 
-def _json_float(v: float) -> float | None:
-    """NaN/inf become None so the result is strict JSON."""
-    return v if math.isfinite(v) else None
 
 
 States = Mapping[str, np.ndarray] | Callable[[int], Mapping[str, np.ndarray]] | LayerSource
@@ -212,7 +210,7 @@ def layerwise_similarity(states: States, pivot: str | None = None, *,
                 m = pair_metrics(vecs[la], vecs[lb], chunk)
             except DataError as exc:
                 raise DataError(f"layer {i}, pair {la}-{lb}: {exc}") from exc
-            rows.append({"a": la, "b": lb, **{key: _json_float(v) for key, v in m.items()}})
+            rows.append({"a": la, "b": lb, **{key: finite(v) for key, v in m.items()}})
         mean: dict[str, float | None] = {}
         for key in METRICS:
             vals = [r[key] for r in rows if r[key] is not None]

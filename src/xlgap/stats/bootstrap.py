@@ -8,13 +8,13 @@ per-item quantity over all replicates is one matrix product.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.io import finite
 
 
 def resample_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -95,15 +95,11 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, *, n_boot: int = 1000, seed: int 
     return float(lo), float(hi)
 
 
-def _clean(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 def summary(estimate: float, ci: tuple[float, float], n: int | None = None
             ) -> dict[str, Any]:
     """``{"estimate": x, "ci": [lo, hi]}`` with NaN written as null (valid JSON)."""
-    out: dict[str, Any] = {"estimate": _clean(estimate),
-                           "ci": [_clean(ci[0]), _clean(ci[1])]}
+    out: dict[str, Any] = {"estimate": finite(estimate),
+                           "ci": [finite(ci[0]), finite(ci[1])]}
     if n is not None:
         out["n"] = int(n)
     return out

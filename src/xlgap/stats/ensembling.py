@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.io import finite
 from xlgap.runs import MISSING, OTHER
 from xlgap.stats.metrics import chi2_distance
 
@@ -126,11 +127,8 @@ def summarise_curves(curves: dict[str, np.ndarray | None]) -> dict[str, Any]:
     if l2 is not None and np.isfinite(l2[0]) and l2[0] > 0:
         l2_drop = float((l2[0] - l2[-1]) / l2[0])
 
-    def clean(x: np.ndarray) -> list[float | None]:
-        return [float(v) if np.isfinite(v) else None for v in x]
-
-    return {"k": list(range(1, k + 1)), "chi2": clean(c),
-            "l2": clean(l2) if l2 is not None else None, "drop": drop, "l2_drop": l2_drop,
+    return {"k": list(range(1, k + 1)), "chi2": finite(c),
+            "l2": finite(l2) if l2 is not None else None, "drop": drop, "l2_drop": l2_drop,
             "n_items": int(np.isfinite(chi2[:, 0]).sum()) if k else 0}
 
 
