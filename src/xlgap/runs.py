@@ -219,34 +219,39 @@ class RunWriter:
 
     def add_samples(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Append sampled responses (``item``, ``lang``, ``sample``, ``answer``, ``text``)."""
-        if self.mode != "sample":
-            raise DataError(f"{self.dir}: add_samples on a run in {self.mode!r} mode")
-        rows = [dict(r) for r in rows]
-        for r in rows:
-            where = f"add_samples({r.get('item')!r}, {r.get('lang')!r})"
-            self._check_pair(r, where)
+        rows = self._pair_rows("add_samples", "sample", rows)
+        for r, where in rows:
             k = _require(r, "sample", int, where)
             ans = _require(r, "answer", int, where)
             if ans < OTHER:
                 raise DataError(f"{where}: answer {ans} < -1")
             if not 0 <= k < self.meta["samples"]:
                 raise DataError(f"{where}: sample index {k} outside 0..{self.meta['samples'] - 1}")
-        return _append_jsonl(self.dir / SAMPLES_FILE, rows)
+        return _append_jsonl(self.dir / SAMPLES_FILE, [r for r, _ in rows])
 
     def add_distributions(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Append exact distributions (``item``, ``lang``, ``probs``)."""
-        if self.mode != "exact":
-            raise DataError(f"{self.dir}: add_distributions on a run in {self.mode!r} mode")
-        rows = [dict(r) for r in rows]
-        for r in rows:
-            where = f"add_distributions({r.get('item')!r}, {r.get('lang')!r})"
-            self._check_pair(r, where)
+        rows = self._pair_rows("add_distributions", "exact", rows)
+        for r, where in rows:
             probs = _require(r, "probs", list, where)
             try:
                 r["probs"] = [float(p) for p in probs]
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{where}: probs are not numbers") from exc
-        return _append_jsonl(self.dir / DISTRIBUTIONS_FILE, rows)
+        return _append_jsonl(self.dir / DISTRIBUTIONS_FILE, [r for r, _ in rows])
+
+    def _pair_rows(self, op: str, mode: str, rows: Iterable[Mapping[str, Any]]
+                   ) -> list[tuple[dict[str, Any], str]]:
+        """Copies of per-(item, language) rows, checked, each with where it came from."""
+        if self.mode != mode:
+            raise DataError(f"{self.dir}: {op} on a run in {self.mode!r} mode")
+        out = []
+        for row in rows:
+            r = dict(row)
+            where = f"{op}({r.get('item')!r}, {r.get('lang')!r})"
+            self._check_pair(r, where)
+            out.append((r, where))
+        return out
 
     def done_keys(self) -> set[tuple[str, str]]:
         """The ``(item, lang)`` pairs already complete on disk (a resumed run skips them).
