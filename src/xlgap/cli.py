@@ -21,6 +21,7 @@ from xlgap.config import (
     read_config_file,
 )
 from xlgap.errors import XlgapError
+from xlgap.workspace import default_out, open_backend, open_dataset
 
 # -- configs -------------------------------------------------------------------------------
 
@@ -64,62 +65,6 @@ class SimulateConfig:
     seed: int = opt(0, "random seed")
     out: str = opt("", "output run directory")
     diagnose: bool = opt(False, "diagnose the simulated run right away")
-
-
-# -- shared plumbing -----------------------------------------------------------------------
-
-
-def default_out(command: str) -> Path:
-    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def open_store(cfg: RunConfig):
-    from xlgap.models.embedded import cache_root
-    from xlgap.store import Store
-
-    return Store(Path(cfg.store) if cfg.store else cache_root() / "store")
-
-
-def open_backend(cfg: RunConfig):
-    """The backend ``--model`` names, behind the result store."""
-    from xlgap.models import load_backend
-    from xlgap.models.cached import CachedBackend
-
-    store = open_store(cfg)
-    options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
-                               "batch_size": cfg.batch_size}
-    if cfg.model.startswith("openai:"):
-        if not cfg.base_url:
-            raise XlgapError("--model openai:NAME needs --base-url URL "
-                             "(e.g. http://127.0.0.1:8000/v1)")
-        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
-                   "chat": cfg.api_chat}
-    backend = load_backend(cfg.model, **options)
-    backend.name = cfg.model  # type: ignore[attr-defined]
-    if cfg.model.startswith("openai:"):
-        return backend  # it stores every HTTP request itself (finer-grained resume)
-    cached = CachedBackend(backend, store)
-    cached.name = cfg.model  # type: ignore[attr-defined]
-    return cached
-
-
-def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
-    """The data set, limited, with source and targets checked against its languages.
-
-    It keeps only the source and targets unless ``all_languages`` (interventions
-    translate through languages that are not targets)."""
-    from xlgap.data import load_dataset, validate_language
-    from xlgap.data.languages import check_known
-
-    dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
-                           on_missing=cfg.on_missing)
-    source = validate_language(cfg.source, "--source")
-    targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
-    check_known([source, *targets], dataset.languages, f"data set {dataset.name}")
-    cfg.source = source
-    keep = None if all_languages else [source, *[t for t in targets if t != source]]
-    dataset = dataset.subset(cfg.limit, keep)
-    return dataset, source, [t for t in targets if t != source]
 
 
 def _sampling_options(cfg: SampleConfig, dataset: Any):
@@ -247,7 +192,8 @@ COMMANDS: dict[str, tuple[type | None, Callable[..., int], str]] = {
 def _extra_commands() -> dict[str, tuple[type | None, Callable[..., int], str]]:
     """Commands that live with their own module (registered there to keep cli.py small)."""
     extra: dict[str, tuple[type | None, Callable[..., int], str]] = {}
-    for module in ("xlgap.interventions.cli", "xlgap.representations.cli"):
+    for module in ("xlgap.interventions.cli", "xlgap.representations.cli",
+                   "xlgap.interventions.inside_cli", "xlgap.report.cli", "xlgap.study"):
         extra.update(importlib.import_module(module).COMMANDS)
     return extra
 

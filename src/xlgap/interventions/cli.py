@@ -66,7 +66,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 
 def cmd_intervene(cfg: InterveneConfig) -> int:
-    from xlgap.cli import default_out, open_backend, open_dataset
+    from xlgap.workspace import default_out, open_backend, open_dataset
     from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
     from xlgap.interventions.strategies import StrategyOptions, get_strategy
     from xlgap.report.tables import format_interventions_table

@@ -113,6 +113,10 @@ class HFBackend(Backend):
                 tag in lowered for tag in ("-it", "instruct", "chat"))
         self.is_chat = is_chat
         self._fingerprint = fingerprint or weights_fingerprint(model, name)
+        #: tags of modifications active on the model (steering hooks, adapters); they are
+        #: part of the fingerprint, so a modified model never shares cache entries with
+        #: the plain one. Whoever installs a modification adds its tag and removes it after.
+        self.modifiers: list[str] = []
         eos = getattr(model.generation_config, "eos_token_id", None) if hasattr(
             model, "generation_config") else None
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
@@ -154,7 +158,10 @@ class HFBackend(Backend):
     # -- properties --------------------------------------------------------------------
     @property
     def fingerprint(self) -> str:
-        return self._fingerprint
+        if not self.modifiers:
+            return self._fingerprint
+        tagged = "|".join([self._fingerprint, *self.modifiers])
+        return hashlib.sha256(tagged.encode()).hexdigest()[:24]
 
     @property
     def supports_white_box(self) -> bool:

@@ -172,7 +172,7 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
 
 def _setup(cfg: InsideConfig, default: str) -> tuple[Any, ParallelDataset, list[str], Path]:
-    from xlgap.cli import default_out, open_backend, open_dataset
+    from xlgap.workspace import default_out, open_backend, open_dataset
 
     dataset, source, targets = open_dataset(cfg)
     out = Path(cfg.out) if cfg.out else default_out(default)

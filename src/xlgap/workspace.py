@@ -1,0 +1,67 @@
+"""Shared plumbing of every command: where results go, which store, which backend and data.
+
+Command modules (``xlgap.cli``, ``xlgap.interventions.cli``, ``xlgap.representations.cli``
+and the others) import these from here, so none of them imports another command module.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from xlgap.config import RunConfig
+from xlgap.errors import XlgapError
+
+
+def default_out(command: str) -> Path:
+    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_store(cfg: RunConfig):
+    from xlgap.models.embedded import cache_root
+    from xlgap.store import Store
+
+    return Store(Path(cfg.store) if cfg.store else cache_root() / "store")
+
+
+def open_backend(cfg: RunConfig):
+    """The backend ``--model`` names, behind the result store."""
+    from xlgap.models import load_backend
+    from xlgap.models.cached import CachedBackend
+
+    store = open_store(cfg)
+    options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
+                               "batch_size": cfg.batch_size}
+    if cfg.model.startswith("openai:"):
+        if not cfg.base_url:
+            raise XlgapError("--model openai:NAME needs --base-url URL "
+                             "(e.g. http://127.0.0.1:8000/v1)")
+        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
+                   "chat": cfg.api_chat}
+    backend = load_backend(cfg.model, **options)
+    backend.name = cfg.model  # type: ignore[attr-defined]
+    if cfg.model.startswith("openai:"):
+        return backend  # it stores every HTTP request itself (finer-grained resume)
+    cached = CachedBackend(backend, store)
+    cached.name = cfg.model  # type: ignore[attr-defined]
+    return cached
+
+
+def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
+    """The data set, limited, with source and targets checked against its languages.
+
+    It keeps only the source and targets unless ``all_languages`` (interventions
+    translate through languages that are not targets)."""
+    from xlgap.data import load_dataset, validate_language
+    from xlgap.data.languages import check_known
+
+    dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
+                           on_missing=cfg.on_missing)
+    source = validate_language(cfg.source, "--source")
+    targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
+    check_known([source, *targets], dataset.languages, f"data set {dataset.name}")
+    cfg.source = source
+    keep = None if all_languages else [source, *[t for t in targets if t != source]]
+    dataset = dataset.subset(cfg.limit, keep)
+    return dataset, source, [t for t in targets if t != source]
