@@ -19,6 +19,16 @@ from collections.abc import Sequence
 import numpy as np
 
 POOLINGS = ("mean", "mean_no_bos", "last")
+#: how a continuation's log-probability is normalised: ``none`` (the total), ``tokens``
+#: (per scored token) or ``bytes`` (per UTF-8 byte of the text the scored tokens cover)
+NORMALIZATIONS = ("none", "tokens", "bytes")
+
+
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown score normalisation {normalize!r}; choose one of "
+                         f"{', '.join(NORMALIZATIONS)}")
+    return normalize
 
 
 class Backend(ABC):
@@ -49,13 +59,29 @@ class Backend(ABC):
         the batch. ``temperature == 0`` means greedy decoding.
         """
 
-    def score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
-        """Total log-probability of each continuation given ``prompt``."""
-        return self.score_batch([(prompt, list(continuations))])[0]
+    def score(self, prompt: str, continuations: Sequence[str],
+              normalize: str = "none") -> list[float]:
+        """Log-probability of each continuation given ``prompt`` (see :meth:`score_batch`)."""
+        return self.score_batch([(prompt, list(continuations))], normalize=normalize)[0]
 
-    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        """``score`` for many (prompt, continuations) pairs; backends batch across them."""
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]],
+                    normalize: str = "none") -> list[list[float]]:
+        """``score`` for many (prompt, continuations) pairs; backends batch across them.
+
+        Scoring is joint: ``prompt + continuation`` is tokenized as one text (as the model
+        would have written it). Where a token straddles the prompt's end, every candidate
+        of the request is scored from the longest token prefix that the prompt's own tokens
+        and all the joint tokenizations share, over all the text after it, so candidates
+        are compared over text they fully cover. ``normalize`` is one of
+        :data:`NORMALIZATIONS`.
+        """
         raise NotImplementedError(f"backend {self.kind!r} cannot score continuations")
+
+    @property
+    def can_score(self) -> bool:
+        """True when :meth:`score_batch` is available (white-box, or an API that echoes
+        prompt log-probabilities)."""
+        return self.supports_white_box
 
     def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
                       pooling: str = "mean") -> np.ndarray:

@@ -81,10 +81,16 @@ class CachedBackend(Backend):
             [prompts[i] for i in idx], n=n, temperature=temperature,
             max_new_tokens=max_new_tokens, seed=seed, stop=stop))
 
-    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        payloads = [{"prompt": p, "continuations": list(c)} for p, c in requests]
-        return self._cached("score", payloads,
-                            lambda idx: self.inner.score_batch([requests[i] for i in idx]))
+    @property
+    def can_score(self) -> bool:
+        return self.inner.can_score
+
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]],
+                    normalize: str = "none") -> list[list[float]]:
+        payloads = [{"prompt": p, "continuations": list(c), "normalize": normalize}
+                    for p, c in requests]
+        return self._cached("score", payloads, lambda idx: self.inner.score_batch(
+            [requests[i] for i in idx], normalize=normalize))
 
     def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
                       pooling: str = "mean") -> np.ndarray:
