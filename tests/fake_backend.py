@@ -41,7 +41,7 @@ class FakeBackend(Backend):
         return [[self.answers[_h(p, seed, k) % len(self.answers)] for k in range(n)]
                 for p in prompts]
 
-    def score_batch(self, requests):
+    def score_batch(self, requests, normalize="none"):
         self.calls += 1
         return [[-float(_h(p, c) % 1000) / 100 for c in conts] for p, conts in requests]
 

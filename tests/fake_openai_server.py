@@ -15,8 +15,15 @@ exactly as a remote server would produce them.
   or at random with probability ``fault_rate``. Random faults are drawn from a hash of
   (``fault_seed``, request body, how often that body was seen), so they do not depend on
   thread scheduling, and at most ``max_consecutive_faults`` in a row hit one body.
-* Every request is recorded (path, body, fault) so tests can count what reached the
-  server; ``issued`` lists, per prompt, the texts actually sent in fault-free responses.
+* Every request is recorded (path, body, fault, headers) so tests can count what reached
+  the server and check what it was sent (e.g. that an API key never arrived); ``issued``
+  lists, per prompt, the texts actually sent in fault-free responses.
+* ``redirect_prefix`` makes the server answer requests under that path with a redirect
+  (``redirect_status``) to ``redirect_to`` plus the rest of the path: another server's
+  ``base_url``, or a path on this one. ``bos_token`` mimics vLLM's echo of a model with a
+  BOS token (listed first, its characters counted in the offsets, absent from the text);
+  ``token_space`` writes token strings with that character for spaces (raw byte-level
+  pieces, as older vLLM versions did), so they no longer match the text.
 
 Use it as a context manager; the server always shuts down on exit::
 
@@ -32,8 +39,8 @@ import random
 import re
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -93,6 +100,20 @@ def text_logprobs(text: str) -> dict[str, list[Any]]:
                              for (_, t), lp in zip(toks, token_lps, strict=True)]}
 
 
+def with_bos(logprobs: dict[str, list[Any]], bos: str) -> dict[str, list[Any]]:
+    """``logprobs`` as vLLM reports them for a model that prepends ``bos``: the BOS token
+    comes first (no log-probability), its characters shift every offset after it, and
+    the first real token gets a log-probability (it now has a context)."""
+    tokens = [bos, *logprobs["tokens"]]
+    lps: list[float | None] = [None]
+    for i, tok in enumerate(logprobs["tokens"]):
+        lps.append(token_logprob(bos, tok) if i == 0 else logprobs["token_logprobs"][i])
+    return {"tokens": tokens, "token_logprobs": lps,
+            "text_offset": [0, *[o + len(bos) for o in logprobs["text_offset"]]],
+            "top_logprobs": [None if lp is None else {t: lp}
+                             for t, lp in zip(tokens, lps, strict=True)]}
+
+
 def _cut(text: str, stop: Sequence[str]) -> str:
     end = len(text)
     for s in stop:
@@ -121,6 +142,8 @@ class Record:
     path: str
     body: Any
     fault: str | None
+    #: request headers, names in lower case
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- the server ------------------------------------------------------------------------
@@ -137,11 +160,14 @@ class FakeOpenAIServer:
                  fault_rate: float = 0.0, fault_kinds: Sequence[str] = DEFAULT_RANDOM_FAULTS,
                  fault_seed: int = 0, max_consecutive_faults: int = 3,
                  fail_prompts: Sequence[str] = (), permanent_fault: str = "500",
-                 retry_after: float | None = 0.0, slow_seconds: float = 0.5,
-                 latency: float = 0.0, honour_stop: bool = True,
+                 retry_after: float | str | Callable[[], str] | None = 0.0,
+                 slow_seconds: float = 0.5, latency: float = 0.0, honour_stop: bool = True,
                  supports_completions: bool = True, supports_logprobs: bool = True,
                  supports_echo: bool = True, reject_max_tokens_zero: bool = False,
-                 reverse_choices: bool = False) -> None:
+                 reverse_choices: bool = False, redirect_prefix: str | None = None,
+                 redirect_to: str = "", redirect_status: int = 307,
+                 bos_token: str | None = None, token_space: str | None = None,
+                 keep_alive: bool = False) -> None:
         for kind in [*schedule, *fault_kinds, permanent_fault]:
             if kind is not None and kind not in FAULT_KINDS:
                 raise ValueError(f"unknown fault {kind!r}; choose from {FAULT_KINDS}")
@@ -155,7 +181,6 @@ class FakeOpenAIServer:
         self.max_consecutive_faults = max_consecutive_faults
         self.fail_prompts = tuple(fail_prompts)
         self.permanent_fault = permanent_fault
-        self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.latency = latency
         self.honour_stop = honour_stop
@@ -164,11 +189,24 @@ class FakeOpenAIServer:
         self.supports_echo = supports_echo
         self.reject_max_tokens_zero = reject_max_tokens_zero
         self.reverse_choices = reverse_choices
+        #: ``Retry-After`` of 429 and 503 faults: seconds, a header value, or a function
+        #: giving one at answer time (e.g. an HTTP date); None sends no header
+        self.retry_after = retry_after
+        self.redirect_prefix = redirect_prefix
+        self.redirect_to = redirect_to
+        self.redirect_status = redirect_status
+        self.bos_token = bos_token
+        self.token_space = token_space
+        #: HTTP/1.1 with persistent connections (default: HTTP/1.0, one request each, so
+        #: that a dropped connection is unambiguous)
+        self.keep_alive = keep_alive
 
         self.records: list[Record] = []
         self.issued: dict[str, list[str]] = defaultdict(list)
         self.faults: Counter[str] = Counter()
         self.max_in_flight = 0
+        #: TCP connections accepted (with keep_alive, fewer than requests when reused)
+        self.connections = 0
         self._in_flight = 0
         self._seen: Counter[str] = Counter()
         self._streak: Counter[str] = Counter()
@@ -205,6 +243,11 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # -- what tests inspect ------------------------------------------------------------
+    def headers_seen(self, name: str) -> list[str | None]:
+        """The value of header ``name`` in each request received, in arrival order."""
+        with self._lock:
+            return [r.headers.get(name.lower()) for r in self.records]
+
     def count(self, path: str | None = None) -> int:
         """Requests received (for ``path`` only, e.g. "/v1/completions", if given)."""
         with self._lock:
@@ -221,15 +264,31 @@ class FakeOpenAIServer:
             self.faults.clear()
             self.issued.clear()
             self.max_in_flight = 0
+            self.connections = 0
 
     # -- decisions (called by the handler) ---------------------------------------------
-    def _admit(self, method: str, path: str, body: Any) -> str | None:
-        """Record a request and decide its fault (None: answer normally)."""
+    def _redirect_target(self, path: str) -> str | None:
+        """Where a request for ``path`` is redirected, or None to answer it here."""
+        prefix = self.redirect_prefix
+        if prefix is None or not (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+            return None
+        return self.redirect_to.rstrip("/") + path[len(prefix.rstrip("/")):]
+
+    def _retry_after_header(self) -> dict[str, str]:
+        value = self.retry_after
+        if value is None:
+            return {}
+        return {"Retry-After": value() if callable(value) else str(value)}
+
+    def _admit(self, method: str, path: str, body: Any, headers: Mapping[str, str],
+               redirected: bool = False) -> str | None:
+        """Record a request and decide its fault (None: answer normally). A redirected
+        request is recorded but takes no fault (the schedule is for real answers)."""
         with self._lock:
             fault: str | None = None
-            if method == "POST":
+            if method == "POST" and not redirected:
                 fault = self._decide_fault(body)
-            self.records.append(Record(method, path, body, fault))
+            self.records.append(Record(method, path, body, fault, dict(headers)))
             if fault is not None:
                 self.faults[fault] += 1
             return fault
@@ -282,6 +341,14 @@ class _Handler(BaseHTTPRequestHandler):
     def fake(self) -> FakeOpenAIServer:
         return self.server.fake  # type: ignore[attr-defined,no-any-return]
 
+    def setup(self) -> None:
+        super().setup()
+        fake = self.fake
+        with fake._lock:
+            fake.connections += 1
+        if fake.keep_alive:
+            self.protocol_version = "HTTP/1.1"
+
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request logs
         pass
 
@@ -304,9 +371,25 @@ class _Handler(BaseHTTPRequestHandler):
                                       "code": status}}, headers)
 
     # -- GET ---------------------------------------------------------------------------
+    def _header_map(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.headers.items()}
+
+    def _redirect(self, target: str) -> None:
+        try:
+            self.send_response(self.fake.redirect_status)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def do_GET(self) -> None:
-        self.fake._admit("GET", self.path, None)
-        if self.path.rstrip("/") == "/v1/models":
+        target = self.fake._redirect_target(self.path)
+        self.fake._admit("GET", self.path, None, self._header_map(),
+                          redirected=target is not None)
+        if target is not None:
+            self._redirect(target)
+        elif self.path.rstrip("/") == "/v1/models":
             self._send(200, {"object": "list", "data": [
                 {"id": m, "object": "model", "owned_by": "fake"} for m in self.fake.models]})
         else:
@@ -329,7 +412,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         path = self.path.rstrip("/")
-        fault = fake._admit("POST", path, body)
+        target = fake._redirect_target(path)
+        fault = fake._admit("POST", path, body, self._header_map(),
+                            redirected=target is not None)
+        if target is not None:
+            self._redirect(target)
+            return
         if fake.latency > 0 and fake._stop.wait(fake.latency):
             return
         if fake.api_key is not None and \
@@ -357,9 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, fault: str) -> None:
         fake = self.fake
         if fault == "429":
-            headers = {} if fake.retry_after is None else {"Retry-After": str(fake.retry_after)}
-            self._error(429, "Rate limit reached", headers)
-        elif fault in ("500", "502", "503", "504"):
+            self._error(429, "Rate limit reached", fake._retry_after_header())
+        elif fault == "503":
+            self._error(503, "injected 503", fake._retry_after_header())
+        elif fault in ("500", "502", "504"):
             self._error(int(fault), f"injected {fault}")
         elif fault == "401":
             self._error(401, "Incorrect API key provided")
@@ -415,7 +504,12 @@ class _Handler(BaseHTTPRequestHandler):
                                       "logprobs": None}
             if wants_logprobs and fake.supports_logprobs:
                 if echo:
-                    choice["logprobs"] = text_logprobs(full)
+                    lp = text_logprobs(full)
+                    if fake.bos_token is not None:
+                        lp = with_bos(lp, fake.bos_token)
+                    if fake.token_space is not None:
+                        lp["tokens"] = [t.replace(" ", fake.token_space) for t in lp["tokens"]]
+                    choice["logprobs"] = lp
                 else:  # like llama.cpp: only the generated tokens
                     lp = text_logprobs(prompt + text)
                     keep = [j for j, o in enumerate(lp["text_offset"]) if o >= len(prompt)]

@@ -63,6 +63,16 @@ def test_validate_language_rejects_nonsense(code: str) -> None:
     assert "file data/x.tsv" in str(exc.value)
 
 
+@pytest.mark.parametrize(("code", "norm"), [
+    ("eng_Latn", "en"), ("fra_Latn", "fr"), ("zho_Hans", "zh-Hans"), ("zho_Hant", "zh-Hant"),
+    ("arb_Arab", "ar"), ("kor_Hang", "ko"), ("jpn_Jpan", "ja"), ("srp_Cyrl", "sr-Cyrl"),
+    ("cmn", "zh"), ("en-Latn", "en"), ("sr-Latn", "sr-Latn"),
+    ("aka_Latn", "ak-Latn"), ("twi_Latn", "tw-Latn"),  # both in FLORES-200: kept apart
+])
+def test_flores_codes_map_to_bcp47(code: str, norm: str) -> None:
+    assert validate_language(code) == norm
+
+
 def test_language_names_and_scripts() -> None:
     assert language_name("ja") == "Japanese"
     assert language_name("zh-Hant") == "Chinese (Traditional)"
@@ -84,6 +94,18 @@ def test_check_known_lists_the_known_languages() -> None:
         check_known(["xx"], ["en", "fr"], "data set demo")
     assert "'xx'" in str(exc.value)
     assert "en, fr" in str(exc.value)
+
+
+def test_check_known_finds_script_tagged_codes() -> None:
+    """FLORES names keep a script that tells variants apart; a plain request still finds
+    the one variant it means, and the data set's own code comes back."""
+    known = ["ak-Latn", "en", "zh-Hans", "zh-Hant"]
+    assert check_known(["zh", "zh-Hant", "ak", "eng_Latn"], known, "d") == [
+        "zh-Hans", "zh-Hant", "ak-Latn", "en"]
+    with pytest.raises(LanguageError, match="'zh' is not in d"):
+        check_known(["zh"], ["zh-Hant"], "d")
+    with pytest.raises(LanguageError, match="'en' is not in d"):
+        check_known(["en"], ["en-GB"], "d")
 
 
 # -- BMLAMA-style TSV -----------------------------------------------------------------------
@@ -207,10 +229,16 @@ def test_bmlama_candidate_counts_must_agree(tmp_path: Path) -> None:
 
 
 def test_bmlama_unknown_language_file(tmp_path: Path) -> None:
+    """A name shaped like a code but not one is a typo that would lose a language: it
+    stops loading. A name of another shape is not data and is passed over."""
     root = bmlama_fixture(tmp_path / "lang")
-    (root / "xx1.tsv").write_text((root / "en.tsv").read_text(encoding="utf-8"),
-                                  encoding="utf-8")
-    with pytest.raises(LanguageError, match=r"xx1\.tsv"):
+    en = (root / "en.tsv").read_text(encoding="utf-8")
+    (root / "xx1.tsv").write_text(en, encoding="utf-8")
+    ds = load_bmlama_dir(root)
+    assert ds.languages == ["en", "ja", "zh"]
+    assert ds.problems == ["lang/xx1.tsv: ignored, 'xx1' is not a language code"]
+    (root / "jp.tsv").write_text(en, encoding="utf-8")
+    with pytest.raises(LanguageError, match=r"jp\.tsv"):
         load_bmlama_dir(root)
 
 
@@ -243,6 +271,74 @@ def test_bmlama_missing_translation_policies(tmp_path: Path) -> None:
     assert kept.items[1].has("en")
     assert kept.items[1].has("ja")
     assert kept.dropped == {}
+
+
+def test_bmlama_skip_lists_problems_with_file_and_line(tmp_path: Path) -> None:
+    root = bmlama_fixture(tmp_path / "probs")
+    lines = (root / "en.tsv").read_text(encoding="utf-8").splitlines()
+    lines[1] = "no mask here\tFrance\tSpain, France\tParis"
+    lines[3] = "too\tfew"
+    (root / "en.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ds = load_bmlama_dir(root, on_error="skip")
+    assert [it.id for it in ds] == ["probs-1"]
+    assert len(ds.problems) == 2
+    assert ds.problems[0].startswith("probs/en.tsv line 2: the prompt must hold exactly one")
+    assert ds.problems[1].startswith("probs/en.tsv line 4: expected 4 tab-separated fields")
+    assert set(ds.dropped) == {"probs-0", "probs-2"}
+
+
+def test_files_that_are_not_languages_are_ignored(tmp_path: Path) -> None:
+    root = bmlama_fixture(tmp_path / "withdocs")
+    (root / "LICENSE").write_text("Apache License\n", encoding="utf-8")
+    (root / "README.md").write_text("# data\n", encoding="utf-8")
+    (root / "notes.txt").write_text("to do\n", encoding="utf-8")
+    (root / "english.tsv").write_text("not\tdata\n", encoding="utf-8")
+    (root / ".en.tsv.swp").write_text("editor file\n", encoding="utf-8")
+    ds = load_dataset(root)
+    assert ds.languages == ["en", "ja", "zh"]
+    assert len(ds) == 3
+    # only a file with the data suffix is worth a note; README and LICENSE are expected
+    assert ds.problems == ["withdocs/english.tsv: ignored, 'english' is not a language code"]
+    sents = write_dir(tmp_path / "sents", {"en.txt": ["One."], "fr.txt": ["Un."],
+                                           "notes.txt": ["remember the milk"],
+                                           "notes.tsv": ["a\tb"]})
+    (sents / "LICENSE").write_text("CC BY-SA\n", encoding="utf-8")
+    fl = load_dataset(sents)  # notes.tsv does not make this a BMLAMA directory
+    assert fl.languages == ["en", "fr"]
+    assert fl.problems == ["sents/notes.txt: ignored, 'notes' is not a language code"]
+    only_notes = write_dir(tmp_path / "only", {"notes.txt": ["x"], "README.txt": ["y"]})
+    with pytest.raises(DataError, match=r"no \{lang\}\.txt files \(found only README\.txt, "
+                                        r"notes\.txt\)"):
+        load_sentence_dir(only_notes)
+
+
+def test_flores_style_file_names(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "flores", {
+        "eng_Latn.txt": ["The cat sleeps."], "fra_Latn.txt": ["Le chat dort."],
+        "zho_Hans.txt": ["猫在睡觉。"], "arb_Arab.txt": ["القط نائم."]})
+    ds = load_dataset(root)
+    assert ds.languages == ["ar", "en", "fr", "zh-Hans"]
+    assert ds.original_codes == {"ar": "arb_Arab", "en": "eng_Latn", "fr": "fra_Latn",
+                                 "zh-Hans": "zho_Hans"}
+    assert ds.items[0]["fr"].prompt == "Le chat dort."
+    # --source en --targets fr,zh select these languages
+    assert check_known(["en", "fr", "zh"], ds.languages, "data set flores") == [
+        "en", "fr", "zh-Hans"]
+    sub = ds.subset(None, ["en", "fr"])
+    assert sub.original_codes == {"en": "eng_Latn", "fr": "fra_Latn"}
+    text = format_description(describe(ds))
+    assert "arb_Arab -> ar" in text
+    assert "zho_Hans -> zh-Hans" in text
+
+
+def test_two_files_for_one_language_is_an_error(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "twice", {"en.txt": ["a"], "eng_Latn.txt": ["b"],
+                                          "fr.txt": ["c"]})
+    with pytest.raises(DataError) as exc:
+        load_dataset(root)
+    msg = str(exc.value)
+    assert "en.txt and eng_Latn.txt are both language en" in msg
+    assert "'eng_Latn' are read as 'en'" in msg
 
 
 # -- sentence files -------------------------------------------------------------------------
@@ -359,6 +455,152 @@ def test_jsonl_item_problems_follow_on_error(tmp_path: Path) -> None:
     assert set(ds.dropped) == {"wrong", "absent"}
 
 
+def test_jsonl_on_error_skip_reports_every_bad_line(tmp_path: Path) -> None:
+    good = {"id": "ok", "langs": {"en": {"prompt": "2+2?", "answers": ["4", "four"]},
+                                  "fr": {"prompt": "2+2 ?", "answers": ["4", "quatre"]}}}
+    later = {"id": "later", "langs": {"en": {"prompt": "3+3?", "answers": ["6"]},
+                                      "fr": {"prompt": "3+3 ?", "answers": ["6"]}}}
+    wrong_gold = {"id": "wrong", "langs": {
+        "en": {"prompt": "x", "answers": ["p"], "candidates": ["p", "q"], "gold": 1},
+        "fr": {"prompt": "x", "answers": ["p"], "candidates": ["p", "q"], "gold": 1}}}
+    path = jsonl(tmp_path / "messy.jsonl", [
+        good,                                                     # line 1
+        '{"id": "broken", "langs": {',                            # line 2: bad JSON
+        {"id": "ok", "langs": {"en": {"prompt": "dup"}}},         # line 3: duplicate id
+        {"id": "lang", "langs": {"english": {"prompt": "x"}}},    # line 4: bad language
+        {"id": "schema", "langs": {"en": {"answer": ["x"]}}},     # line 5: unknown key
+        wrong_gold,                                               # line 6: item problem
+        "",                                                       # line 7: blank, fine
+        later,                                                    # line 8
+    ])
+    with pytest.raises(DataError, match=r"messy\.jsonl line 2: not valid JSON.*"
+                                        r"on_error='skip' skips such lines"):
+        load_jsonl(path)
+    ds = load_dataset(str(path), on_error="skip")
+    assert [it.id for it in ds] == ["ok", "later"]
+    assert ds.languages == ["en", "fr"]
+    assert ds.items[0]["fr"].prompt == "2+2 ?"  # the first 'ok' is kept, not the duplicate
+    lines = [int(p.split(" line ")[1].split(":")[0].split(" ")[0]) for p in ds.problems]
+    assert lines == [2, 3, 4, 5, 6]
+    assert "not valid JSON" in ds.problems[0]
+    assert "duplicate id 'ok' (first on line 1)" in ds.problems[1]
+    assert "invalid language code 'english'" in ds.problems[2]
+    assert "unknown keys ['answer']" in ds.problems[3]
+    assert "the gold candidate 'q'" in ds.problems[4]
+    assert all(str(path) in p for p in ds.problems)
+    assert list(ds.dropped) == ["wrong"]  # lines without a usable id are only in problems
+    assert describe(ds)["problems"] == 5
+    # a subset keeps the record
+    assert ds.subset(1).problems == ds.problems
+
+
+def test_jsonl_first_problem_in_file_order_decides(tmp_path: Path) -> None:
+    wrong_gold = {"id": "wrong", "langs": {
+        "en": {"prompt": "x", "answers": ["p"], "candidates": ["p", "q"], "gold": 1}}}
+    path = jsonl(tmp_path / "order.jsonl", [wrong_gold, "not json"])
+    with pytest.raises(DataError, match=r"line 1 \(en\): the gold candidate"):
+        load_jsonl(path)
+    bad_lang = jsonl(tmp_path / "l.jsonl", [{"id": "a", "langs": {"xx": {"prompt": "x"}}},
+                                           {"id": "b", "langs": {"en": {"prompt": "y"}}}])
+    with pytest.raises(LanguageError, match=r"l\.jsonl line 1.*on_error='skip'"):
+        load_jsonl(bad_lang)
+    assert [it.id for it in load_jsonl(bad_lang, on_error="skip")] == ["b"]
+
+
+def test_jsonl_every_line_bad_is_still_an_error(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "junk.jsonl", ["{", "[]", '{"id": 1}'])
+    with pytest.raises(DataError, match=r"no usable items; all 3 were left out, e\.g\. "):
+        load_jsonl(path, on_error="skip")
+
+
+def test_missing_translations_skipped_are_problems_too(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "gap", {"en.txt": ["One.", "Two."], "fr.txt": ["Un.", ""]})
+    ds = load_sentence_dir(root, on_missing="skip", on_error="skip")
+    assert [it.id for it in ds] == ["gap-0"]
+    assert ds.problems == ["gap/fr.txt line 2: item gap-1 has no fr (French) translation"]
+
+
+def test_jsonl_flores_keys(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "f.jsonl", [
+        {"id": "a", "langs": {"eng_Latn": {"prompt": "Capital of Japan?", "answers": ["Tokyo"]},
+                              "zho_Hans": {"prompt": "日本的首都？", "answers": ["东京"]}}},
+        {"id": "b", "langs": {"en": {"prompt": "Capital of Peru?", "answers": ["Lima"]},
+                              "zh-Hans": {"prompt": "秘鲁的首都？", "answers": ["利马"]}}},
+    ])
+    ds = load_jsonl(path)
+    assert ds.languages == ["en", "zh-Hans"]
+    assert ds.original_codes == {"en": "eng_Latn", "zh-Hans": "zho_Hans"}
+    assert ds.items[1]["zh-Hans"].answers == ("利马",)
+    twice = jsonl(tmp_path / "t.jsonl", [{"id": "a", "langs": {
+        "en": {"prompt": "x"}, "eng_Latn": {"prompt": "y"}}}])
+    with pytest.raises(DataError, match=r"language en appears twice in item a "
+                                        r"\(keys 'en' and 'eng_Latn'\)"):
+        load_jsonl(twice)
+
+
+OPEN = {"id": "open-1", "langs": {
+    "en": {"prompt": "Who painted the Mona Lisa?",
+           "answers": ["Leonardo da Vinci", "Leonardo", "da Vinci"]},
+    "fr": {"prompt": "Qui a peint la Joconde ?", "answers": ["Léonard de Vinci", "Léonard"]}}}
+LETTERED = {"id": "mc-1", "format": "mc", "langs": {
+    "en": {"prompt": "Which planet is largest?", "candidates": ["Mars", "Jupiter", "Venus"],
+           "gold": 1},
+    "fr": {"prompt": "Quelle planète est la plus grande ?",
+           "candidates": ["Mars", "Jupiter", "Vénus"], "answers": ["Jupiter"]}}}
+
+
+def test_open_items_mc_items_and_candidates_mix(tmp_path: Path) -> None:
+    cands = {"id": "cand-1", "langs": {
+        "en": {"prompt": "Capital of France?", "candidates": ["Lyon", "Paris"], "gold": 1},
+        "fr": {"prompt": "Capitale de la France ?", "candidates": ["Lyon", "Paris"],
+               "gold": 1}}}
+    ds = load_jsonl(jsonl(tmp_path / "mixed.jsonl", [OPEN, LETTERED, cands]))
+    open_item, mc_item, cand_item = ds.items
+    en = open_item["en"]
+    assert en.is_open and en.answer_format == "open"
+    assert en.answers[0] == "Leonardo da Vinci"  # the canonical answer comes first
+    assert en.candidates == () and en.gold is None
+    assert open_item.is_open and open_item.answer_format == "open"
+    mc = mc_item["fr"]
+    assert mc.answer_format == "mc" and mc.is_mc and not mc.is_open
+    assert mc.format == "mc"
+    assert mc.letters == ("A", "B", "C")
+    assert mc.gold == 1 and mc.gold_letter == "B"
+    assert mc.answers == ("Jupiter",)
+    assert mc_item["en"].answers == ("Jupiter",)  # defaults to the gold candidate
+    assert cand_item["en"].answer_format == "candidates"
+    assert cand_item["en"].letters == () and cand_item["en"].gold_letter is None
+    assert ds.has_open_items and ds.has_candidates
+    assert LangEntry("A sentence.").answer_format == "none"
+    desc = describe(ds)
+    assert desc["answer_formats"] == {"open": 1, "candidates": 1, "mc": 1}
+    assert "answer formats: 1 open, 1 candidates, 1 mc" in format_description(desc)
+
+
+@pytest.mark.parametrize(("record", "pattern"), [
+    ({"id": "a", "format": "mc", "langs": {"en": {"prompt": "x", "answers": ["y"]}}},
+     r"line 1 \(en\): 'format': 'mc' needs 'candidates'"),
+    ({"id": "a", "langs": {"en": {"prompt": "x", "candidates": [f"c{i}" for i in range(27)],
+                                  "gold": 0, "format": "mc"}}},
+     r"at most 26 candidates"),
+    ({"id": "a", "format": "letters", "langs": {"en": {"prompt": "x"}}},
+     r"line 1: 'format' must be one of \['text', 'mc'\]"),
+])
+def test_mc_schema_errors(tmp_path: Path, record: dict, pattern: str) -> None:
+    with pytest.raises(DataError, match=pattern):
+        load_jsonl(jsonl(tmp_path / "mc.jsonl", [record]))
+
+
+def test_mc_must_be_lettered_in_every_language(tmp_path: Path) -> None:
+    half = {"id": "half", "langs": {
+        "en": {"prompt": "x", "candidates": ["p", "q"], "gold": 0, "format": "mc"},
+        "fr": {"prompt": "x", "candidates": ["p", "q"], "gold": 0}}}
+    path = jsonl(tmp_path / "half.jsonl", [half, OPEN])
+    with pytest.raises(DataError, match=r"item half: 'format' differs between languages"):
+        load_jsonl(path)
+    assert [it.id for it in load_jsonl(path, on_error="skip")] == ["open-1"]
+
+
 def test_jsonl_missing_language_policies(tmp_path: Path) -> None:
     no_ja = {"id": "capital-de", "langs": {
         "en": {"prompt": "What is the capital of Germany?", "answers": ["Berlin"]},
@@ -398,7 +640,7 @@ def test_load_dataset_dispatch(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "nope"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"without \.tsv or \.txt"):
+    with pytest.raises(DataError, match=r"without \{lang\}\.tsv or \{lang\}\.txt"):
         load_dataset(str(empty))
 
 
@@ -494,6 +736,30 @@ def test_builtin_file_matches_its_generator() -> None:
     assert generated == shipped, "demo.jsonl is out of date: rerun make_demo.py"
 
 
+def test_builtin_table_errors_name_file_and_line(tmp_path: Path) -> None:
+    import shutil
+
+    import xlgap.data
+
+    script = Path(xlgap.data.__file__).parent / "builtin" / "make_demo.py"
+    tables = tmp_path / "tables"
+    shutil.copytree(script.parent / "tables", tables)
+    ns = runpy.run_path(str(script))
+    ns["build_items"].__globals__["TABLES"] = tables  # the functions' own module globals
+    assert len(ns["build_items"]()) == 70
+    lines = (tables / "items.tsv").read_text(encoding="utf-8").split("\n")
+    row = next(i for i, line in enumerate(lines) if line.startswith("capital-japan\t"))
+    lines[row] = lines[row].replace("tokyo kyoto", "tokyo kioto")
+    (tables / "items.tsv").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"tables/items\.tsv line {row + 1}: unknown "
+                                         r"entities \['kioto'\]"):
+        ns["build_items"]()
+    lines[row] = lines[row].rsplit("\t", 1)[0]  # one cell short
+    (tables / "items.tsv").write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"tables/items\.tsv line {row + 1}: 13 cells"):
+        ns["build_items"]()
+
+
 # -- the real data sets (read in place, when this checkout has them) ------------------------
 
 
@@ -512,7 +778,29 @@ def test_real_shared_data() -> None:
             assert e.candidates[e.gold] == e.answers[0]
     he_quoted = [it for it in bm if any('"' in c for c in it["he"].candidates)]
     assert he_quoted, "Hebrew LGBT candidate keeps its inner quote"
+    assert bm.problems == []  # its LICENSE file is not data and needs no note
+    assert bm.original_codes == {lang: lang for lang in bm.languages}
     fl = load_dataset(str(SHARED / "flores100"))
     assert fl.languages == ["de", "en", "es", "fr", "it"]
     assert len(fl) == 100
     assert all(it.has(lang) for it in fl for lang in fl.languages)
+    assert fl.problems == []
+
+
+def test_real_sentences_under_flores200_names(tmp_path: Path) -> None:
+    """The FLORES subset read through links named the FLORES-200 way (nothing copied)."""
+    src = SHARED / "flores100"
+    if not src.is_dir():
+        pytest.skip("shared data not present")
+    names = {"de": "deu_Latn", "en": "eng_Latn", "es": "spa_Latn", "fr": "fra_Latn",
+             "it": "ita_Latn"}
+    root = tmp_path / "flores200"
+    root.mkdir()
+    for lang, name in names.items():
+        (root / f"{name}.txt").symlink_to((src / f"{lang}.txt").resolve())
+    (root / "README.md").write_text("links\n", encoding="utf-8")
+    ds = load_dataset(str(root))
+    plain = load_dataset(str(src))
+    assert ds.languages == plain.languages
+    assert ds.original_codes == names
+    assert [it["fr"].prompt for it in ds] == [it["fr"].prompt for it in plain]

@@ -7,6 +7,7 @@ import pytest
 from fake_backend import FakeBackend
 from xlgap.data.items import Item, LangEntry
 from xlgap.prompting import OTHER, PromptBuilder, map_answer, normalize
+from xlgap.prompting.answers import answer_matches
 
 CANDS_EN = ["Paris", "Lyon", "New York", "York"]
 
@@ -38,6 +39,92 @@ def test_map_answer_aliases_and_cyrillic_arabic():
 def test_normalize():
     assert normalize("  Hello,   WORLD! ") == "hello world"
     assert normalize("Straße") == "strasse"
+
+
+@pytest.mark.parametrize(("text", "lang", "expected"), [
+    ("Pérou", None, "perou"), ("ÉCOLE", "fr", "ecole"), ("São Paulo", "pt", "sao paulo"),
+    ("Ελλάδα", "el", "ελλαδα"), ("Ёлка", "ru", "елка"),  # Greek tonos, Cyrillic diaeresis
+    ("مُحَمَّد", "ar", "محمد"), ("أحمد", "ar", "احمد"),  # harakat and hamza are optional
+    ("ガイド", "ja", "ガイド"), ("東京", "ja", "東京"),  # kana voicing marks are letters
+    ("서울은", "ko", "서울은"), ("क़िला", "hi", "क़िला"),
+    ("The Beatles", "en", "beatles"), ("l'Italie", "fr", "italie"), ("l’Italie", "fr", "italie"),
+    ("Los Ángeles", "es", "angeles"), ("Die Zeit", "de", "zeit"), ("O Porto", "pt", "porto"),
+    ("Het Loo", "nl", "loo"), ("Els Pirineus", "ca", "pirineus"), ("Il Cairo", "it", "cairo"),
+    ("The Beatles", None, "beatles"),  # no language: any listed article
+    ("Die Zeit", "en", "die zeit"),  # an article of another language stays
+    ("A", "en", "a"), ("the", "en", "the"),  # a lone word is never dropped
+    ("Ｔｏｋｙｏ　Ｔｏｗｅｒ", None, "tokyo tower"),
+])
+def test_normalize_across_scripts(text, lang, expected):
+    assert normalize(text, lang) == expected
+
+
+@pytest.mark.parametrize(("text", "aliases", "lang"), [
+    # Latin: accents, case, punctuation, articles on either side
+    ("Leonard de Vinci.", ["Léonard de Vinci"], "fr"),
+    ("La tour Eiffel", ["tour Eiffel"], "fr"),
+    ("Tour Eiffel", ["la Tour Eiffel"], "fr"),
+    ("It is the Beatles, I think", ["Beatles"], "en"),
+    ("los angeles", ["Los Ángeles"], "es"),
+    ("PERÚ", ["Peru"], None),
+    ("Answer: São Paulo\nbecause ...", ["Sao Paulo"], "pt"),
+    # Cyrillic and Greek
+    ("Москва.", ["москва"], "ru"),
+    ("Столица — Москва", ["Москва"], "ru"),
+    ("Ёлка", ["елка"], "ru"),
+    ("Αθήνα", ["ΑΘΗΝΑ"], "el"),
+    # Arabic: vowel marks, hamza, taa marbuta, Persian letters
+    ("القاهرة", ["القاهره"], "ar"),
+    ("إنها القاهِرة", ["القاهرة"], "ar"),
+    ("کتاب", ["كتاب"], "fa"),
+    # scripts without spaces: the alias may sit inside the text
+    ("東京です。", ["東京"], "ja"),
+    ("首都は東京だと思います", ["東京"], "ja"),
+    ("答案是北京。", ["北京"], "zh"),
+    ("它建于1945年", ["1945"], "zh"),
+    # Korean particles attach to the noun
+    ("서울은 한국의 수도입니다", ["서울"], "ko"),
+    ("정답: 서울입니다", ["서울"], "ko"),
+])
+def test_answer_matches(text, aliases, lang):
+    assert answer_matches(text, aliases, lang)
+
+
+@pytest.mark.parametrize(("text", "aliases", "lang"), [
+    ("Parisian food", ["Paris"], "en"),  # not a whole word
+    ("Lyon", ["Paris"], "en"),
+    ("", ["Paris"], "en"),
+    ("   \n", ["Paris"], "en"),
+    ("Paris", [], "en"),
+    ("Paris", ["?!", ""], "en"),  # aliases that normalise to nothing match nothing
+    ("Marseille\nParis", ["Paris"], "fr"),  # only the first line is the answer
+    ("Moskau", ["Москва"], "de"),  # no transliteration
+    ("京都", ["東京"], "ja"),
+    ("부산", ["서울"], "ko"),
+])
+def test_answer_does_not_match(text, aliases, lang):
+    assert not answer_matches(text, aliases, lang)
+
+
+def test_map_answer_with_articles_accents_and_letters():
+    assert map_answer("the Hague", ["The Hague", "Rome"]) == 0
+    assert map_answer("Hague", ["The Hague", "Rome"]) == 0
+    assert map_answer("La Haye", ["Rome", "La Haye"], lang="fr") == 1
+    assert map_answer("Lima, Pérou", ["Quito", "Lima"]) == 1
+    assert map_answer("Перу", ["Перу", "Чили"]) == 0
+    # the form as written comes first: 'A. Paris' names option 'A', not the city
+    assert map_answer("A. Paris", ["A", "B", "Paris"]) == 0
+    assert map_answer("It is 1945年", ["1945", "1939"]) == 0
+
+
+def test_map_answer_accents_still_separate_candidates():
+    """BMLAMA-17 has items with both Αθήνα (Athens) and Αθηνά (Athena) as candidates: an
+    exact spelling decides before accents are ignored."""
+    cands = ["Αθηνά", "Μόσχα", "Αθήνα"]
+    assert map_answer("Αθήνα", cands, lang="el") == 2
+    assert map_answer("Αθηνά.", cands, lang="el") == 0
+    assert map_answer("ΑΘΗΝΑ", ["Αθηνά", "Μόσχα"], lang="el") == 0  # unique once folded
+    assert map_answer("luận lý học", ["luân lý học", "luận lý học"], lang="vi") == 1
 
 
 def _items() -> list[Item]:

@@ -47,10 +47,14 @@ def test_round_trip_sample_mode(tmp_path: Path) -> None:
     assert run.item_ids == ["a", "b", "c"] and run.k == 3
     assert run.n_options.tolist() == [3, 2, 4] and run.gold.tolist() == [0, -1, 3]
     assert run.counts is not None
+    # every "other" answer here has the text "t-1": one shared concept per item
+    assert run.n_columns == run.m_max + 1
     for (item, lang), ans in ANSWERS.items():
         i = run.item_ids.index(item)
-        assert run.samples[lang][i].tolist() == ans
-        expect = np.zeros(run.m_max + 1)
+        assert run.samples[lang][i].tolist() == [a if a >= 0 else run.m_max for a in ans]
+        if -1 in ans:
+            assert run.other_labels[i] == ["t 1"]
+        expect = np.zeros(run.n_columns)
         for a in ans:
             expect[a if a >= 0 else run.m_max] += 1
         assert run.counts[lang][i].tolist() == expect.tolist()
@@ -87,7 +91,9 @@ def test_resume_with_torn_last_line(tmp_path: Path) -> None:
     # the torn line is ignored by readers; the incomplete pair is not done
     assert done_keys(w.dir) == set(first)
     assert load_run(w.dir).present["en"].tolist() == [True, True, False]
-    # reopening cuts the torn line; the resumed run redoes the pairs not done
+    # the crashed writer's lock went with its process; reopening cuts the torn line and
+    # the resumed run redoes the pairs not done
+    w.close()
     w2 = RunWriter(tmp_path / "run", META)
     assert w2.add_items(ITEMS) == 0  # already there
     todo = {k: v for k, v in ANSWERS.items() if k not in w2.done_keys()}
@@ -160,9 +166,9 @@ def test_exact_mode(tmp_path: Path) -> None:
     assert w.done_keys() == {("a", "en"), ("a", "de"), ("b", "en"), ("c", "en"), ("c", "de")}
     run = load_run(w.dir)
     assert run.mode == "exact" and run.counts is None and run.samples == {}
-    assert run.probs["en"].shape == (3, 5)
-    assert np.allclose(run.probs["en"][0], [0.7, 0.2, 0.1, 0, 0])
-    assert np.allclose(run.probs["de"][2], [0.25, 0.25, 0.25, 0.25, 0])
+    assert run.probs["en"].shape == (3, 4)  # candidates only: scores have no "other"
+    assert np.allclose(run.probs["en"][0], [0.7, 0.2, 0.1, 0])
+    assert np.allclose(run.probs["de"][2], [0.25, 0.25, 0.25, 0.25])
     assert run.present["de"].tolist() == [True, False, True] and run.missing["de"] == 1
     dist = w.dir / "distributions.jsonl"
     with dist.open("a") as fh:

@@ -95,7 +95,8 @@ def test_mode_metrics_match_reference(data: dict[str, np.ndarray]) -> None:
             assert np.isnan(correct[i]) and np.isnan(success[i]) and np.isnan(acc[i])
             continue
         assert correct[i] == pytest.approx(_ref_correct(pi, gold[i]))
-        both = _ref_correct(pi, gold[i]) * _ref_correct(qi, gold[i])
+        # ties in both languages are broken by one shared draw
+        both = min(_ref_correct(pi, gold[i]), _ref_correct(qi, gold[i]))
         assert success[i] == pytest.approx(both)
         assert num[i] == pytest.approx(both) and den[i] == pytest.approx(_ref_correct(pi, gold[i]))
         assert acc[i] == pytest.approx(qi[gold[i]])
@@ -230,7 +231,7 @@ def test_ensembling_variance_falls_bias_stays_and_is_fast() -> None:
 def test_samples_from_probs_frequencies() -> None:
     probs = np.array([[0.6, 0.3, 0.0, 0.1], [np.nan] * 4])
     draws = samples_from_probs(probs, 20000, seed=0)
-    freq = [np.mean(draws[0] == j) for j in (0, 1, 2, -1)]
+    freq = [np.mean(draws[0] == j) for j in (0, 1, 2, 3)]  # column 3: an other concept
     assert freq == pytest.approx([0.6, 0.3, 0.0, 0.1], abs=0.015)
     assert (draws[1] == -2).all()
 

@@ -32,6 +32,9 @@ class SampleConfig(RunConfig):
     temperature: float = opt(1.0, "sampling temperature")
     exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
                       "instead of sampling (white-box backends)")
+    normalize: str = opt("none", "--exact: score normalisation: none (total log-probability), "
+                         "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
+                         choices=("none", "tokens", "bytes"))
     shots: int | None = opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
                             "when --exact scores cloze sentences, which need no format cue)")
     max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
@@ -73,7 +76,8 @@ def _sampling_options(cfg: SampleConfig, dataset: Any):
     shots = cfg.shots if cfg.shots is not None else default_shots(dataset, cfg.exact)
     return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
                            max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
-                           shots=shots, seed=cfg.seed, chunk=64 if cfg.exact else 16)
+                           shots=shots, seed=cfg.seed, chunk=64 if cfg.exact else 16,
+                           normalize=cfg.normalize)
 
 
 def _print_accuracy(run_dir: Path) -> None:
@@ -160,10 +164,13 @@ def cmd_demo(cfg: DemoConfig) -> int:
     return 0
 
 
-def cmd_data_show(path: str, on_missing: str) -> int:
+def cmd_data_show(path: str, on_missing: str, on_error: str = "fail") -> int:
     from xlgap.data import describe, format_description, load_dataset
+    from xlgap.workspace import report_problems
 
-    dataset = load_dataset(None if path in ("builtin", "demo") else path, on_missing=on_missing)
+    dataset = load_dataset(None if path in ("builtin", "demo") else path, on_missing=on_missing,
+                           on_error=on_error)
+    report_problems(dataset.problems, dataset.name)
     print(format_description(describe(dataset)))
     return 0
 
@@ -218,6 +225,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     show = data_sub.add_parser("show", help="languages, item count and candidates per item")
     show.add_argument("path", help="'builtin', a .jsonl file or a data directory")
     show.add_argument("--on-missing", default="keep", choices=("fail", "skip", "keep"))
+    show.add_argument("--on-error", default="fail", choices=("fail", "skip"),
+                      help="a malformed line: fail, or skip it and report it")
     sub.add_parser("convert", help="convert the embedded model into the cache (done "
                    "automatically on first use)")
     return parser, commands
@@ -232,7 +241,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.command == "data":
         if getattr(args, "data_command", None) != "show":
             parser.parse_args(["data", "--help"])
-        return cmd_data_show(args.path, args.on_missing)
+        return cmd_data_show(args.path, args.on_missing, args.on_error)
     if args.command == "convert":
         return cmd_convert(args)
     cls, func, _ = commands[args.command]

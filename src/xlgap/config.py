@@ -48,6 +48,8 @@ class RunConfig:
                      "float16")
     on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
                           choices=("fail", "skip", "keep"))
+    on_error: str = opt("fail", "a malformed line or inconsistent item in the data: fail, or "
+                        "skip it and report it (file:line)", choices=("fail", "skip"))
     base_url: str = opt("", "base URL of an OpenAI-compatible server (with --model openai:NAME)")
     api_chat: bool = opt(True, "openai: the chat endpoint (--no-api-chat: plain completions, "
                          "for base models)")

@@ -12,6 +12,7 @@ directory, and :meth:`RunWriter.done_keys` tells a resumed run what to skip.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ import numpy as np
 
 from xlgap.errors import DataError
 from xlgap.io import dump_json
+from xlgap.prompting.answers import normalize
 
 FORMAT = "xlgap-run/1"
 RUN_FILE = "run.json"
@@ -32,6 +34,7 @@ SAMPLES_FILE = "samples.jsonl"
 DISTRIBUTIONS_FILE = "distributions.jsonl"
 EMBEDDINGS_FILE = "answer_embeddings.npz"
 OTHER = -1  # answer index of a response that matches no candidate
+LOCK_FILE = ".lock"
 MISSING = -2  # fill value in ``Run.samples`` for an (item, language) with no data
 _PROB_TOLERANCE = 1e-3  # how far a distribution's sum may be from 1 before it is an error
 
@@ -119,6 +122,25 @@ def _require(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], w
     return value
 
 
+def _lock_dir(run_dir: Path) -> Any:
+    """Take the run directory's exclusive lock (released when the handle is closed or the
+    process dies, so a crashed writer never leaves a stale lock)."""
+    fh = (run_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise DataError(f"{run_dir} is being written by {holder}; wait for it to finish, "
+                        "or choose another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"process {os.getpid()}")
+    fh.flush()
+    return fh
+
+
 # --------------------------------------------------------------------------------------
 # writing
 
@@ -131,11 +153,36 @@ class RunWriter:
     and ``targets`` are completed from each other. Reopening a directory whose
     ``run.json`` has another mode, source or sample count is refused, so that a resumed
     run cannot mix two different runs.
+
+    A writer holds an exclusive lock on the directory until :meth:`close` (or its process
+    ends, crash included): a second writer gets a clear error instead of interleaving
+    lines. Item rows may carry ``hashes`` ({language: content hash}); reopening a run with
+    an item whose content differs from what the run was made with is refused.
     """
 
     def __init__(self, run_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fh = _lock_dir(self.dir)
+        try:
+            self._open(meta)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory's lock (idempotent)."""
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self, meta: Mapping[str, Any]) -> None:
         self.meta = self._complete_meta(dict(meta))
         run_file = self.dir / RUN_FILE
         if run_file.exists():
@@ -149,8 +196,12 @@ class RunWriter:
         for name in (ITEMS_FILE, SAMPLES_FILE, DISTRIBUTIONS_FILE):
             _repair_tail(self.dir / name)
         self._item_ids: set[str] = set()
+        self._hashes: dict[str, dict[str, str]] = {}
         if (self.dir / ITEMS_FILE).exists():
-            self._item_ids = {str(o.get("id")) for _, o in _iter_jsonl(self.dir / ITEMS_FILE)}
+            for _, o in _iter_jsonl(self.dir / ITEMS_FILE):
+                self._item_ids.add(str(o.get("id")))
+                if isinstance(o.get("hashes"), dict):
+                    self._hashes.setdefault(str(o.get("id")), {}).update(o["hashes"])
 
     @staticmethod
     def _complete_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -211,9 +262,24 @@ class RunWriter:
                 raise DataError(f"{where}: n_options must be >= 0")
             if gold is not None and not (isinstance(gold, int) and 0 <= gold < m):
                 raise DataError(f"{where}: gold {gold!r} is not an option index < {m}")
+            new_hashes = row.get("hashes") or {}
+            old_hashes = self._hashes.get(item_id, {})
+            changed = sorted(lang for lang, h in new_hashes.items()
+                             if lang in old_hashes and old_hashes[lang] != h)
+            if changed:
+                raise DataError(
+                    f"{self.dir}: item {item_id!r} in {', '.join(changed)} differs from the "
+                    "data this run was made with (another content hash); resuming would mix "
+                    "two data sets. Use another --out, or the data the run was made with.")
             if item_id in self._item_ids:
+                added = {lang: h for lang, h in new_hashes.items() if lang not in old_hashes}
+                if added:  # a language added to a resumed run: record its hashes
+                    self._hashes.setdefault(item_id, {}).update(added)
+                    fresh.append({**row, "id": item_id, "hashes": added})
                 continue
             self._item_ids.add(item_id)
+            if new_hashes:
+                self._hashes[item_id] = dict(new_hashes)
             fresh.append({**row, "id": item_id})
         return _append_jsonl(self.dir / ITEMS_FILE, fresh)
 
@@ -311,11 +377,19 @@ def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 class Run:
     """A loaded run as arrays (Q items, M_max = largest option count).
 
-    ``counts[lang]`` is ``(Q, M_max + 1)``: answers per candidate, last column "other"
-    (``None`` per language in exact mode). ``probs[lang]`` is ``(Q, M_max + 1)`` in both
-    modes: counts / K in sample mode, the exact distribution in exact mode (its "other"
-    column is 0), so every distance treats "other" as one more option. ``samples[lang]``
-    is ``(Q, K)`` answer indices (``-1`` other, ``-2`` missing); empty in exact mode.
+    Answers are *concepts*: columns ``0..M_max-1`` are the candidates (zero padding beyond
+    an item's own count); the columns after them are the item's "other" answers, one
+    column per distinct normalised answer text (:func:`xlgap.prompting.answers.normalize`)
+    over all its languages, so two answers that name no candidate agree exactly when
+    their normalised texts match. An empty or unparseable answer (or one without text) is
+    a "no answer" concept of its own language: it never agrees across languages.
+    ``other_labels[i]`` names item i's other columns in order.
+
+    ``counts[lang]`` is ``(Q, O)`` answers per concept, O = M_max + the most other
+    concepts of any item (``None`` in exact mode). ``probs[lang]`` is ``(Q, O)`` in both
+    modes: counts / K in sample mode, the exact distribution over the candidates in
+    exact mode (O = M_max there). ``samples[lang]`` is ``(Q, K)`` concept indices
+    (``-2`` missing); empty in exact mode.
     ``present[lang]`` marks the items that have data in that language; an item missing a
     language drops out of every metric that needs it, and ``missing`` counts them.
     Options beyond an item's ``n_options`` are zero padding.
@@ -338,6 +412,7 @@ class Run:
     missing: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
+    other_labels: list[list[str]] = field(default_factory=list)
 
     @property
     def n_items(self) -> int:
@@ -346,6 +421,17 @@ class Run:
     @property
     def m_max(self) -> int:
         return int(self.n_options.max()) if len(self.n_options) else 0
+
+    @property
+    def n_columns(self) -> int:
+        """O: candidate columns plus other-answer concepts."""
+        return next(iter(self.probs.values())).shape[1] if self.probs else self.m_max
+
+    def other_share(self, lang: str) -> float:
+        """Share of ``lang``'s answer mass on no candidate, over its present items."""
+        p = self.probs[lang][self.present[lang]]
+        return float(p[:, self.m_max:].sum() / p.sum()) if p.size and p.sum() > 0 \
+            else float("nan")
 
     def pair_mask(self, target: str) -> np.ndarray:
         """Items present in both the source and ``target``."""
@@ -434,10 +520,12 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
             raise DataError(f"{where}: language {lang!r} is not in run.json languages")
         return index[item_id], lang
 
+    other_labels: list[list[str]] = [[] for _ in range(q)]
     if mode == "sample":
         path = run_dir / SAMPLES_FILE
         k = meta.get("samples")
-        answers: dict[tuple[int, str], dict[int, int]] = {}
+        # answers[(i, lang)][s]: a candidate index, or a concept key for an "other" answer
+        answers: dict[tuple[int, str], dict[int, int | tuple[str, str]]] = {}
         if path.exists():
             for lineno, o in _iter_jsonl(path):
                 where = f"{path}:{lineno}"
@@ -452,10 +540,20 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                                     f"{ids[i]!r}")
                 if s < 0:
                     raise DataError(f"{where}: negative sample index {s}")
-                answers.setdefault((i, lang), {})[s] = a
+                answers.setdefault((i, lang), {})[s] = a if a >= 0 else _other_key(o, lang)
         if not isinstance(k, int) or k < 1:
             k = max((len(v) for v in answers.values()), default=0)
             warnings.append(f"run.json has no 'samples'; using K={k} from the data")
+        # one column per distinct other concept of an item, in order of first appearance
+        concept_cols: list[dict[tuple[str, str], int]] = [{} for _ in range(q)]
+        for (i, _), got in sorted(answers.items(), key=lambda kv: (kv[0][0],
+                                                                   languages.index(kv[0][1]))):
+            for s_idx in sorted(got):
+                a = got[s_idx]
+                if isinstance(a, tuple) and a not in concept_cols[i]:
+                    concept_cols[i][a] = m_max + len(concept_cols[i])
+                    other_labels[i].append(a[1] if a[0] == "text" else f"(no answer, {a[1]})")
+        n_cols = m_max + max((len(c) for c in concept_cols), default=0)
         counts = {}
         for lang in languages:
             smp = np.full((q, k), MISSING, dtype=np.int64)
@@ -467,13 +565,12 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                 vals = [got[s] for s in range(k) if s in got]
                 if len(vals) < k:
                     continue  # incomplete pair: counted as missing below
-                smp[i] = vals
+                smp[i] = [v if isinstance(v, int) else concept_cols[i][v] for v in vals]
                 have[i] = True
-            cnt = np.zeros((q, m_max + 1), dtype=np.int64)
+            cnt = np.zeros((q, n_cols), dtype=np.int64)
             rows = np.nonzero(have)[0]
             if rows.size:
-                cols = np.where(smp[rows] == OTHER, m_max, smp[rows])
-                np.add.at(cnt, (np.repeat(rows, k), cols.ravel()), 1)
+                np.add.at(cnt, (np.repeat(rows, k), smp[rows].ravel()), 1)
             samples[lang], counts[lang], present[lang] = smp, cnt, have
             probs[lang] = cnt / max(k, 1)
     else:
@@ -481,7 +578,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         counts = None
         path = run_dir / DISTRIBUTIONS_FILE
         for lang in languages:
-            probs[lang] = np.zeros((q, m_max + 1))
+            probs[lang] = np.zeros((q, m_max))
             present[lang] = np.zeros(q, dtype=bool)
         if path.exists():
             for lineno, o in _iter_jsonl(path):
@@ -529,4 +626,15 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     return Run(source=source, targets=targets, languages=languages, mode=mode, item_ids=ids,
                n_options=n_options, gold=np.asarray(golds, dtype=np.int64), counts=counts,
                samples=samples, probs=probs, present=present, embeddings=embeddings,
-               k=int(k), meta=meta, missing=missing, warnings=warnings, path=run_dir)
+               k=int(k), meta=meta, missing=missing, warnings=warnings, path=run_dir,
+               other_labels=other_labels)
+
+
+def _other_key(row: Mapping[str, Any], lang: str) -> tuple[str, str]:
+    """The concept of an answer that names no candidate: its normalised text, or a "no
+    answer" concept of its language when the text is empty, missing or failed to parse."""
+    text = row.get("text")
+    norm = normalize(text.strip().split("\n", 1)[0]) if isinstance(text, str) else ""
+    if not norm or row.get("failed"):
+        return ("none", lang)
+    return ("text", norm)

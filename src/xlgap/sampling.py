@@ -9,7 +9,7 @@ through the result store, so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from xlgap.errors import ConfigError
 from xlgap.models.base import Backend
 from xlgap.prompting.answers import map_answer
 from xlgap.prompting.templates import PromptBuilder
+from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import RunWriter, read_meta
 
 
@@ -35,6 +36,7 @@ class SamplingOptions:
     seed: int = 0
     chunk: int = 16  # (item, language) pairs per model call
     embed_answers: bool = True
+    normalize: str = "none"  # exact mode: score normalisation (see models.base.NORMALIZATIONS)
 
 
 def default_shots(dataset: ParallelDataset, exact: bool) -> int:
@@ -59,80 +61,120 @@ def gold_aliases(item: Item, lang: str) -> dict[int, list[str]]:
 
 
 def item_rows(items: Sequence[Item], languages: Sequence[str]) -> list[dict[str, Any]]:
+    """``items.jsonl`` rows, each with the content hash of every language it holds (a
+    resumed run checks them, see :class:`xlgap.runs.RunWriter`)."""
     rows = []
     for it in items:
         present = [lang for lang in languages if it.has(lang)]
         gold = next((it[lang].gold for lang in present if it[lang].gold is not None), None)
         rows.append({"id": it.id, "n_options": it.n_candidates, "gold": gold,
-                     "candidates": {lang: list(it[lang].candidates) for lang in present}})
+                     "candidates": {lang: list(it[lang].candidates) for lang in present},
+                     "hashes": {lang: entry_hash(it[lang]) for lang in present}})
     return rows
+
+
+PairAnswers = Callable[[list[tuple[Item, str]]], list[dict[str, Any]]]
+
+
+def fill_run(run_dir: str | Path, dataset: ParallelDataset, *, source: str,
+             targets: Sequence[str], meta: dict[str, Any], answer: PairAnswers,
+             chunk: int, progress: bool = True, desc: str = "answers") -> Path:
+    """The one run loop of ``sample``, ``intervene`` and every other command that answers
+    items: create or resume the run directory, skip the (item, language) pairs it holds,
+    and answer the rest ``chunk`` pairs at a time with ``answer`` (which returns the
+    rows for :meth:`RunWriter.add_samples` or ``add_distributions``, by the run's mode),
+    writing after each chunk.
+
+    ``meta["options"]`` holds every setting that changes answers: resuming a directory
+    made with other options, another model (fingerprint) or other data (an item's content
+    hash) is refused with a message that names the difference. ``meta`` is completed with
+    the provenance (versions, data hash) and the languages a resumed run already had.
+    """
+    run_dir = Path(run_dir)
+    languages = [source, *[t for t in targets if t != source]]
+    meta = {"source": source, "languages": languages, "targets": languages[1:],
+            "data": dataset.source_path or dataset.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **meta}
+    meta["provenance"] = provenance(meta.get("config"), data=meta["data"],
+                                    data_hash=data_hash(dataset.items, languages))
+    meta = _resumable_meta(run_dir, meta)
+    items = [it for it in dataset.items if any(it.has(lang) for lang in languages)]
+    with RunWriter(run_dir, meta) as writer:
+        writer.add_items(item_rows(items, languages))
+        done = writer.done_keys()
+        pairs = [(it, lang) for it in items for lang in languages
+                 if it.has(lang) and it[lang].candidates and (it.id, lang) not in done]
+        add = writer.add_distributions if writer.mode == "exact" else writer.add_samples
+        with tqdm(total=len(pairs), desc=desc, unit="q", disable=not progress) as bar:
+            for start in range(0, len(pairs), chunk):
+                part = pairs[start:start + chunk]
+                add(answer(part))
+                bar.update(len(part))
+    return run_dir
 
 
 def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
              source: str, targets: Sequence[str], options: SamplingOptions,
              meta: dict[str, Any] | None = None, progress: bool = True) -> Path:
-    """Write (or resume) a run directory; returns its path."""
-    if options.exact and not backend.supports_white_box:
-        raise ConfigError(f"--exact needs a white-box backend; {backend.kind!r} cannot score. "
-                          "Drop --exact to sample answers instead.")
-    languages = [source, *[t for t in targets if t != source]]
-    run_meta = {"model": getattr(backend, "name", backend.fingerprint),
-                "fingerprint": backend.fingerprint, "source": source,
-                "languages": languages, "targets": [t for t in targets if t != source],
-                "mode": "exact" if options.exact else "sample",
-                "samples": options.samples, "data": dataset.source_path or dataset.name,
-                "strategy": "baseline", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
-                **(meta or {})}
-    run_meta = _resumable_meta(Path(run_dir), run_meta)
-    writer = RunWriter(run_dir, run_meta)
-    writer.add_items(item_rows(dataset.items, languages))
-    done = writer.done_keys()
+    """Write (or resume) a baseline run directory; returns its path."""
+    if options.exact and not backend.can_score:
+        raise ConfigError(f"--exact needs a backend that can score continuations; "
+                          f"{backend.kind!r} cannot. Drop --exact to sample answers instead.")
     builder = PromptBuilder(backend, dataset.items, shots=options.shots)
-    pairs = [(it, lang) for it in dataset.items for lang in languages
-             if it.has(lang) and it[lang].candidates and (it.id, lang) not in done]
-    bar = tqdm(total=len(pairs), desc="exact scores" if options.exact else "sampling",
-               unit="q", disable=not progress)
-    for start in range(0, len(pairs), options.chunk):
-        chunk = pairs[start:start + options.chunk]
+
+    def answer(chunk: list[tuple[Item, str]]) -> list[dict[str, Any]]:
         if options.exact:
             prompts = [builder.scoring_prompt(it, lang) for it, lang in chunk]
-            scores = backend.score_batch([(p.prompt, list(p.continuations)) for p in prompts])
-            writer.add_distributions([{"item": it.id, "lang": lang, "probs": softmax(s),
-                                       "logprobs": s}
-                                      for (it, lang), s in zip(chunk, scores, strict=True)])
-        else:
-            prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
-            outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,
-                                    max_new_tokens=options.max_new_tokens, seed=options.seed)
-            rows = []
-            for (it, lang), texts in zip(chunk, outs, strict=True):
-                cands, aliases = it[lang].candidates, gold_aliases(it, lang)
-                rows.extend({"item": it.id, "lang": lang, "sample": k,
-                             "answer": map_answer(t, cands, aliases), "text": t}
-                            for k, t in enumerate(texts))
-            writer.add_samples(rows)
-        bar.update(len(chunk))
-    bar.close()
+            scores = backend.score_batch([(p.prompt, list(p.continuations)) for p in prompts],
+                                         normalize=options.normalize)
+            return [{"item": it.id, "lang": lang, "probs": softmax(s), "logprobs": s}
+                    for (it, lang), s in zip(chunk, scores, strict=True)]
+        prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
+        outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,
+                                max_new_tokens=options.max_new_tokens, seed=options.seed)
+        rows = []
+        for (it, lang), texts in zip(chunk, outs, strict=True):
+            cands, aliases = it[lang].candidates, gold_aliases(it, lang)
+            rows.extend({"item": it.id, "lang": lang, "sample": k,
+                         "answer": map_answer(t, cands, aliases), "text": t}
+                        for k, t in enumerate(texts))
+        return rows
+
+    answer_options = {k: getattr(options, k) for k in _ANSWER_OPTIONS}
+    run_meta = {"model": getattr(backend, "name", backend.fingerprint),
+                "fingerprint": backend.fingerprint,
+                "mode": "exact" if options.exact else "sample", "samples": options.samples,
+                "strategy": "baseline",
+                "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
+                "answer_options": answer_options, **(meta or {})}
+    fill_run(run_dir, dataset, source=source, targets=targets, meta=run_meta, answer=answer,
+             chunk=options.chunk, progress=progress,
+             desc="exact scores" if options.exact else "sampling")
     if options.embed_answers and backend.supports_white_box:
         write_answer_embeddings(backend, dataset.items, source, Path(run_dir))
     return Path(run_dir)
 
 
-_MUST_MATCH = ("temperature", "max_new_tokens", "exact", "shots", "seed", "samples")
+# Settings that change a baseline run's answers (the chunk size and embeddings do not).
+_ANSWER_OPTIONS = ("exact", "samples", "temperature", "max_new_tokens", "shots", "seed",
+                   "normalize")
 
 
 def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Refuse to resume a run made with another model or options; keep its languages."""
+    """Refuse to resume a run made with another model or answer options; keep the
+    languages it already has."""
     if not (run_dir / "run.json").exists():
         return meta
     old = read_meta(run_dir)
     diffs = []
-    if old.get("fingerprint") and old["fingerprint"] != meta["fingerprint"]:
-        diffs.append(f"model {old.get('model')!r} (now {meta['model']!r})")
-    old_opts, new_opts = old.get("options", {}), meta["options"]
-    diffs += [f"{k}={old_opts[k]!r} (now {new_opts[k]!r})" for k in _MUST_MATCH
-              if k in old_opts and old_opts[k] != new_opts[k]]
+    if old.get("fingerprint") and old["fingerprint"] != meta.get("fingerprint"):
+        diffs.append(f"model {old.get('model')!r} (now {meta.get('model')!r})")
+    if old.get("strategy", "baseline") != meta.get("strategy", "baseline"):
+        diffs.append(f"strategy {old.get('strategy')!r} (now {meta.get('strategy')!r})")
+    old_opts = old.get("answer_options", old.get("options", {}))
+    new_opts = meta.get("answer_options", {})
+    diffs += [f"{k}={old_opts[k]!r} (now {new_opts.get(k)!r})" for k in sorted(new_opts)
+              if k in old_opts and old_opts[k] != new_opts.get(k)]
     if diffs:
         raise ConfigError(f"{run_dir} holds a run made with {', '.join(diffs)}; resume it with "
                           "the same options or choose another --out")

@@ -39,9 +39,18 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+#: Version of the algorithm behind each operation, part of every key: a change to how an
+#: operation computes its result bumps it, so the store never serves results of old code.
+#: score 2: joint tokenization of prompt + continuation, and normalisation.
+ALGORITHM_VERSIONS: dict[str, int] = {"generate": 1, "score": 2, "hidden_states": 1}
+
+
 def request_key(op: str, payload: Mapping[str, Any]) -> str:
-    """Stable hash of an operation and its arguments (canonical JSON, sorted keys)."""
-    blob = json.dumps({"op": op, **payload}, sort_keys=True, ensure_ascii=False,
+    """Stable hash of an operation, its algorithm version and its arguments (canonical
+    JSON, sorted keys)."""
+    version = ALGORITHM_VERSIONS.get(op, 1)
+    blob = json.dumps({"op": op, "op_version": version, **payload}, sort_keys=True,
+                      ensure_ascii=False,
                       separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -6,6 +6,7 @@ and the others) import these from here, so none of them imports another command 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,17 @@ def open_backend(cfg: RunConfig):
     return cached
 
 
+def report_problems(problems: list[str], name: str, shown: int = 20) -> None:
+    """Print what loading the data left out (``--on-error skip``), the first ``shown``."""
+    if not problems:
+        return
+    print(f"[xlgap] data set {name}: {len(problems)} problem(s), left out:", file=sys.stderr)
+    for line in problems[:shown]:
+        print(f"  {line}", file=sys.stderr)
+    if len(problems) > shown:
+        print(f"  ... and {len(problems) - shown} more", file=sys.stderr)
+
+
 def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     """The data set, limited, with source and targets checked against its languages.
 
@@ -57,10 +69,13 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     from xlgap.data.languages import check_known
 
     dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
-                           on_missing=cfg.on_missing)
+                           on_missing=cfg.on_missing, on_error=cfg.on_error)
+    report_problems(dataset.problems, dataset.name)
     source = validate_language(cfg.source, "--source")
     targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
-    check_known([source, *targets], dataset.languages, f"data set {dataset.name}")
+    # the data set's own codes: --targets zh finds zh-Hans in FLORES-named data
+    source, *targets = check_known([source, *targets], dataset.languages,
+                                   f"data set {dataset.name}")
     cfg.source = source
     keep = None if all_languages else [source, *[t for t in targets if t != source]]
     dataset = dataset.subset(cfg.limit, keep)

@@ -2,7 +2,7 @@
 the built-in demo set."""
 
 from xlgap.data.builtin import load_builtin
-from xlgap.data.items import MASK, Item, LangEntry, ParallelDataset
+from xlgap.data.items import ANSWER_FORMATS, LETTERS, MASK, Item, LangEntry, ParallelDataset
 from xlgap.data.languages import language_name, language_script, validate_language
 from xlgap.data.loaders import (
     describe,
@@ -14,6 +14,8 @@ from xlgap.data.loaders import (
 )
 
 __all__ = [
+    "ANSWER_FORMATS",
+    "LETTERS",
     "MASK",
     "Item",
     "LangEntry",

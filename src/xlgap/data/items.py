@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 MASK = "<mask>"
+
+# How an entry is meant to be answered (LangEntry.answer_format):
+OPEN = "open"  # free text, scored against the gold answers (aliases); no candidates
+CANDIDATES = "candidates"  # free text mapped to one of the candidates (BMLAMA, the demo)
+MC = "mc"  # lettered options "A. ... B. ..." in the prompt; the answer is a letter
+NO_ANSWER = "none"  # a plain sentence (parallel text for representation analyses)
+ANSWER_FORMATS = (OPEN, CANDIDATES, MC, NO_ANSWER)
+
+# Values of the stored ``format`` field (the JSONL key ``"format"``).
+TEXT_FORMAT = "text"
+ENTRY_FORMATS = (TEXT_FORMAT, MC)
+# Option letters of a lettered multiple-choice entry: Latin capitals in every language,
+# as multilingual MC benchmarks do, so a letter means the same option everywhere.
+LETTERS = string.ascii_uppercase
 
 
 @dataclass(frozen=True)
@@ -13,19 +28,52 @@ class LangEntry:
     """One item in one language.
 
     ``prompt`` is a question, a cloze sentence holding one ``<mask>``, or (for parallel
-    sentence data) the sentence itself. ``answers`` are gold answer strings (aliases);
-    ``candidates`` the answer options, in the same order in every language of the item
-    (candidate j is the same entity everywhere). ``gold`` indexes the gold candidate.
+    sentence data) the sentence itself. ``answers`` are gold answer strings: the first is the
+    canonical form, the rest aliases. ``candidates`` are the answer options, in the same
+    order in every language of the item (candidate j is the same entity everywhere), and
+    ``gold`` indexes the gold candidate. ``format`` is ``"mc"`` when the options are shown
+    lettered and the model answers with a letter, else ``"text"``.
     """
 
     prompt: str
     answers: tuple[str, ...] = ()
     candidates: tuple[str, ...] = ()
     gold: int | None = None
+    format: str = TEXT_FORMAT
 
     @property
     def is_cloze(self) -> bool:
         return MASK in self.prompt
+
+    @property
+    def answer_format(self) -> str:
+        """``"open"``, ``"candidates"``, ``"mc"`` or ``"none"`` (see the constants above)."""
+        if self.format == MC:
+            return MC
+        if self.candidates:
+            return CANDIDATES
+        return OPEN if self.answers else NO_ANSWER
+
+    @property
+    def is_open(self) -> bool:
+        """A question with gold answers and no candidates: any free text may be right."""
+        return self.answer_format == OPEN
+
+    @property
+    def is_mc(self) -> bool:
+        return self.format == MC
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        """The option letters of a lettered entry (``("A", "B", "C")``), else ``()``."""
+        return tuple(LETTERS[: len(self.candidates)]) if self.is_mc else ()
+
+    @property
+    def gold_letter(self) -> str | None:
+        """The letter of the gold option of a lettered entry, else None."""
+        if not self.is_mc or self.gold is None:
+            return None
+        return LETTERS[self.gold]
 
 
 @dataclass(frozen=True)
@@ -44,6 +92,17 @@ class Item:
     def n_candidates(self) -> int:
         return max((len(e.candidates) for e in self.langs.values()), default=0)
 
+    @property
+    def answer_format(self) -> str:
+        """The item's format. Loaders make candidates and letters agree across languages;
+        an item whose gold answers exist in some languages only counts as open."""
+        formats = {e.answer_format for e in self.langs.values()}
+        return next((f for f in (MC, CANDIDATES, OPEN) if f in formats), NO_ANSWER)
+
+    @property
+    def is_open(self) -> bool:
+        return self.answer_format == OPEN
+
 
 @dataclass
 class ParallelDataset:
@@ -55,6 +114,13 @@ class ParallelDataset:
     source_path: str = ""
     # Items a loader left out (on_missing="skip" / on_error="skip"): id -> reason.
     dropped: dict[str, str] = field(default_factory=dict)
+    # Everything the loader skipped or ignored, in file order, each message naming the file
+    # and line: dropped items, malformed lines (on_error="skip") that may not even have an
+    # id, and files with the data suffix that were not read as data.
+    problems: list[str] = field(default_factory=list)
+    # Language code -> the name the source used for it (a file name or JSONL key), so
+    # 'eng_Latn' read as 'en' can be traced back; identical where nothing was mapped.
+    original_codes: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,6 +132,10 @@ class ParallelDataset:
     def has_candidates(self) -> bool:
         return any(e.candidates for it in self.items for e in it.langs.values())
 
+    @property
+    def has_open_items(self) -> bool:
+        return any(it.is_open for it in self.items)
+
     def subset(self, limit: int | None = None, languages: Iterable[str] | None = None
                ) -> ParallelDataset:
         """First ``limit`` items, restricted to ``languages`` (order kept)."""
@@ -74,4 +144,6 @@ class ParallelDataset:
         keep = set(langs)
         items = [Item(it.id, {k: v for k, v in it.langs.items() if k in keep}, it.meta)
                  for it in items]
-        return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped))
+        codes = {k: v for k, v in self.original_codes.items() if k in keep}
+        return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped),
+                               list(self.problems), codes)

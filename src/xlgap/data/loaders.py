@@ -6,16 +6,24 @@ Every loader returns a :class:`ParallelDataset`. Two kinds of problems are told 
   :class:`DataError` (or :class:`LanguageError` for a bad language code): an unreadable or
   non-UTF-8 file, invalid JSON, a JSON item that does not follow the schema, files of
   different lengths, duplicate ids or languages.
-* **Item** problems concern one item in otherwise good data: a TSV row with the wrong number
-  of fields, a gold answer that is not among the candidates, candidate counts or gold
-  positions that differ between languages, repeated candidates. ``on_error="fail"`` (the
-  default) raises a DataError naming file and line; ``on_error="skip"`` drops that item in
-  every language and records why in ``dataset.dropped``.
+* **Line** and **item** problems concern one line or one item in otherwise good data: a
+  JSONL line that is not valid JSON or breaks the schema, a duplicate id, a TSV row with the
+  wrong number of fields, a gold answer that is not among the candidates, candidate counts
+  or gold positions that differ between languages, repeated candidates.
+  ``on_error="fail"`` (the default) raises a DataError (or LanguageError) naming file and
+  line; ``on_error="skip"`` leaves the line or item out, in every language.
 
 A **missing translation** (an empty line in a TSV or TXT file, a JSONL item without one of
 the set's languages) follows ``on_missing``: ``"fail"`` raises, ``"skip"`` drops the item
 (recorded in ``dataset.dropped``), ``"keep"`` keeps it without that language
 (``item.has(lang)`` is False).
+
+Whatever is left out is listed in ``dataset.problems`` (located messages, in file order) and,
+for items with an id, in ``dataset.dropped`` (id -> reason). Files in a directory whose names
+are not shaped like language codes (README.md, LICENSE, notes.txt) are not data; those with
+the data suffix are mentioned in ``dataset.problems``. File names and JSONL keys may be
+FLORES-200 codes (``eng_Latn``); they are read as BCP 47 tags (``en``), and
+``dataset.original_codes`` keeps the names as written.
 """
 
 from __future__ import annotations
@@ -26,9 +34,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlgap.data.items import MASK, Item, LangEntry, ParallelDataset
-from xlgap.data.languages import language_name, language_script, validate_language
-from xlgap.errors import ConfigError, DataError
+from xlgap.data.items import (
+    ANSWER_FORMATS,
+    ENTRY_FORMATS,
+    LETTERS,
+    MASK,
+    MC,
+    TEXT_FORMAT,
+    Item,
+    LangEntry,
+    ParallelDataset,
+)
+from xlgap.data.languages import (
+    language_name,
+    language_script,
+    looks_like_code,
+    validate_language,
+)
+from xlgap.errors import ConfigError, DataError, LanguageError, XlgapError
 
 ON_MISSING = ("fail", "skip", "keep")
 ON_ERROR = ("fail", "skip")
@@ -40,8 +63,9 @@ ACCEPTED_FORMATS = (
     "'builtin' or 'demo' (the packaged demo set)",
 )
 BMLAMA_COLUMNS = ("Prompt", "Ans", "Candidate Ans", "Subject")
-_ENTRY_KEYS = frozenset({"prompt", "answers", "candidates", "gold"})
-_ITEM_KEYS = frozenset({"id", "langs", "meta"})
+_ENTRY_KEYS = frozenset({"prompt", "answers", "candidates", "gold", "format"})
+_ITEM_KEYS = frozenset({"id", "langs", "meta", "format"})
+_SKIP_LINE_HINT = "(on_error='skip' skips such lines)"
 
 
 # -- shared machinery -----------------------------------------------------------------------
@@ -57,6 +81,9 @@ class _Draft:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (language, location)
     error: str | None = None  # the first item problem found, already located
     meta: dict[str, str] = field(default_factory=dict)
+    # A line that could not be read as an item at all (bad JSON, schema, duplicate id). It
+    # is kept in order with the others so that "fail" reports the first problem in the file.
+    broken: XlgapError | None = None
 
     def fail(self, message: str) -> None:
         if self.error is None:
@@ -71,7 +98,8 @@ def _check_policy(value: str, allowed: Sequence[str], option: str) -> str:
 
 def _consistency_problem(draft: _Draft) -> str | None:
     """Candidate j must be the same entity in every language, so the languages of one item
-    must agree on the number of candidates and on which one is gold."""
+    must agree on the number of candidates and on which one is gold, and on whether the
+    options are lettered (a letter must name the same option everywhere)."""
     have = {lang: e for lang, e in draft.entries.items() if e.candidates}
     if not have or len(draft.entries) < 2:
         return None
@@ -88,20 +116,35 @@ def _consistency_problem(draft: _Draft) -> str | None:
         detail = ", ".join(f"{draft.locs[lang]}: candidate {g}" for lang, g in golds.items())
         return (f"item {draft.id}: the gold answer is a different candidate in different "
                 f"languages ({detail}; counting from 0)")
+    formats = {lang: e.format for lang, e in have.items()}
+    if len(set(formats.values())) > 1:
+        detail = ", ".join(f"{draft.locs[lang]}: {f}" for lang, f in formats.items())
+        return (f"item {draft.id}: 'format' differs between languages ({detail}); lettered "
+                "options must be lettered in every language")
     return None
 
 
 def _assemble(name: str, languages: list[str], drafts: list[_Draft], source: str,
-              on_missing: str, on_error: str) -> ParallelDataset:
-    """Apply the on_error / on_missing policies and build the data set."""
+              on_missing: str, on_error: str, *, original_codes: dict[str, str],
+              problems: list[str] | None = None) -> ParallelDataset:
+    """Apply the on_error / on_missing policies and build the data set. ``problems`` holds
+    what was already set aside before the items (ignored files)."""
     items: list[Item] = []
     dropped: dict[str, str] = {}
+    problems = list(problems or [])
     for draft in drafts:
+        if draft.broken is not None:
+            if on_error == "fail":
+                # Same class (DataError or LanguageError), with the way out added.
+                raise type(draft.broken)(f"{draft.broken} {_SKIP_LINE_HINT}") from None
+            problems.append(str(draft.broken))
+            continue
         problem = draft.error or _consistency_problem(draft)
         if problem is not None:
             if on_error == "fail":
                 raise DataError(f"{problem} (on_error='skip' drops such items)")
             dropped[draft.id] = problem
+            problems.append(problem)
             continue
         if draft.missing:
             lang, loc = draft.missing[0]
@@ -112,13 +155,14 @@ def _assemble(name: str, languages: list[str], drafts: list[_Draft], source: str
                                 "'keep' keeps them without that language)")
             if on_missing == "skip" or not draft.entries:
                 dropped[draft.id] = message
+                problems.append(message)
                 continue
         items.append(Item(draft.id, draft.entries, draft.meta))
     if not items:
-        why = f"; all {len(dropped)} were dropped, e.g. {next(iter(dropped.values()))}" \
-            if dropped else ""
+        why = f"; all {len(drafts)} were left out, e.g. {problems[-1]}" if drafts else ""
         raise DataError(f"{source}: no usable items{why}")
-    return ParallelDataset(name, languages, items, source, dropped)
+    codes = {lang: original_codes.get(lang, lang) for lang in languages}
+    return ParallelDataset(name, languages, items, source, dropped, problems, codes)
 
 
 def _read_text(path: Path) -> str:
@@ -146,19 +190,44 @@ def _as_dir(path: str | Path) -> Path:
     return root.resolve()
 
 
-def _language_files(root: Path, suffix: str) -> dict[str, Path]:
-    """Language code (from the file name, validated) -> file, in code order."""
-    files = sorted(p for p in root.iterdir() if p.suffix == suffix and p.is_file())
+def _is_data_name(p: Path, suffix: str) -> bool:
+    """A ``{lang}{suffix}`` file: right suffix and a stem shaped like a language code."""
+    return p.suffix == suffix and looks_like_code(p.stem) and p.is_file()
+
+
+@dataclass
+class _LanguageFiles:
+    files: dict[str, Path]  # language code -> file, in code order
+    names: dict[str, str]  # language code -> the file's stem as written ('eng_Latn')
+    ignored: list[str]  # located notes on files with the suffix that are not data
+
+
+def _language_files(root: Path, suffix: str) -> _LanguageFiles:
+    """Find the ``{lang}{suffix}`` files of a directory and read their languages.
+
+    Only stems shaped like a language code are data, so README.md, LICENSE or notes.txt
+    sit beside the data unharmed; a code-shaped stem that is no language (``jp.tsv``)
+    raises, since that is most likely a typo that would otherwise drop a language.
+    """
+    candidates = sorted(p for p in root.iterdir() if p.suffix == suffix and p.is_file())
+    ignored = [f"{root.name}/{p.name}: ignored, {p.stem!r} is not a language code"
+               for p in candidates
+               if not looks_like_code(p.stem) and not p.name.startswith(".")]
+    files = [p for p in candidates if looks_like_code(p.stem)]
     if not files:
-        raise DataError(f"{root}: no {{lang}}{suffix} files")
+        seen = f" (found only {', '.join(p.name for p in candidates)})" if candidates else ""
+        raise DataError(f"{root}: no {{lang}}{suffix} files{seen}")
     by_lang: dict[str, Path] = {}
     for p in files:
         lang = validate_language(p.stem, f"file name {p.name} (in {root})")
         if lang in by_lang:
-            raise DataError(f"{root}: {by_lang[lang].name} and {p.name} are both language "
-                            f"{lang}")
+            other = by_lang[lang]
+            raise DataError(
+                f"{root}: {other.name} and {p.name} are both language {lang} "
+                f"({other.stem!r} and {p.stem!r} are read as {lang!r}); keep one of them")
         by_lang[lang] = p
-    return dict(sorted(by_lang.items()))
+    ordered = dict(sorted(by_lang.items()))
+    return _LanguageFiles(ordered, {lang: p.stem for lang, p in ordered.items()}, ignored)
 
 
 def _check_same_length(root: Path, rows: dict[str, list[str]], files: dict[str, Path],
@@ -222,7 +291,8 @@ def load_bmlama_dir(path: str | Path, *, on_missing: str = "fail",
     _check_policy(on_missing, ON_MISSING, "on_missing")
     _check_policy(on_error, ON_ERROR, "on_error")
     root = _as_dir(path)
-    files = _language_files(root, ".tsv")
+    found = _language_files(root, ".tsv")
+    files = found.files
     rows: dict[str, list[str]] = {}
     first_line: dict[str, int] = {}  # file line number of data row 0
     for lang, p in files.items():
@@ -252,18 +322,25 @@ def load_bmlama_dir(path: str | Path, *, on_missing: str = "fail",
         if subjects:
             draft.meta = {"subject": subjects.get("en", next(iter(subjects.values())))}
         drafts.append(draft)
-    return _assemble(root.name, list(files), drafts, str(root), on_missing, on_error)
+    return _assemble(root.name, list(files), drafts, str(root), on_missing, on_error,
+                     original_codes=found.names, problems=found.ignored)
 
 
 # -- parallel sentence files ----------------------------------------------------------------
 
 
-def load_sentence_dir(path: str | Path, *, on_missing: str = "fail") -> ParallelDataset:
+def load_sentence_dir(path: str | Path, *, on_missing: str = "fail",
+                      on_error: str = "fail") -> ParallelDataset:
     """Load a directory of ``{lang}.txt`` files holding one sentence per line, parallel by
-    line (e.g. a FLORES subset). Items have only a ``prompt``: the sentence."""
+    line (e.g. a FLORES subset). Items have only a ``prompt``: the sentence.
+
+    Any non-empty line is a valid sentence, so only ``on_missing`` changes the result;
+    ``on_error`` is checked and accepted so that every loader takes the same options."""
     _check_policy(on_missing, ON_MISSING, "on_missing")
+    _check_policy(on_error, ON_ERROR, "on_error")
     root = _as_dir(path)
-    files = _language_files(root, ".txt")
+    found = _language_files(root, ".txt")
+    files = found.files
     rows = {lang: _read_lines(p) for lang, p in files.items()}
     n = _check_same_length(root, rows, files, "lines")
     drafts = []
@@ -278,7 +355,8 @@ def load_sentence_dir(path: str | Path, *, on_missing: str = "fail") -> Parallel
             else:
                 draft.missing.append((lang, loc))
         drafts.append(draft)
-    return _assemble(root.name, list(files), drafts, str(root), on_missing, "fail")
+    return _assemble(root.name, list(files), drafts, str(root), on_missing, on_error,
+                     original_codes=found.names, problems=found.ignored)
 
 
 # -- JSONL ----------------------------------------------------------------------------------
@@ -295,7 +373,13 @@ def _str_list(value: Any, what: str, loc: str) -> tuple[str, ...]:
     return out
 
 
-def _jsonl_entry(raw: Any, loc: str, draft: _Draft) -> LangEntry:
+def _jsonl_format(raw: Any, loc: str) -> str:
+    if raw not in ENTRY_FORMATS:
+        raise DataError(f"{loc}: 'format' must be one of {list(ENTRY_FORMATS)}, got {raw!r}")
+    return str(raw)
+
+
+def _jsonl_entry(raw: Any, loc: str, draft: _Draft, item_format: str) -> LangEntry:
     """One language of a JSONL item. Schema errors raise; item problems go to the draft."""
     if not isinstance(raw, dict):
         raise DataError(f"{loc}: expected an object with 'prompt', got {type(raw).__name__}")
@@ -307,14 +391,21 @@ def _jsonl_entry(raw: Any, loc: str, draft: _Draft) -> LangEntry:
         raise DataError(f"{loc}: missing 'prompt' (a non-empty string)")
     answers = _str_list(raw["answers"], "answers", loc) if "answers" in raw else ()
     candidates = _str_list(raw["candidates"], "candidates", loc) if "candidates" in raw else ()
+    fmt = _jsonl_format(raw["format"], loc) if "format" in raw else item_format
     gold = raw.get("gold")
     if gold is not None and (isinstance(gold, bool) or not isinstance(gold, int)):
         raise DataError(f"{loc}: 'gold' must be an integer index into 'candidates'")
     if "candidates" in raw and len(candidates) < 2:
         raise DataError(f"{loc}: 'candidates' needs at least two entries")
+    if fmt == MC and not candidates:
+        raise DataError(f"{loc}: 'format': 'mc' needs 'candidates' (the lettered options)")
+    if fmt == MC and len(candidates) > len(LETTERS):
+        raise DataError(f"{loc}: 'format': 'mc' allows at most {len(LETTERS)} candidates "
+                        f"(one per letter A-Z), got {len(candidates)}")
     if not candidates:
         if gold is not None:
             raise DataError(f"{loc}: 'gold' is given but there are no 'candidates'")
+        # An open item when it has answers (scored by alias matching), else a sentence.
         return LangEntry(prompt.strip(), answers)
     if gold is None and not answers:
         raise DataError(f"{loc}: with 'candidates', give 'gold' or 'answers' "
@@ -335,7 +426,7 @@ def _jsonl_entry(raw: Any, loc: str, draft: _Draft) -> LangEntry:
     elif candidates[gold] not in answers:
         draft.fail(f"{loc}: the gold candidate {candidates[gold]!r} is not one of the "
                    f"answers {list(answers)}")
-    return LangEntry(prompt.strip(), answers, candidates, gold)
+    return LangEntry(prompt.strip(), answers, candidates, gold, fmt)
 
 
 def _jsonl_meta(raw: Any, loc: str) -> dict[str, str]:
@@ -347,6 +438,46 @@ def _jsonl_meta(raw: Any, loc: str) -> dict[str, str]:
             for k, v in raw.items()}
 
 
+def _jsonl_item(line: str, loc: str, seen: dict[str, int],
+                codes: dict[str, str]) -> _Draft:
+    """One JSONL line as a draft item. A line that cannot be an item raises DataError or
+    LanguageError; ``codes`` collects language -> key as written (first spelling wins)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{loc}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - _ITEM_KEYS)
+    if unknown:
+        raise DataError(f"{loc}: unknown keys {unknown} (allowed: {sorted(_ITEM_KEYS)})")
+    item_id = obj.get("id")
+    if isinstance(item_id, bool) or not isinstance(item_id, str | int) \
+            or not str(item_id).strip():
+        raise DataError(f"{loc}: missing 'id' (a non-empty string)")
+    item_id = str(item_id).strip()
+    if item_id in seen:
+        raise DataError(f"{loc}: duplicate id {item_id!r} (first on line {seen[item_id]})")
+    langs = obj.get("langs")
+    if not isinstance(langs, dict) or not langs:
+        raise DataError(f"{loc}: missing 'langs' (an object: language code -> entry)")
+    item_format = _jsonl_format(obj["format"], loc) if "format" in obj else TEXT_FORMAT
+    draft = _Draft(item_id, meta=_jsonl_meta(obj.get("meta"), loc))
+    keys: dict[str, str] = {}
+    for code, raw in langs.items():
+        lang = validate_language(code, f"{loc} (item {item_id})")
+        if lang in draft.entries:
+            raise DataError(f"{loc}: language {lang} appears twice in item {item_id} "
+                            f"(keys {keys[lang]!r} and {code!r})")
+        keys[lang] = code
+        entry_loc = f"{loc} ({lang})"
+        draft.locs[lang] = entry_loc
+        draft.entries[lang] = _jsonl_entry(raw, entry_loc, draft, item_format)
+    for lang, code in keys.items():  # only once the whole line is good
+        codes.setdefault(lang, code)
+    return draft
+
+
 def parse_jsonl_text(text: str, *, source: str, name: str, on_missing: str = "fail",
                      on_error: str = "fail") -> ParallelDataset:
     """Parse JSONL text (see :func:`load_jsonl`); ``source`` names it in messages."""
@@ -354,48 +485,29 @@ def parse_jsonl_text(text: str, *, source: str, name: str, on_missing: str = "fa
     _check_policy(on_error, ON_ERROR, "on_error")
     drafts: list[_Draft] = []
     seen: dict[str, int] = {}  # id -> line number
-    languages: dict[str, None] = {}  # ordered set: languages in order of first appearance
+    codes: dict[str, str] = {}  # language -> key as written; insertion order = first seen
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         loc = f"{source} line {number}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{loc}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
-        unknown = sorted(set(obj) - _ITEM_KEYS)
-        if unknown:
-            raise DataError(f"{loc}: unknown keys {unknown} (allowed: {sorted(_ITEM_KEYS)})")
-        item_id = obj.get("id")
-        if isinstance(item_id, bool) or not isinstance(item_id, str | int) \
-                or not str(item_id).strip():
-            raise DataError(f"{loc}: missing 'id' (a non-empty string)")
-        item_id = str(item_id).strip()
-        if item_id in seen:
-            raise DataError(f"{loc}: duplicate id {item_id!r} (first on line {seen[item_id]})")
-        seen[item_id] = number
-        langs = obj.get("langs")
-        if not isinstance(langs, dict) or not langs:
-            raise DataError(f"{loc}: missing 'langs' (an object: language code -> entry)")
-        draft = _Draft(item_id, meta=_jsonl_meta(obj.get("meta"), loc))
-        for code, raw in langs.items():
-            lang = validate_language(code, f"{loc} (item {item_id})")
-            if lang in draft.entries:
-                raise DataError(f"{loc}: language {lang} appears twice in item {item_id}")
-            entry_loc = f"{loc} ({lang})"
-            draft.locs[lang] = entry_loc
-            draft.entries[lang] = _jsonl_entry(raw, entry_loc, draft)
-            languages.setdefault(lang, None)
+            draft = _jsonl_item(line, loc, seen, codes)
+        except (DataError, LanguageError) as exc:
+            drafts.append(_Draft("", broken=exc))
+            if on_error == "fail":
+                break  # the first problem decides; the rest of the file need not be read
+            continue
+        seen[draft.id] = number
         drafts.append(draft)
     if not drafts:
         raise DataError(f"{source}: no items")
     for draft in drafts:  # missing languages are known only once every line was read
-        line = seen[draft.id]
-        draft.missing = [(lang, f"{source} line {line}") for lang in languages
-                         if lang not in draft.entries]
-    return _assemble(name, list(languages), drafts, source, on_missing, on_error)
+        if draft.broken is None:
+            line = seen[draft.id]
+            draft.missing = [(lang, f"{source} line {line}") for lang in codes
+                             if lang not in draft.entries]
+    return _assemble(name, list(codes), drafts, source, on_missing, on_error,
+                     original_codes=codes)
 
 
 def load_jsonl(path: str | Path, *, on_missing: str = "fail",
@@ -409,9 +521,12 @@ def load_jsonl(path: str | Path, *, on_missing: str = "fail",
 
     Per language: ``prompt`` is required; ``candidates`` (at least two, candidate j the same
     entity in every language) is optional; ``gold`` (index into candidates) defaults to the
-    first answer found among the candidates; ``answers`` (gold aliases) defaults to the gold
-    candidate. ``meta`` (optional) is kept as strings. Blank lines are ignored. The set's
-    languages are those of all items, in order of first appearance.
+    first answer found among the candidates; ``answers`` (gold aliases, the first canonical)
+    defaults to the gold candidate. Without candidates, an entry with answers is an *open*
+    item, scored by matching the answers. ``"format": "mc"`` (per language, or on the item
+    for all of them) shows the candidates as lettered options and expects a letter.
+    ``meta`` (optional) is kept as strings. Blank lines are ignored. The set's languages are
+    those of all items, in order of first appearance; keys may be FLORES-200 codes.
     """
     p = Path(path).expanduser()
     return parse_jsonl_text(_read_text(p), source=str(p), name=p.stem,
@@ -426,10 +541,12 @@ def load_dataset(path_or_name: str | Path | None, *, on_missing: str = "fail",
     """Load a data set by path or name.
 
     ``None``, ``"builtin"`` or ``"demo"`` give the packaged demo set (to load a directory
-    called ``demo``, write ``./demo``); a directory of ``.tsv`` files is read as BMLAMA
-    (other files in it are ignored); otherwise a directory of ``.txt`` files as parallel
-    sentences; a ``.jsonl`` file as JSONL. Anything else raises a DataError listing the
-    accepted formats.
+    called ``demo``, write ``./demo``); a directory of ``{lang}.tsv`` files is read as
+    BMLAMA; otherwise a directory of ``{lang}.txt`` files as parallel sentences (files whose
+    names are not language codes, such as README.md, LICENSE or notes.txt, are ignored); a
+    ``.jsonl`` file as JSONL. Anything else raises a DataError listing the accepted formats.
+    ``on_error`` (``"fail"`` or ``"skip"``) and ``on_missing`` are described at the top of
+    this module; what was skipped is in ``dataset.problems``.
     """
     _check_policy(on_missing, ON_MISSING, "on_missing")
     _check_policy(on_error, ON_ERROR, "on_error")
@@ -443,11 +560,15 @@ def load_dataset(path_or_name: str | Path | None, *, on_missing: str = "fail",
     if not p.exists():
         raise DataError(f"{p}: no such file or directory ({accepted})")
     if p.is_dir():
-        if any(c.suffix == ".tsv" for c in p.iterdir()):
+        # Decided by files named like languages, so notes.tsv beside en.txt and fr.txt
+        # does not make the directory look like BMLAMA.
+        children = list(p.iterdir())
+        if any(_is_data_name(c, ".tsv") for c in children):
             return load_bmlama_dir(p, on_missing=on_missing, on_error=on_error)
-        if any(c.suffix == ".txt" for c in p.iterdir()):
-            return load_sentence_dir(p, on_missing=on_missing)
-        raise DataError(f"{p}: a directory without .tsv or .txt files ({accepted})")
+        if any(_is_data_name(c, ".txt") for c in children):
+            return load_sentence_dir(p, on_missing=on_missing, on_error=on_error)
+        raise DataError(f"{p}: a directory without {{lang}}.tsv or {{lang}}.txt files "
+                        f"({accepted})")
     if p.suffix.lower() == ".jsonl":
         return load_jsonl(p, on_missing=on_missing, on_error=on_error)
     raise DataError(f"{p}: unknown data format ({accepted})")
@@ -458,7 +579,8 @@ def load_dataset(path_or_name: str | Path | None, *, on_missing: str = "fail",
 
 def describe(dataset: ParallelDataset) -> dict[str, Any]:
     """Summary of a data set for ``xlgap data show``: per-language coverage with names and
-    scripts, candidates per item, and the share of cloze (``<mask>``) prompts."""
+    scripts, candidates per item, answer formats, and the share of cloze (``<mask>``)
+    prompts."""
     entries = [e for it in dataset.items for e in it.langs.values()]
     n_cands = [it.n_candidates for it in dataset.items if it.n_candidates > 0]
     languages = []
@@ -466,7 +588,7 @@ def describe(dataset: ParallelDataset) -> dict[str, Any]:
         mine = [it[lang] for it in dataset.items if it.has(lang)]
         languages.append({
             "code": lang, "name": language_name(lang), "script": language_script(lang),
-            "items": len(mine),
+            "original": dataset.original_codes.get(lang, lang), "items": len(mine),
             "cloze_share": sum(e.is_cloze for e in mine) / len(mine) if mine else 0.0,
         })
     return {
@@ -481,7 +603,10 @@ def describe(dataset: ParallelDataset) -> dict[str, Any]:
         "candidates": ({"min": min(n_cands), "mean": sum(n_cands) / len(n_cands),
                         "max": max(n_cands)} if n_cands else None),
         "cloze_share": sum(e.is_cloze for e in entries) / len(entries) if entries else 0.0,
+        "answer_formats": {f: n for f in ANSWER_FORMATS
+                           if (n := sum(it.answer_format == f for it in dataset.items))},
         "dropped": len(dataset.dropped),
+        "problems": len(dataset.problems),
     }
 
 
@@ -503,10 +628,19 @@ def format_description(desc: dict[str, Any]) -> str:
                      f"max {cands['max']} ({desc['items_with_candidates']} items have them)")
     else:
         lines.append("candidates per item: none (free-form answers or plain sentences)")
+    formats = desc.get("answer_formats") or {}
+    if formats:
+        lines.append("answer formats: " + ", ".join(f"{n} {f}" for f, n in formats.items()))
     lines.append(f"cloze prompts ({MASK}): {desc['cloze_share']:.1%}")
     lines.append(f"items with every language: {desc['complete_items']}")
     if desc["dropped"]:
         lines.append(f"dropped while loading: {desc['dropped']} items")
+    if desc.get("problems"):
+        lines.append(f"problems while loading (skipped or ignored): {desc['problems']}")
+    renamed = [f"{lang['original']} -> {lang['code']}" for lang in langs
+               if lang.get("original", lang["code"]) != lang["code"]]
+    if renamed:
+        lines.append("language codes read as: " + ", ".join(renamed))
     header = ("code", "language", "script", "items", "cloze")
     table = [header] + [(lang["code"], lang["name"], lang["script"], str(lang["items"]),
                          f"{lang['cloze_share']:.0%}") for lang in langs]

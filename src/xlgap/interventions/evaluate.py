@@ -7,35 +7,32 @@ allows: ``failed`` (the final answer could not be parsed; it is mapped to OTHER)
 ``raw`` (the model output behind it); the row of sample 0 also carries the pair's
 ``intermediate`` texts (translations, English answers).
 
-Metrics follow ECLeKTic, counted per (item, target, replicate r): the response is correct
-in a language when its answer is the gold candidate; *overall success* is the share of
-(item, target, r) correct in both the source and the target, *transfer* the share correct
-in the target among those correct in the source (replicate r of the source is paired
-with replicate r of the target). Both are pooled over items and targets; their 95% CIs
-resample items. The paired test against ``baseline`` resamples items too, on per-item
-values (see :func:`per_item_values`).
+Metrics are the ones ``diagnose`` reports, under the same names and definitions
+(:func:`xlgap.stats.diagnose.pair_metrics`): a language answers an item correctly when the
+mode of its R final answers is gold (ties split evenly); ECLeKTic *overall success* is the
+share of (item, target) pairs correct in both the source and the target, *transfer* the
+share correct in the target among the pairs correct in the source, pooled over items and
+targets. Their 95% CIs resample items; the paired test against ``baseline`` resamples
+items once for both strategies and recomputes the pooled statistic the table reports
+(:func:`xlgap.stats.bootstrap.paired_ratio_pvalue`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.strategies import PairResult, Strategy
 from xlgap.io import finite
-from xlgap.runs import SAMPLES_FILE, Run, RunWriter, done_keys, load_run, read_meta
-from xlgap.sampling import item_rows
-from xlgap.stats.bootstrap import nan_mean
+from xlgap.runs import SAMPLES_FILE, Run, load_run
+from xlgap.sampling import fill_run
 
 FORMAT = "xlgap-interventions/1"
 # Options that change a strategy's answers: a run directory made with other values is
@@ -45,18 +42,6 @@ _RESUME_KEYS = ("strategy", "fingerprint", "temperature", "shots", "seed", "tran
 
 
 # -- making runs -----------------------------------------------------------------------
-
-
-def _check_resumable(run_dir: Path, meta: dict[str, Any]) -> None:
-    if not (run_dir / "run.json").exists():
-        return
-    old = read_meta(run_dir)
-    old_flat = {**old.get("options", {}), **old}
-    new_flat = {**meta.get("options", {}), **meta}
-    for key in _RESUME_KEYS:
-        if key in old_flat and old_flat.get(key) != new_flat.get(key):
-            raise ConfigError(f"{run_dir} holds a run made with {key}={old_flat.get(key)!r}, "
-                              f"not {new_flat.get(key)!r}; use another --out directory")
 
 
 def sample_rows(result: PairResult) -> list[dict[str, Any]]:
@@ -77,52 +62,33 @@ def run_items(items: Sequence[Item], languages: Sequence[str]) -> list[Item]:
     return [it for it in items if any(it.has(lang) for lang in languages)]
 
 
-def pending_pairs(items: Sequence[Item], languages: Sequence[str],
-                  done: set[tuple[str, str]]) -> list[tuple[Item, str]]:
-    """(item, language) pairs with candidates that the run directory does not hold yet."""
-    return [(it, lang) for it in items for lang in languages
-            if it.has(lang) and it[lang].candidates and (it.id, lang) not in done]
-
-
 def run_strategy(strategy: Strategy, dataset: ParallelDataset, run_dir: str | Path, *,
                  source: str, targets: Sequence[str], meta: dict[str, Any] | None = None,
                  chunk: int = 64, progress: bool = True) -> Path:
     """Answer every (item, language) of ``dataset`` in ``[source, *targets]`` with
-    ``strategy`` into the run directory ``run_dir`` (created, or resumed: pairs already
-    complete there are skipped, so a complete directory costs no model call).
+    ``strategy`` into the run directory ``run_dir`` through the one run loop
+    (:func:`xlgap.sampling.fill_run`: created, or resumed with the same checks as
+    ``sample``; pairs already complete there are skipped, so a complete directory costs
+    no model call).
 
     ``dataset`` may hold more languages than the run (translation languages); only the
     run's languages are answered. Pairs go to the strategy ``chunk`` at a time (each
     strategy step is one backend call per chunk) and are written after each chunk.
     """
-    run_dir = Path(run_dir)
-    languages = [source, *[t for t in targets if t != source]]
     opts = strategy.options
     options = {**asdict(opts), "strategy": strategy.name,
                "translation_langs": list(opts.translation_langs)}
+    def answer(part: list[tuple[Item, str]]) -> list[dict[str, Any]]:
+        strategy.check(part)  # a clear error before this chunk's model calls
+        return [row for res in strategy.run(part) for row in sample_rows(res)]
+
     run_meta = {"model": getattr(strategy.backend, "name", strategy.backend.fingerprint),
-                "fingerprint": strategy.backend.fingerprint, "source": source,
-                "languages": languages, "targets": languages[1:], "mode": "sample",
-                "samples": opts.samples, "data": dataset.source_path or dataset.name,
-                "strategy": strategy.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "options": options, **strategy.describe(), **(meta or {})}
-    _check_resumable(run_dir, run_meta)
-    items = run_items(dataset.items, languages)
-    pairs = pending_pairs(items, languages, done_keys(run_dir)
-                          if (run_dir / "run.json").exists() else set())
-    writer = RunWriter(run_dir, run_meta)
-    writer.add_items(item_rows(items, languages))
-    if not pairs:
-        return run_dir
-    strategy.check(pairs)
-    bar = tqdm(total=len(pairs), desc=strategy.name, unit="q", disable=not progress)
-    for start in range(0, len(pairs), chunk):
-        part = pairs[start:start + chunk]
-        results = strategy.run(part)
-        writer.add_samples([row for res in results for row in sample_rows(res)])
-        bar.update(len(part))
-    bar.close()
-    return run_dir
+                "fingerprint": strategy.backend.fingerprint, "mode": "sample",
+                "samples": opts.samples, "strategy": strategy.name, "options": options,
+                "answer_options": {k: v for k, v in options.items() if k != "source"},
+                **strategy.describe(), **(meta or {})}
+    return fill_run(run_dir, dataset, source=source, targets=targets, meta=run_meta,
+                    answer=answer, chunk=chunk, progress=progress, desc=strategy.name)
 
 
 # -- reading failures back ---------------------------------------------------------------
@@ -154,130 +120,66 @@ def parse_failures(run_dir: str | Path, item_ids: Sequence[str] | None = None
 # -- metrics -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Correctness:
-    """Per-replicate correctness of one run, aligned on its items.
+def strategy_pairs(run: Run) -> dict[str, Any]:
+    """Per-item pair metrics of one strategy's run, ``(Q, T)`` per metric: the definitions
+    of :func:`xlgap.stats.diagnose.pair_metrics`, shared with ``diagnose``."""
+    from xlgap.stats.diagnose import distribution, pair_metrics
 
-    ``source`` is ``(Q, R)``; ``target`` is ``(T, Q, R)``; ``valid`` ``(T, Q)`` marks the
-    (item, target) pairs with a gold answer and complete data in the source and the target.
-    """
-
-    item_ids: tuple[str, ...]
-    targets: tuple[str, ...]
-    source: np.ndarray
-    target: np.ndarray
-    valid: np.ndarray
-
-
-def correctness(run: Run) -> Correctness:
-    """Which replicates answer gold, per language (sample-mode runs only)."""
-    if run.mode != "sample":
-        raise DataError(f"{run.path}: intervention metrics need a sample-mode run")
-    gold = run.gold[:, None]
-    has_gold = run.gold >= 0
-    src = run.samples[run.source] == gold
-    tgt = np.stack([run.samples[t] == gold for t in run.targets]) if run.targets else \
-        np.zeros((0, *src.shape), dtype=bool)
-    valid = np.stack([run.pair_mask(t) & has_gold for t in run.targets]) if run.targets \
-        else np.zeros((0, len(gold)), dtype=bool)
-    return Correctness(tuple(run.item_ids), tuple(run.targets), src, tgt, valid)
-
-
-def item_counts(c: Correctness) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per item, summed over valid targets and replicates: (correct in both, correct in
-    source, all), each ``(Q,)``."""
-    both = (c.source[None] & c.target).sum(2)  # (T, Q)
-    src = np.broadcast_to(c.source.sum(1)[None], both.shape)
-    n = np.full(both.shape, c.source.shape[1])
-    v = c.valid
-    return (both * v).sum(0), (src * v).sum(0), (n * v).sum(0)
-
-
-def pooled_ratio(num: np.ndarray, den: np.ndarray) -> float:
-    """sum(num) / sum(den), NaN when the denominator is 0."""
-    total = float(np.sum(den))
-    return float(np.sum(num)) / total if total > 0 else math.nan
-
-
-def per_item_values(c: Correctness) -> dict[str, np.ndarray]:
-    """Per-item overall success and transfer (NaN where undefined) for the paired tests.
-
-    Overall success of item i: its share of (target, replicate) correct in both; transfer
-    of item i: correct in both / correct in source (NaN when never correct in source).
-    """
-    both, src, n = item_counts(c)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"overall_success": np.where(n > 0, both / np.maximum(n, 1), np.nan),
-                "transfer": np.where(src > 0, both / np.maximum(src, 1), np.nan)}
-
-
-def language_accuracy(run: Run, lang: str) -> np.ndarray:
-    """Per item: share of replicates that answer gold (NaN where no data or no gold)."""
-    ok = run.present[lang] & (run.gold >= 0)
-    acc = (run.samples[lang] == run.gold[:, None]).mean(1)
-    return np.where(ok, acc, np.nan)
-
-
-def chi_square_items(run: Run, target: str) -> np.ndarray:
-    """Per item chi-square distance between the source and target answer distributions
-    ("other" as one more option); NaN where either language is missing."""
-    from xlgap.stats.metrics import chi2_per_item
-
-    chi = chi2_per_item(run.probs[run.source], run.probs[target])
-    return np.where(run.pair_mask(target), chi, np.nan)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Pooled ratio with its item-bootstrap CI, as ``{"estimate", "ci"}``."""
-    from xlgap.stats.bootstrap import ratio_ci, summary
-
-    return summary(pooled_ratio(num, den), ratio_ci(num, den, n_boot=n_boot, seed=seed))
-
-
-def _mean(values: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """NaN-aware mean of per-item values with its item-bootstrap CI."""
-    from xlgap.stats.bootstrap import mean_with_ci
-
-    return mean_with_ci(values, n_boot=n_boot, seed=seed)
-
-
-def _paired_p(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> float | None:
-    """Paired item-bootstrap p-value (items where either value is NaN are left out)."""
-    from xlgap.stats.bootstrap import paired_bootstrap_pvalue
-
-    if int(np.sum(np.isfinite(a) & np.isfinite(b))) < 2:
-        return None
-    return finite(paired_bootstrap_pvalue(a, b, n_boot=n_boot, seed=seed))
+    src = distribution(run, run.source)
+    per_target = [pair_metrics(src, distribution(run, t), run.gold, None)
+                  for t in run.targets]
+    keys = ("agreement", "overall_success", "transfer_num", "transfer_den", "chi2",
+            "mismatch")
+    out: dict[str, Any] = {key: np.stack([per[key] for per in per_target], axis=1)
+                           if per_target else np.zeros((run.n_items, 0)) for key in keys}
+    out["l2"] = None  # free-text strategy answers have no answer embeddings
+    return out
 
 
 def strategy_metrics(run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Transfer, overall success (with CIs), chi-square, per-language and per-target
-    figures for one strategy's run."""
-    c = correctness(run)
-    both, src, n = item_counts(c)
-    keep = n > 0
-    # (T, Q) chi-square per target; per item, the mean over its targets
-    chi = np.array([chi_square_items(run, t) for t in run.targets]).reshape(
-        len(run.targets), run.n_items)
+    """Transfer, overall success, agreement and chi-square (with CIs), accuracy per
+    language, and per-target figures for one strategy's run: the same statistics, under
+    the same names, as ``diagnose`` reports (see docs/diagnosis.md)."""
+    from xlgap.stats.bootstrap import mean_with_ci
+    from xlgap.stats.diagnose import distribution, summarise_pair
+    from xlgap.stats.metrics import accuracy_per_item
+
+    per = strategy_pairs(run)
+    overall = summarise_pair(per, n_boot, seed)
     per_target = {}
     for t_idx, t in enumerate(run.targets):
-        v = c.valid[t_idx]
-        b_t = (c.source & c.target[t_idx]).sum(1) * v
-        s_t = c.source.sum(1) * v
-        n_t = np.full(run.n_items, c.source.shape[1]) * v
-        per_target[t] = {"transfer": finite(pooled_ratio(b_t, s_t)),
-                         "overall_success": finite(pooled_ratio(b_t, n_t)),
-                         "chi2": finite(nan_mean(chi[t_idx]))}
+        one = summarise_pair({k: None if v is None else v[:, t_idx] for k, v in per.items()},
+                             n_boot, seed)
+        per_target[t] = {key: one[key]
+                         for key in ("transfer", "overall_success", "agreement", "chi2")}
     return {
-        "transfer": _ratio(both[keep], src[keep], n_boot, seed),
-        "overall_success": _ratio(both[keep], n[keep], n_boot, seed),
-        "chi2": _mean(chi.T, n_boot, seed),
-        "accuracy": {lang: _mean(language_accuracy(run, lang), n_boot, seed)
+        "transfer": overall["transfer"],
+        "overall_success": overall["overall_success"],
+        "agreement": overall["agreement"],
+        "chi2": overall["chi2"],
+        "accuracy": {lang: mean_with_ci(accuracy_per_item(distribution(run, lang), run.gold),
+                                        n_boot=n_boot, seed=seed)
                      for lang in run.languages},
         "per_target": per_target,
-        "n_pairs": int(n.sum() // max(c.source.shape[1], 1)),
+        "n_pairs": int(np.isfinite(per["transfer_den"]).sum()),
         "samples": run.k,
     }
+
+
+def _paired_ratio_p(a: dict[str, np.ndarray], b: dict[str, np.ndarray], num: str,
+                    den: str | None, n_boot: int, seed: int) -> float | None:
+    """Paired item-bootstrap p-value of a pooled statistic, strategy ``a`` against ``b``:
+    ``sum(num) / sum(den)`` (``den`` None: the mean of ``num``)."""
+    from xlgap.stats.bootstrap import paired_ratio_pvalue
+
+    def parts(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        top = d[num]
+        return top, (d[den] if den else np.where(np.isfinite(top), 1.0, np.nan))
+
+    (na, da), (nb, db) = parts(a), parts(b)
+    if int(np.sum(np.isfinite(na).any(axis=1) & np.isfinite(nb).any(axis=1))) < 2:
+        return None
+    return finite(paired_ratio_pvalue(na, da, nb, db, n_boot=n_boot, seed=seed))
 
 
 def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: int = 1000,
@@ -296,7 +198,7 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: in
                                                        first.item_ids):
             raise DataError(f"strategy {name!r}: its run has other items, source or "
                             f"targets than {next(iter(runs))!r}; cannot compare them")
-    per_item = {name: per_item_values(correctness(run)) for name, run in runs.items()}
+    per_item = {name: strategy_pairs(run) for name, run in runs.items()}
     table: dict[str, Any] = {}
     for name, run in runs.items():
         m = strategy_metrics(run, n_boot=n_boot, seed=seed)
@@ -308,11 +210,12 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: in
             m["p_vs_baseline"] = None
             m["p_vs_baseline_overall_success"] = None
         else:
-            ref = per_item[baseline]
-            m["p_vs_baseline"] = _paired_p(per_item[name]["transfer"], ref["transfer"],
-                                           n_boot, seed)
-            m["p_vs_baseline_overall_success"] = _paired_p(
-                per_item[name]["overall_success"], ref["overall_success"], n_boot, seed)
+            # each p-value tests the statistic the table reports, on the same items
+            ref, cur = per_item[baseline], per_item[name]
+            m["p_vs_baseline"] = _paired_ratio_p(cur, ref, "transfer_num", "transfer_den",
+                                                 n_boot, seed)
+            m["p_vs_baseline_overall_success"] = _paired_ratio_p(
+                cur, ref, "overall_success", None, n_boot, seed)
         table[name] = m
     return {"format": FORMAT, "source": first.source, "targets": list(first.targets),
             "languages": list(first.languages), "n_items": first.n_items,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from xlgap.errors import ModelError
-from xlgap.models.base import POOLINGS, Backend
+from xlgap.models.base import POOLINGS, Backend, check_normalize
 from xlgap.models.layers import apply_logit_head
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -177,11 +177,14 @@ class HFBackend(Backend):
             add_generation_prompt=True)
 
     # -- tokenisation helpers ----------------------------------------------------------
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+    def _add_special(self, text: str) -> bool:
         # Chat-formatted prompts already hold the BOS token as text.
-        if self.is_chat and self.tokenizer.bos_token and text.startswith(self.tokenizer.bos_token):
-            add_special_tokens = False
-        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        bos = self.tokenizer.bos_token
+        return not (self.is_chat and bos and text.startswith(bos))
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        add = add_special_tokens and self._add_special(text)
+        return list(self.tokenizer(text, add_special_tokens=add)["input_ids"])
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor,
                                                                  torch.Tensor]:
@@ -310,10 +313,62 @@ class HFBackend(Backend):
         return text
 
     # -- score -------------------------------------------------------------------------
+    def _joint_request(self, prompt: str, continuations: Sequence[str]
+                       ) -> tuple[list[int], list[list[int]], list[int]]:
+        """Joint tokenization of one request: the shared token prefix, each candidate's
+        tokens after it, and the UTF-8 bytes of the text those tokens cover.
+
+        ``prompt + continuation`` is tokenized as one text, as the model would have
+        written it (in scripts without spaces a prompt's last characters and an answer's
+        first often merge into one token). The prefix is the longest run of tokens that
+        the prompt alone and every candidate's joint tokenization share, so all the
+        candidates of a request are scored from the same point over text they cover.
+        """
+        prompt_ids = self.encode(prompt)
+        joint = []
+        for cont in continuations:
+            ids, offsets = self._encode_offsets(prompt + cont)
+            joint.append((ids, offsets))
+        cut = len(prompt_ids)
+        for ids, _ in joint:
+            same = 0
+            for a, b in zip(prompt_ids, ids, strict=False):
+                if a != b:
+                    break
+                same += 1
+            cut = min(cut, same)
+        if cut == 0 and continuations:
+            raise ModelError(f"cannot score continuations of prompt {prompt[:40]!r}: its "
+                             "first token already depends on the continuation (no BOS)")
+        tails = [ids[cut:] for ids, _ in joint]
+        sizes = []
+        for cont, (ids, offsets) in zip(continuations, joint, strict=True):
+            text = prompt + cont
+            if offsets is not None and cut < len(ids):
+                sizes.append(len(text[offsets[cut][0]:].encode("utf-8")))
+            else:
+                sizes.append(len(self.tokenizer.decode(ids[cut:]).encode("utf-8")))
+        return prompt_ids[:cut], tails, sizes
+
+    def _encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """Token ids as :meth:`encode` gives them, with character offsets when the
+        tokenizer is a fast one (None otherwise)."""
+        try:
+            enc = self.tokenizer(text, add_special_tokens=self._add_special(text),
+                                 return_offsets_mapping=True)
+        except (NotImplementedError, ValueError, TypeError):
+            return self.encode(text), None
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
     @torch.inference_mode()
-    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        enc = [(self.encode(p), [self.encode(c, add_special_tokens=False) for c in conts])
-               for p, conts in requests]
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]],
+                    normalize: str = "none") -> list[list[float]]:
+        check_normalize(normalize)
+        enc, sizes = [], []
+        for prompt, conts in requests:
+            prefix, tails, nbytes = self._joint_request(prompt, conts)
+            enc.append((prefix, tails))
+            sizes.append([len(t) for t in tails] if normalize == "tokens" else nbytes)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
         results: list[list[float]] = [[] for _ in requests]
         start = 0
@@ -330,6 +385,9 @@ class HFBackend(Backend):
                 scored = self._score_group([enc[i] for i in idx])
             for i, s in zip(idx, scored, strict=True):
                 results[i] = s
+        if normalize != "none":
+            results = [[v / n if n else 0.0 for v, n in zip(row, size, strict=True)]
+                       for row, size in zip(results, sizes, strict=True)]
         return results
 
     def _score_group(self, group: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:

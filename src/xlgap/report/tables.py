@@ -70,8 +70,9 @@ def format_interventions_table(result: Mapping[str, Any]) -> str:
              f"item and language")
     rule = "-" * len(line(header))
     return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule,
-                      "transfer: correct in target among correct in source; overall "
-                      "success: correct in both; p: paired bootstrap on per-item transfer"])
+                      "transfer (ECLeKTic): pairs right in the target among those right in the "
+                      "source; overall success: right in both; right = the mode of the R "
+                      "answers is gold; p: paired bootstrap test of the pooled transfer"])
 
 
 def interventions_markdown(result: Mapping[str, Any]) -> str:
@@ -80,8 +81,8 @@ def interventions_markdown(result: Mapping[str, Any]) -> str:
     out = [f"# Interventions: {result['source']} -> {', '.join(result['targets'])}", "",
            f"{result['n_items']} items; R = {result.get('samples')} final answers per item, "
            f"language and strategy; 95% bootstrap CIs over items "
-           f"({result.get('n_boot')} resamples); p: paired bootstrap test against baseline "
-           "on per-item transfer.", "",
+           f"({result.get('n_boot')} resamples); p: paired bootstrap test of the pooled "
+           "transfer against baseline (items resampled once for both).", "",
            "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out += ["", "## Per target", "", "| strategy | target | transfer % | overall success % "
@@ -89,10 +90,9 @@ def interventions_markdown(result: Mapping[str, Any]) -> str:
     for name, m in result["strategies"].items():
         fails = (m.get("parse_failures") or {}).get("by_language", {})
         for tgt, t in (m.get("per_target") or {}).items():
-            chi = t.get("chi2")
-            out.append(f"| {name} | {tgt} | {_pct(t.get('transfer'))} | "
-                       f"{_pct(t.get('overall_success'))} | "
-                       f"{'-' if chi is None else f'{chi:.3f}'} | {fails.get(tgt, 0)} |")
+            out.append(f"| {name} | {tgt} | {_with_ci(t.get('transfer'))} | "
+                       f"{_with_ci(t.get('overall_success'))} | {_chi2(t.get('chi2'))} | "
+                       f"{fails.get(tgt, 0)} |")
     return "\n".join(out) + "\n"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
-from xlgap.io import write_text_atomic
+from xlgap.io import finite, write_text_atomic
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
 from xlgap.stats.ensembling import per_item_curves, samples_from_probs, summarise_curves
@@ -41,7 +41,7 @@ EXACT_K = 20  # answers drawn per distribution for exact-mode ensembling curves
 LIKELY_BIAS_LISTED = 10  # item ids listed per target as the likeliest bias items
 
 
-def _dist(run: Run, lang: str) -> np.ndarray:
+def distribution(run: Run, lang: str) -> np.ndarray:
     """``(Q, O)`` distribution with NaN rows where the language has no data."""
     return np.where(run.present[lang][:, None], run.probs[lang], np.nan)
 
@@ -68,7 +68,7 @@ def _embedding_array(run: Run) -> np.ndarray | None:
 def _answers(run: Run, lang: str, seed: int) -> np.ndarray:
     if run.mode == "sample":
         return run.samples[lang]
-    return samples_from_probs(_dist(run, lang), EXACT_K, seed=seed)
+    return samples_from_probs(distribution(run, lang), EXACT_K, seed=seed)
 
 
 def _common_m(n_options: np.ndarray) -> int:
@@ -78,7 +78,7 @@ def _common_m(n_options: np.ndarray) -> int:
     return int(values[np.argmax(counts)])
 
 
-def _pair_metrics(p: np.ndarray, q: np.ndarray, gold: np.ndarray, emb: np.ndarray | None
+def pair_metrics(p: np.ndarray, q: np.ndarray, gold: np.ndarray, emb: np.ndarray | None
                   ) -> dict[str, np.ndarray | None]:
     num, den = transfer_parts(p, q, gold)
     return {"agreement": agreement_per_item(p, q),
@@ -89,8 +89,8 @@ def _pair_metrics(p: np.ndarray, q: np.ndarray, gold: np.ndarray, emb: np.ndarra
             "mismatch": mismatch_per_item(p, q)}
 
 
-def _summarise_pair(per: dict[str, np.ndarray | None], n_boot: int, seed: int
-                    ) -> dict[str, Any]:
+def summarise_pair(per: dict[str, np.ndarray | None], n_boot: int, seed: int
+                   ) -> dict[str, Any]:
     """Estimates with CIs from per-item arrays ``(Q,)`` or ``(Q, T)`` (NaN = missing)."""
     out: dict[str, Any] = {}
     for key in ("agreement", "overall_success", "chi2", "l2"):
@@ -127,7 +127,7 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
     src = run.source
     gold = run.gold
     emb = _embedding_array(run)
-    dists = {lang: _dist(run, lang) for lang in [src, *targets]}
+    dists = {lang: distribution(run, lang) for lang in [src, *targets]}
 
     accuracy: dict[str, Any] = {}
     mode_accuracy: dict[str, Any] = {}
@@ -146,9 +146,9 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
 
         iterator = tqdm(targets, desc="pairs", leave=False)
     for t in iterator:
-        per = _pair_metrics(dists[src], dists[t], gold, emb)
+        per = pair_metrics(dists[src], dists[t], gold, emb)
         per_pair[t] = per
-        pairs[t] = _summarise_pair(per, n_boot, seed)
+        pairs[t] = summarise_pair(per, n_boot, seed)
         curves[t] = per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
                                     embeddings=emb, repeats=repeats, seed=seed)
         pairs[t]["ensembling"] = summarise_curves(curves[t])
@@ -157,7 +157,7 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
     stacked = {key: (None if per_pair[targets[0]][key] is None else
                      np.stack([per_pair[t][key] for t in targets], axis=1))  # type: ignore[misc]
                for key in per_pair[targets[0]]}
-    overall = _summarise_pair(stacked, n_boot, seed)
+    overall = summarise_pair(stacked, n_boot, seed)
     overall["ensembling"] = summarise_curves({
         key: (None if curves[targets[0]][key] is None else
               np.concatenate([curves[t][key] for t in targets]))  # type: ignore[misc]
@@ -170,10 +170,17 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
                                 _common_m(run.n_options))
 
     model: dict[str, Any] | None = None
+    warnings = list(run.warnings)
     if fit_model:
         model = _fit_model(run, targets, n_boot, seed, progress, pi_options)
         for t in targets:
             pairs[t]["pi_model"] = model["targets"].get(t)
+        for name, fit in [("overall", model), *model["targets"].items()]:
+            if fit and fit.get("estimate_outside_ci"):
+                warnings.append(f"pi ({name}) = {fit['estimate']:.3f} lies outside its "
+                                f"bootstrap interval [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
+                                ": the fit is unstable on these items")
+    checks = verdict_checks(run, accuracy[src], targets)
 
     return {"format": FORMAT, "source": src, "targets": targets, "n_items": run.n_items,
             "mode": run.mode, "k": run.k if run.mode == "sample" else None,
@@ -181,7 +188,26 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
             "accuracy": accuracy, "mode_accuracy": mode_accuracy, "pairs": pairs,
             "overall": overall, "confidence_vs_agreement": conf_bins,
             "pi": {"mismatch": overall["pi_mismatch"], "model": model},
-            "warnings": list(run.warnings), "n_boot": n_boot, "seed": seed}
+            "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed}
+
+
+OTHER_SHARE_LIMIT = 0.5  # above this share of answers naming no candidate, no verdict
+
+
+def verdict_checks(run: Run, source_accuracy: dict[str, Any], targets: list[str]
+                   ) -> dict[str, Any]:
+    """What a verdict rests on: a source that knows (accuracy above chance, 1/M per item,
+    with its CI) and answers that name candidates (share of answer mass on none)."""
+    with np.errstate(divide="ignore"):
+        chance = float(np.mean(1.0 / run.n_options[run.n_options > 0])) if run.n_items \
+            else float("nan")
+    lo = (source_accuracy.get("ci") or [None])[0]
+    other = {lang: finite(run.other_share(lang)) for lang in [run.source, *targets]}
+    shares = [v for v in other.values() if v is not None]
+    return {"chance_accuracy": finite(chance),
+            "source_above_chance": bool(lo is not None and lo > chance),
+            "other_share": other,
+            "mostly_other": bool(shares) and max(shares) > OTHER_SHARE_LIMIT}
 
 
 def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: bool,
@@ -258,6 +284,18 @@ def verdict(diag: dict[str, Any]) -> str:
     model = (diag.get("pi") or {}).get("model") or {}
     pi, ci = model.get("estimate"), model.get("ci")
     tail = f"; ensembling removes {drop:.0%} of the one-answer distance" if drop is not None else ""
+    checks = diag.get("checks") or {}
+    if checks.get("mostly_other"):
+        worst = max((kv for kv in checks["other_share"].items() if kv[1] is not None),
+                    key=lambda kv: kv[1])
+        return (f"no verdict: most answers name no candidate ({worst[1]:.0%} in {worst[0]}), "
+                "so source and target answers cannot be compared; check the prompt format "
+                "or score the candidates (--exact)")
+    if checks and not checks.get("source_above_chance", True):
+        acc = diag["accuracy"].get(diag["source"]) or {}
+        return (f"no verdict: the source is not above chance (accuracy {_fmt(acc)} against "
+                f"{checks.get('chance_accuracy', float('nan')):.2f} by guessing), so there is "
+                "no knowledge to transfer and no gap to explain")
     if agree is not None and agree >= 0.95:
         return f"little gap: source and target modes agree on {agree:.0%} of items{tail}"
     if pi is None:

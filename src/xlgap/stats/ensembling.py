@@ -25,11 +25,11 @@ from xlgap.io import finite
 from xlgap.runs import MISSING, OTHER
 from xlgap.stats.metrics import chi2_distance
 
-_CHUNK = 2048  # items per block, bounding memory at about block x R x K x O floats
+_BLOCK_FLOATS = 1 << 24  # items per block: about this many R x K x O floats (64 MiB)
 
 
 def samples_from_probs(probs: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Draw ``k`` answers per row of ``probs`` ``(Q, O)`` ("other" last, drawn as -1).
+    """Draw ``k`` answer concepts (column indices) per row of ``probs`` ``(Q, O)``.
 
     Exact-mode runs have distributions, not answers; their ensembling curve is computed
     on answers drawn from the distributions with a fixed seed, so it shows what pooling
@@ -43,8 +43,7 @@ def samples_from_probs(probs: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     cdf = np.cumsum(np.where(ok[:, None], p, 0.0), axis=1)
     u = rng.random((q, k)) * np.where(ok, cdf[:, -1], 1.0)[:, None]
     idx = np.minimum((u[:, :, None] > cdf[:, None, :]).sum(axis=-1), o - 1)
-    out = np.where(idx == o - 1, OTHER, idx)
-    return np.where(ok[:, None], out, MISSING).astype(np.int64)
+    return np.where(ok[:, None], idx, MISSING).astype(np.int64)
 
 
 def _cumulative_counts(cols: np.ndarray, perm: np.ndarray, o: int) -> np.ndarray:
@@ -57,7 +56,7 @@ def _cumulative_counts(cols: np.ndarray, perm: np.ndarray, o: int) -> np.ndarray
 def _l2(p: np.ndarray, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
     """L2 between the candidate-renormalised mean embeddings; NaN without candidates."""
     def centre(x: np.ndarray) -> np.ndarray:
-        cand = x[..., :-1]
+        cand = x[..., :emb.shape[1]]
         mass = cand.sum(axis=-1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             w = np.where(mass > 0, cand / np.where(mass > 0, mass, 1.0), np.nan)
@@ -72,8 +71,11 @@ def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarra
                     ) -> dict[str, np.ndarray | None]:
     """Per-item distance curves ``(Q, K)`` (mean over ``repeats`` random subsets).
 
-    ``source`` and ``target`` are ``(Q, K)`` answer indices (-1 other, -2 missing); an item
-    with a missing side is NaN. ``embeddings`` is ``(Q, M_max, d)`` or None (then no L2).
+    ``source`` and ``target`` are ``(Q, K)`` answer concepts as in :class:`xlgap.runs.Run`
+    (candidates ``0..M_max-1``, then other-answer concepts; -2 missing). A bare -1 (an
+    "other" answer without its text) is a "no answer" of its own language, so it never
+    matches the other side. An item with a missing side is NaN. ``embeddings`` is
+    ``(Q, M_max, d)`` or None (then no L2).
     """
     src = np.asarray(source, dtype=np.int64)
     tgt = np.asarray(target, dtype=np.int64)
@@ -82,19 +84,20 @@ def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarra
                         f"shape, got {src.shape} and {tgt.shape}")
     q, k = src.shape
     m_max = int(np.max(n_options, initial=1))
-    o = m_max + 1
-    if np.any(src >= m_max) or np.any(tgt >= m_max):
-        raise DataError("ensembling: an answer index exceeds the option count")
+    top = int(max(src.max(initial=-1), tgt.max(initial=-1), m_max - 1))
+    # two extra columns: the "no answer" (-1) concept of each side, distinct from each other
+    o = top + 3
     ok = np.all(src != MISSING, axis=1) & np.all(tgt != MISSING, axis=1)
-    src_cols = np.where(src < 0, m_max, src)
-    tgt_cols = np.where(tgt < 0, m_max, tgt)
+    src_cols = np.where(src == OTHER, top + 1, src)
+    tgt_cols = np.where(tgt == OTHER, top + 2, tgt)
     chi2 = np.full((q, k), np.nan)
     l2 = np.full((q, k), np.nan) if embeddings is not None else None
     rng = np.random.default_rng(seed)
     sizes = np.arange(1, k + 1, dtype=np.float32)[None, None, :, None]
     rows = np.nonzero(ok)[0]
-    for a in range(0, rows.size, _CHUNK):
-        r = rows[a:a + _CHUNK]
+    block = max(1, _BLOCK_FLOATS // (repeats * k * o))
+    for a in range(0, rows.size, block):
+        r = rows[a:a + block]
         perm_s = rng.random((r.size, repeats, k)).argsort(axis=2)
         perm_t = rng.random((r.size, repeats, k)).argsort(axis=2)
         p = _cumulative_counts(src_cols[r], perm_s, o) / sizes

@@ -1,11 +1,13 @@
 """Per-item metrics of the cross-lingual gap, over answer distributions.
 
-A distribution is a row of ``(Q, O)``: probabilities over the item's candidates
-followed by one "other" column (O = M_max + 1; options beyond an item's own count are
-zero padding). "Other" is kept as an option of its own in every computation: a target
-that stops naming any candidate has moved away from the source, and two languages that
-both fail to name one agree on that. A row that is all NaN (or all zero) is a missing
-(item, language) pair and gives NaN, which every summary skips.
+A distribution is a row of ``(Q, O)`` over answer *concepts* (see :class:`xlgap.runs.Run`):
+the item's candidates (``M_max`` columns, zero padding beyond an item's own count), then
+one column per distinct "other" answer (normalised text), and "no answer" columns that
+belong to one language only. So two answers that name no candidate agree only when their
+normalised texts match, and two empty or unparseable answers never do; every function
+here (modes, agreement, chi-square, the mismatch estimator, ensembling) inherits that
+rule from the columns. A row that is all NaN (or all zero) is a missing (item, language)
+pair and gives NaN, which every summary skips.
 
 Modes are sets: when options tie at the maximum (common with K = 20 samples) a metric
 is its expectation under a uniformly random tie-break, so ties neither favour nor hurt
@@ -88,9 +90,14 @@ def agreement_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def overall_success_per_item(p: np.ndarray, q: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """ECLeKTic overall success: correct (mode is gold) in both source and target."""
+    """ECLeKTic overall success: correct (mode is gold) in both source and target.
+
+    Under ties both languages are resolved by one shared random draw, so the chance that
+    both are correct is the smaller of their two chances: a target identical to its
+    source is correct exactly when the source is (transfer 1), ties included.
+    """
     p, q = _check_pair(p, q)
-    return mode_correct_per_item(p, gold) * mode_correct_per_item(q, gold)
+    return np.minimum(mode_correct_per_item(p, gold), mode_correct_per_item(q, gold))
 
 
 def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
@@ -102,7 +109,7 @@ def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
     """
     p, q = _check_pair(p, q)
     src = mode_correct_per_item(p, gold)
-    both = src * mode_correct_per_item(q, gold)
+    both = overall_success_per_item(p, q, gold)
     return both, np.where(np.isfinite(both), src, np.nan)
 
 
@@ -123,12 +130,14 @@ def chi2_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def mean_embedding(p: np.ndarray, emb: np.ndarray) -> np.ndarray:
-    """``sum_j p_j e_j`` over candidates with "other" dropped and the rest renormalised.
+    """``sum_j p_j e_j`` over candidates with other answers dropped and the rest
+    renormalised.
 
-    ``p`` is ``(..., O)`` with the "other" column last, ``emb`` ``(M_max, d)`` or batched
-    ``(Q, M_max, d)`` matching ``p``'s first axis. Rows with no candidate mass are NaN.
+    ``p`` is ``(..., O)`` with the ``M_max`` candidate columns first, ``emb`` ``(M_max, d)``
+    or batched ``(Q, M_max, d)`` matching ``p``'s first axis. Rows with no candidate mass
+    are NaN.
     """
-    cand = p[..., :-1]
+    cand = p[..., :emb.shape[-2]]
     mass = cand.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         w = np.where(mass > 0, cand / np.where(mass > 0, mass, 1.0), np.nan)
@@ -145,9 +154,9 @@ def l2_per_item(p: np.ndarray, q: np.ndarray, emb: np.ndarray) -> np.ndarray:
     """
     p, q = _check_pair(p, q)
     emb = np.asarray(emb, dtype=np.float64)
-    if emb.ndim != 3 or emb.shape[:2] != (p.shape[0], p.shape[1] - 1):
+    if emb.ndim != 3 or emb.shape[0] != p.shape[0] or emb.shape[1] > p.shape[1]:
         raise DataError(f"metrics: embeddings have shape {emb.shape}, expected "
-                        f"({p.shape[0]}, {p.shape[1] - 1}, d)")
+                        f"({p.shape[0]}, M_max <= {p.shape[1]}, d)")
     d = mean_embedding(p, emb) - mean_embedding(q, emb)
     return np.sqrt((d ** 2).sum(axis=-1))
 
