@@ -42,8 +42,8 @@ def _modes(row: list[float]) -> list[int]:
 
 
 def _ref_agreement(p: list[float], q: list[float]) -> float:
-    a, b = _modes(p), _modes(q)
-    return sum(1.0 for x in a for y in b if x == y) / (len(a) * len(b))
+    a, b = set(_modes(p)), set(_modes(q))
+    return len(a & b) / len(a | b)
 
 
 def _ref_correct(p: list[float], gold: int) -> float:

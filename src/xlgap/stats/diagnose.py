@@ -20,6 +20,7 @@ import numpy as np
 
 from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
+from xlgap.provenance import provenance
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
 from xlgap.stats.ensembling import per_item_curves, samples_from_probs, summarise_curves
@@ -188,7 +189,17 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
             "accuracy": accuracy, "mode_accuracy": mode_accuracy, "pairs": pairs,
             "overall": overall, "confidence_vs_agreement": conf_bins,
             "pi": {"mismatch": overall["pi_mismatch"], "model": model},
-            "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed}
+            "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed,
+            "provenance": run_provenance(run)}
+
+
+def run_provenance(run: Run) -> dict[str, Any]:
+    """Provenance of a result made from ``run``: the versions that computed it, and the
+    config and data hash that made the run."""
+    made = run.meta.get("provenance") or {}
+    return provenance(made.get("config", run.meta.get("config")), data=run.meta.get("data"),
+                      data_hash=made.get("data_hash"), run=str(run.path) if run.path else None,
+                      run_versions=made.get("versions"))
 
 
 OTHER_SHARE_LIMIT = 0.5  # above this share of answers naming no candidate, no verdict

@@ -9,10 +9,13 @@ here (modes, agreement, chi-square, the mismatch estimator, ensembling) inherits
 rule from the columns. A row that is all NaN (or all zero) is a missing (item, language)
 pair and gives NaN, which every summary skips.
 
-Modes are sets: when options tie at the maximum (common with K = 20 samples) a metric
-is its expectation under a uniformly random tie-break, so ties neither favour nor hurt
-agreement. Each function returns per-item values; :mod:`xlgap.stats.bootstrap` turns
-them into estimates with CIs over items.
+Modes are sets: options can tie at the maximum (common with K = 20 samples). Correctness
+in one language is then its expectation under a uniformly random tie-break; in two
+languages at once (overall success, transfer) the tie-break is one shared draw, and
+agreement is the overlap of the two mode sets (Jaccard). Both choices make a target that
+equals its source agree with it and transfer fully, ties included. Each function returns
+per-item values; :mod:`xlgap.stats.bootstrap` turns them into estimates with CIs over
+items.
 """
 
 from __future__ import annotations
@@ -80,13 +83,15 @@ def mode_correct_per_item(p: np.ndarray, gold: np.ndarray) -> np.ndarray:
 
 
 def agreement_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Whether source and target modes coincide: ``|A & B| / (|A| |B|)`` for mode sets."""
+    """Whether source and target modes coincide: ``|A & B| / |A | B|`` for mode sets A, B
+    (1 when the sets are equal, 0 when disjoint; single modes give 1 or 0)."""
     p, q = _check_pair(p, q)
     a, b = mode_mask(p), mode_mask(q)
-    n = a.sum(axis=-1) * b.sum(axis=-1)
+    n = (a | b).sum(axis=-1)
+    ok = (a.sum(axis=-1) > 0) & (b.sum(axis=-1) > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (a & b).sum(axis=-1) / n
-    return np.where(n > 0, out, np.nan)
+    return np.where(ok, out, np.nan)
 
 
 def overall_success_per_item(p: np.ndarray, q: np.ndarray, gold: np.ndarray) -> np.ndarray:
