@@ -18,6 +18,7 @@ from typing import Any
 from xlgap.config import RunConfig, config_to_dict, opt
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json, write_text_atomic
+from xlgap.provenance import data_hash, provenance
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -98,7 +99,10 @@ def cmd_intervene(cfg: InterveneConfig) -> int:
     item_ids = [it.id for it in run_items(full.items, [source, *targets])]
     result = evaluate_dirs(out, names, n_boot=cfg.n_boot, seed=cfg.seed, item_ids=item_ids)
     result.update({"model": cfg.model, "data": full.source_path or full.name,
-                   "config": config_to_dict(cfg)})
+                   "config": config_to_dict(cfg),
+                   "provenance": provenance(config_to_dict(cfg),
+                                            data=full.source_path or full.name,
+                                            data_hash=data_hash(full.items, full.languages))})
     write_outputs(result, out)
     print()
     print(format_interventions_table(result))
