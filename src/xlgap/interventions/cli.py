@@ -67,10 +67,10 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 
 def cmd_intervene(cfg: InterveneConfig) -> int:
-    from xlgap.workspace import default_out, open_backend, open_dataset
     from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
     from xlgap.interventions.strategies import StrategyOptions, get_strategy
     from xlgap.report.tables import format_interventions_table
+    from xlgap.workspace import default_out, open_backend, open_dataset
 
     started = time.time()
     names = strategy_names(cfg)
