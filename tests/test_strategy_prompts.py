@@ -279,7 +279,11 @@ def test_clean_answer_is_idempotent():
 
 
 def test_majority_vote_rule():
-    cands = ["Paris", "Lyon"]
+    from xlgap.prompting.answers import map_answer
+
+    def cands(text: str) -> int:
+        return map_answer(text, ["Paris", "Lyon"])
+
     assert majority([" Paris", " Lyon", " paris."], cands) == ("Paris", 0)
     # ties: the answer seen first wins
     assert majority([" Lyon", " Paris"], cands) == ("Lyon", 1)

@@ -21,7 +21,14 @@ from xlgap.config import (
     read_config_file,
 )
 from xlgap.errors import XlgapError
-from xlgap.workspace import default_out, open_backend, open_dataset
+from xlgap.models.embedder import open_embedder
+from xlgap.workspace import (
+    default_out,
+    open_backend,
+    open_dataset,
+    open_judge,
+    open_store,
+)
 
 # -- configs -------------------------------------------------------------------------------
 
@@ -35,6 +42,13 @@ class SampleConfig(RunConfig):
     normalize: str = opt("none", "--exact: score normalisation: none (total log-probability), "
                          "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
                          choices=("none", "tokens", "bytes"))
+    shuffle_options: bool = opt(False, "lettered multiple choice: shuffle the option order per "
+                                "item and language (separates position bias from the gap)")
+    judge: str = opt("", "open questions: a model (any --model value) that judges each free-"
+                     "text answer against the gold answers, instead of alias matching")
+    embedder: str = opt("self", "open questions: the answer embedder for the L2 distance: "
+                        "'self' (the model's own last-layer state) or a Hugging Face encoder "
+                        "(hub id in the local cache, or a path)")
     shots: int | None = opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
                             "when --exact scores cloze sentences, which need no format cue)")
     max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
@@ -77,7 +91,7 @@ def _sampling_options(cfg: SampleConfig, dataset: Any):
     return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
                            max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
                            shots=shots, seed=cfg.seed, chunk=64 if cfg.exact else 16,
-                           normalize=cfg.normalize)
+                           normalize=cfg.normalize, shuffle_options=cfg.shuffle_options)
 
 
 def _print_accuracy(run_dir: Path) -> None:
@@ -106,7 +120,9 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
           f"run dir {out}", file=sys.stderr)
     make_run(backend, dataset, out, source=source, targets=targets,
              options=_sampling_options(cfg, dataset), meta={"config": config_to_dict(cfg)},
-             progress=cfg.show_progress())
+             progress=cfg.show_progress(), judge=open_judge(cfg),
+             embedder=open_embedder(cfg.embedder, backend, store=open_store(cfg),
+                                    device=cfg.device if cfg.device != "auto" else "cpu"))
     _print_accuracy(out)
     if cfg.diagnose:
         _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=cfg.show_progress())

@@ -33,6 +33,7 @@ ITEMS_FILE = "items.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 DISTRIBUTIONS_FILE = "distributions.jsonl"
 EMBEDDINGS_FILE = "answer_embeddings.npz"
+SAMPLE_EMBEDDINGS_FILE = "sample_embeddings.npz"
 OTHER = -1  # answer index of a response that matches no candidate
 LOCK_FILE = ".lock"
 MISSING = -2  # fill value in ``Run.samples`` for an (item, language) with no data
@@ -413,6 +414,12 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
     other_labels: list[list[str]] = field(default_factory=list)
+    #: (Q,) True for open items (one answer concept, the gold answer; ``items.jsonl``
+    #: field ``open``)
+    is_open: np.ndarray | None = None
+    #: ``sample_embeddings.npz`` read into (Q, K, d) per language (NaN where a pair has
+    #: none): an embedding of every sampled answer of the open items
+    answer_vectors: dict[str, np.ndarray] | None = None
 
     @property
     def n_items(self) -> int:
@@ -438,8 +445,9 @@ class Run:
         return self.present[self.source] & self.present[target]
 
 
-def _load_items(path: Path) -> tuple[list[str], list[int], list[int], set[str]]:
-    """Items with at least one option, and the ids of those with none (set aside)."""
+def _load_items(path: Path) -> tuple[list[str], list[int], list[int], set[str], list[bool]]:
+    """Items with at least one option, the ids of those with none (set aside), and
+    which items are open."""
     if not path.exists():
         raise DataError(f"{path}: missing (a run needs items.jsonl)")
     ids: list[str] = []
@@ -447,6 +455,7 @@ def _load_items(path: Path) -> tuple[list[str], list[int], list[int], set[str]]:
     golds: list[int] = []
     seen: dict[str, tuple[int, int]] = {}
     empty: set[str] = set()
+    open_flags: list[bool] = []
     for lineno, o in _iter_jsonl(path):
         where = f"{path}:{lineno}"
         item_id = str(_require(o, "id", (str, int), where))
@@ -469,7 +478,8 @@ def _load_items(path: Path) -> tuple[list[str], list[int], list[int], set[str]]:
         ids.append(item_id)
         ms.append(m)
         golds.append(gold)
-    return ids, ms, golds, empty - set(ids)
+        open_flags.append(bool(o.get("open", False)))
+    return ids, ms, golds, empty - set(ids), open_flags
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> Run:
@@ -493,7 +503,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     if not targets:
         targets = [lang for lang in languages if lang != source]
 
-    ids, ms, golds, empty = _load_items(run_dir / ITEMS_FILE)
+    ids, ms, golds, empty, open_flags = _load_items(run_dir / ITEMS_FILE)
     index = {item_id: i for i, item_id in enumerate(ids)}
     lang_set = set(languages)
     q = len(ids)
@@ -623,11 +633,54 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                 raise DataError(f"{emb_path}: array {item_id!r} has shape {arr.shape}, "
                                 f"expected ({ms[index[item_id]]}, d)")
 
+    answer_vectors = _load_sample_embeddings(run_dir / SAMPLE_EMBEDDINGS_FILE, index,
+                                             languages, int(k)) if mode == "sample" else None
     return Run(source=source, targets=targets, languages=languages, mode=mode, item_ids=ids,
                n_options=n_options, gold=np.asarray(golds, dtype=np.int64), counts=counts,
                samples=samples, probs=probs, present=present, embeddings=embeddings,
                k=int(k), meta=meta, missing=missing, warnings=warnings, path=run_dir,
-               other_labels=other_labels)
+               other_labels=other_labels, is_open=np.asarray(open_flags, dtype=bool),
+               answer_vectors=answer_vectors)
+
+
+def _load_sample_embeddings(path: Path, index: dict[str, int], languages: list[str],
+                            k: int) -> dict[str, np.ndarray] | None:
+    """``sample_embeddings.npz`` as (Q, K, d) arrays per language (NaN where absent)."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as npz:
+            pairs, vectors = npz["pairs"], np.asarray(npz["vectors"], dtype=np.float64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if vectors.ndim != 3 or pairs.shape != (vectors.shape[0], 2) or vectors.shape[1] != k:
+        raise DataError(f"{path}: expected pairs (P, 2) and vectors (P, K={k}, d), got "
+                        f"{pairs.shape} and {vectors.shape}")
+    out = {lang: np.full((len(index), k, vectors.shape[2]), np.nan) for lang in languages}
+    for (item_id, lang), vec in zip(pairs, vectors, strict=True):
+        if str(item_id) in index and str(lang) in out:
+            out[str(lang)][index[str(item_id)]] = vec
+    return out
+
+
+def open_item_texts(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], list[str]]:
+    """The K answer texts of every complete (item, language) pair of the open items."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    k = int(meta.get("samples") or 0)
+    open_ids = {str(o.get("id")) for _, o in _iter_jsonl(run_dir / ITEMS_FILE)
+                if o.get("open")}
+    path = run_dir / SAMPLES_FILE
+    if not open_ids or not path.exists() or k < 1:
+        return {}
+    texts: dict[tuple[str, str], dict[int, str]] = {}
+    for _, o in _iter_jsonl(path):
+        if str(o.get("item")) in open_ids:
+            text = o.get("text")
+            texts.setdefault((str(o.get("item")), str(o.get("lang"))), {})[
+                int(o.get("sample", -1))] = text if isinstance(text, str) else ""
+    return {key: [got[s] for s in range(k)] for key, got in texts.items()
+            if all(s in got for s in range(k))}
 
 
 def _other_key(row: Mapping[str, Any], lang: str) -> tuple[str, str]:

@@ -19,11 +19,12 @@ from tqdm.auto import tqdm
 
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError
+from xlgap.judging import Judge
 from xlgap.models.base import Backend
-from xlgap.prompting.answers import map_answer
+from xlgap.models.embedder import Embedder, self_embedder
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import data_hash, entry_hash, provenance
-from xlgap.runs import RunWriter, read_meta
+from xlgap.runs import EMBEDDINGS_FILE, RunWriter, read_meta
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SamplingOptions:
     chunk: int = 16  # (item, language) pairs per model call
     embed_answers: bool = True
     normalize: str = "none"  # exact mode: score normalisation (see models.base.NORMALIZATIONS)
+    shuffle_options: bool = False  # lettered multiple choice: option order per language
 
 
 def default_shots(dataset: ParallelDataset, exact: bool) -> int:
@@ -53,24 +55,37 @@ def softmax(logps: Sequence[float]) -> list[float]:
     return (arr / arr.sum()).tolist()
 
 
-def gold_aliases(item: Item, lang: str) -> dict[int, list[str]]:
-    entry = item[lang]
-    if entry.gold is None:
-        return {}
-    return {entry.gold: [a for a in entry.answers if a]}
-
-
 def item_rows(items: Sequence[Item], languages: Sequence[str]) -> list[dict[str, Any]]:
     """``items.jsonl`` rows, each with the content hash of every language it holds (a
-    resumed run checks them, see :class:`xlgap.runs.RunWriter`)."""
+    resumed run checks them, see :class:`xlgap.runs.RunWriter`).
+
+    An open item (gold answers, no candidates) has one answer concept, the gold answer
+    (``n_options`` 1, ``gold`` 0, ``open`` true): an answer that matches a gold alias is
+    that concept, any other answer is an "other" concept of its own text."""
     rows = []
     for it in items:
         present = [lang for lang in languages if it.has(lang)]
-        gold = next((it[lang].gold for lang in present if it[lang].gold is not None), None)
-        rows.append({"id": it.id, "n_options": it.n_candidates, "gold": gold,
-                     "candidates": {lang: list(it[lang].candidates) for lang in present},
-                     "hashes": {lang: entry_hash(it[lang]) for lang in present}})
+        row: dict[str, Any] = {"id": it.id, "hashes": {lang: entry_hash(it[lang])
+                                                        for lang in present}}
+        if it.is_open:
+            row.update({"n_options": 1, "gold": 0, "open": True,
+                        "answers": {lang: list(it[lang].answers) for lang in present}})
+        else:
+            gold = next((it[lang].gold for lang in present if it[lang].gold is not None),
+                        None)
+            row.update({"n_options": it.n_candidates, "gold": gold,
+                        "candidates": {lang: list(it[lang].candidates) for lang in present}})
+        rows.append(row)
     return rows
+
+
+def answerable(item: Item, lang: str, exact: bool) -> bool:
+    """Whether a run answers ``item`` in ``lang``: it has candidates, or (sampling only)
+    gold answers to judge free text against."""
+    if not item.has(lang):
+        return False
+    entry = item[lang]
+    return bool(entry.candidates) or (not exact and entry.is_open)
 
 
 PairAnswers = Callable[[list[tuple[Item, str]]], list[dict[str, Any]]]
@@ -98,12 +113,14 @@ def fill_run(run_dir: str | Path, dataset: ParallelDataset, *, source: str,
     meta["provenance"] = provenance(meta.get("config"), data=meta["data"],
                                     data_hash=data_hash(dataset.items, languages))
     meta = _resumable_meta(run_dir, meta)
-    items = [it for it in dataset.items if any(it.has(lang) for lang in languages)]
+    exact = meta.get("mode") == "exact"
+    items = [it for it in dataset.items if any(answerable(it, lang, exact)
+                                               for lang in languages)]
     with RunWriter(run_dir, meta) as writer:
         writer.add_items(item_rows(items, languages))
         done = writer.done_keys()
         pairs = [(it, lang) for it in items for lang in languages
-                 if it.has(lang) and it[lang].candidates and (it.id, lang) not in done]
+                 if answerable(it, lang, exact) and (it.id, lang) not in done]
         add = writer.add_distributions if writer.mode == "exact" else writer.add_samples
         with tqdm(total=len(pairs), desc=desc, unit="q", disable=not progress) as bar:
             for start in range(0, len(pairs), chunk):
@@ -115,12 +132,18 @@ def fill_run(run_dir: str | Path, dataset: ParallelDataset, *, source: str,
 
 def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
              source: str, targets: Sequence[str], options: SamplingOptions,
-             meta: dict[str, Any] | None = None, progress: bool = True) -> Path:
-    """Write (or resume) a baseline run directory; returns its path."""
+             meta: dict[str, Any] | None = None, progress: bool = True,
+             judge: Judge | None = None, embedder: Embedder | None = None) -> Path:
+    """Write (or resume) a baseline run directory; returns its path.
+
+    ``judge`` (see :mod:`xlgap.judging`) decides open answers instead of alias matching;
+    ``embedder`` embeds the sampled answers of open items (default: the model's own
+    last-layer state, where the backend has one)."""
     if options.exact and not backend.can_score:
         raise ConfigError(f"--exact needs a backend that can score continuations; "
                           f"{backend.kind!r} cannot. Drop --exact to sample answers instead.")
-    builder = PromptBuilder(backend, dataset.items, shots=options.shots)
+    builder = PromptBuilder(backend, dataset.items, shots=options.shots,
+                            shuffle_options=options.shuffle_options)
 
     def answer(chunk: list[tuple[Item, str]]) -> list[dict[str, Any]]:
         if options.exact:
@@ -134,13 +157,17 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                                 max_new_tokens=options.max_new_tokens, seed=options.seed)
         rows = []
         for (it, lang), texts in zip(chunk, outs, strict=True):
-            cands, aliases = it[lang].candidates, gold_aliases(it, lang)
-            rows.extend({"item": it.id, "lang": lang, "sample": k,
-                         "answer": map_answer(t, cands, aliases), "text": t}
-                        for k, t in enumerate(texts))
+            if judge is not None and it[lang].is_open:
+                answers = judge.judge(it, lang, texts)
+            else:
+                answers = [builder.map_generated(it, lang, t) for t in texts]
+            rows.extend({"item": it.id, "lang": lang, "sample": k, "answer": a, "text": t}
+                        for k, (a, t) in enumerate(zip(answers, texts, strict=True)))
         return rows
 
     answer_options = {k: getattr(options, k) for k in _ANSWER_OPTIONS}
+    if judge is not None:
+        answer_options["judge"] = judge.name
     run_meta = {"model": getattr(backend, "name", backend.fingerprint),
                 "fingerprint": backend.fingerprint,
                 "mode": "exact" if options.exact else "sample", "samples": options.samples,
@@ -150,14 +177,19 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
     fill_run(run_dir, dataset, source=source, targets=targets, meta=run_meta, answer=answer,
              chunk=options.chunk, progress=progress,
              desc="exact scores" if options.exact else "sampling")
-    if options.embed_answers and backend.supports_white_box:
-        write_answer_embeddings(backend, dataset.items, source, Path(run_dir))
+    if options.embed_answers:
+        if embedder is None and backend.supports_white_box:
+            embedder = self_embedder(backend)
+        if embedder is not None:
+            write_answer_embeddings(embedder, dataset.items, source, Path(run_dir))
+            if not options.exact:
+                write_sample_embeddings(embedder, Path(run_dir))
     return Path(run_dir)
 
 
 # Settings that change a baseline run's answers (the chunk size and embeddings do not).
 _ANSWER_OPTIONS = ("exact", "samples", "temperature", "max_new_tokens", "shots", "seed",
-                   "normalize")
+                   "normalize", "shuffle_options")
 
 
 def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -185,28 +217,58 @@ def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def write_answer_embeddings(backend: Backend, items: Sequence[Item], lang: str,
+def write_answer_embeddings(embedder: Embedder, items: Sequence[Item], lang: str,
                             run_dir: Path) -> None:
-    """Embedding of each answer concept: the model's last-layer mean-pooled state of the
-    candidate as the source language writes it (any embedder may write this file)."""
-    path = run_dir / "answer_embeddings.npz"
-    wanted = {it.id for it in items if it.has(lang)}
+    """Embedding of each candidate answer concept, as the source language writes it
+    (``answer_embeddings.npz``, for the L2 distance of candidate items)."""
+    path = run_dir / EMBEDDINGS_FILE
+    with_candidates = [it for it in items if it.has(lang) and it[lang].candidates]
+    wanted = {it.id for it in with_candidates}
     if path.exists():
         with np.load(path) as existing:
             if wanted <= set(existing.files):
                 return  # resumed with the same or fewer items: nothing new to embed
-    texts = [c for it in items if it.has(lang) for c in it[lang].candidates]
+    texts = [c for it in with_candidates for c in it[lang].candidates]
     if not texts:
         return
-    vecs = backend.hidden_states(texts, layers=[backend.n_layers - 1], pooling="mean")[:, 0]
+    vecs = embedder(texts)
     arrays, pos = {}, 0
-    for it in items:
-        if it.has(lang):
-            m = len(it[lang].candidates)
-            arrays[it.id] = vecs[pos:pos + m].astype(np.float32)
-            pos += m
+    for it in with_candidates:
+        m = len(it[lang].candidates)
+        arrays[it.id] = vecs[pos:pos + m].astype(np.float32)
+        pos += m
     tmp = run_dir / "answer_embeddings.tmp.npz"
     np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
+    """Embeddings of every sampled answer of the run's open items
+    (``sample_embeddings.npz``: ``pairs`` (P, 2) item id and language, ``vectors``
+    (P, K, d)), for the paper's L2 distance between source and target answers. Pairs
+    already embedded are kept (a resumed run embeds only what is new)."""
+    from xlgap.runs import SAMPLE_EMBEDDINGS_FILE, open_item_texts
+
+    texts = open_item_texts(run_dir)
+    if not texts:
+        return
+    path = run_dir / SAMPLE_EMBEDDINGS_FILE
+    done: dict[tuple[str, str], np.ndarray] = {}
+    if path.exists():
+        with np.load(path) as old:
+            done = {(str(i), str(lang)): v
+                    for (i, lang), v in zip(old["pairs"], old["vectors"], strict=True)}
+    todo = [key for key in texts if key not in done]
+    if todo:
+        flat = [t for key in todo for t in texts[key]]
+        vecs = embedder([t if t.strip() else " " for t in flat]).astype(np.float32)
+        k = len(texts[todo[0]])
+        for n, key in enumerate(todo):
+            done[key] = vecs[n * k:(n + 1) * k]
+    keys = sorted(done)
+    tmp = run_dir / "sample_embeddings.tmp.npz"
+    np.savez(tmp, pairs=np.array(keys, dtype=str).reshape(len(keys), 2),
+             vectors=np.stack([done[key] for key in keys]))
     tmp.replace(path)
 
 

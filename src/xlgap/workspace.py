@@ -80,3 +80,15 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     keep = None if all_languages else [source, *[t for t in targets if t != source]]
     dataset = dataset.subset(cfg.limit, keep)
     return dataset, source, [t for t in targets if t != source]
+
+
+def open_judge(cfg: Any):
+    """The judge of open answers that ``--judge`` names (None: alias matching)."""
+    if not getattr(cfg, "judge", ""):
+        return None
+    from dataclasses import replace
+
+    from xlgap.judging import Judge
+
+    return Judge(open_backend(replace(cfg, model=cfg.judge)), cfg.judge)
+

@@ -39,6 +39,9 @@ class InterveneConfig(RunConfig):
     translation_langs: str = opt("", "comma-separated order of translation languages "
                                  "(default: the source, then the data set's languages)")
     max_new_tokens: int = opt(16, "longest direct answer, in tokens (TTA gets more)")
+    exact: bool = opt(False, "white-box models: each strategy's final answer is the "
+                      "distribution over the candidates from their log-probabilities (no "
+                      "parse failures; --samples is then unused)")
     n_boot: int = opt(1000, "bootstrap resamples for confidence intervals and p-values")
 
 
@@ -85,12 +88,13 @@ def cmd_intervene(cfg: InterveneConfig) -> int:
         samples=cfg.samples, temperature=cfg.temperature, shots=cfg.shots, seed=cfg.seed,
         source=source, translations=cfg.translations, other_scripts=cfg.other_scripts,
         translation_langs=_translation_langs(cfg, full.languages),
-        max_new_tokens=cfg.max_new_tokens)
+        max_new_tokens=cfg.max_new_tokens, exact=cfg.exact)
     out = Path(cfg.out) if cfg.out else default_out("intervene")
     backend = open_backend(cfg)
     strategies = [get_strategy(name, backend, full, options) for name in names]
     print(f"[xlgap] intervene: {len(full)} items, {source} -> {', '.join(targets)}, "
-          f"strategies {', '.join(names)}, R={cfg.samples}; results in {out}",
+          f"strategies {', '.join(names)}, "
+          f"{'exact distributions' if cfg.exact else f'R={cfg.samples}'}; results in {out}",
           file=sys.stderr)
     meta = {"config": config_to_dict(cfg)}
     for strategy in strategies:

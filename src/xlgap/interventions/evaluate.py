@@ -80,10 +80,17 @@ def run_strategy(strategy: Strategy, dataset: ParallelDataset, run_dir: str | Pa
                "translation_langs": list(opts.translation_langs)}
     def answer(part: list[tuple[Item, str]]) -> list[dict[str, Any]]:
         strategy.check(part)  # a clear error before this chunk's model calls
+        if opts.exact:
+            return [{"item": it.id, "lang": lang, "probs": probs}
+                    for (it, lang), probs in zip(part, strategy.score(part), strict=True)]
         return [row for res in strategy.run(part) for row in sample_rows(res)]
 
+    if opts.exact and not strategy.backend.can_score:
+        raise ConfigError(f"intervene --exact needs a backend that can score continuations; "
+                          f"{strategy.backend.kind!r} cannot. Drop --exact to sample.")
     run_meta = {"model": getattr(strategy.backend, "name", strategy.backend.fingerprint),
-                "fingerprint": strategy.backend.fingerprint, "mode": "sample",
+                "fingerprint": strategy.backend.fingerprint,
+                "mode": "exact" if opts.exact else "sample",
                 "samples": opts.samples, "strategy": strategy.name, "options": options,
                 "answer_options": {k: v for k, v in options.items() if k != "source"},
                 **strategy.describe(), **(meta or {})}
@@ -242,7 +249,10 @@ def restrict_run(run: Run, item_ids: Sequence[str]) -> Run:
     return replace(run, item_ids=list(item_ids), n_options=run.n_options[rows],
                    gold=run.gold[rows], counts=take(run.counts),
                    samples=take(run.samples) or {}, probs=take(run.probs) or {},
-                   present=present,
+                   present=present, answer_vectors=take(run.answer_vectors),
+                   is_open=None if run.is_open is None else run.is_open[rows],
+                   other_labels=[run.other_labels[i] for i in rows]
+                   if run.other_labels else [],
                    missing={lang: int(len(rows) - p.sum()) for lang, p in present.items()})
 
 

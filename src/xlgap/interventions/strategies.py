@@ -34,27 +34,32 @@ translations and answers are cached like any other call.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from xlgap.data.items import MASK, Item, LangEntry, ParallelDataset
 from xlgap.data.languages import language_name, language_script
 from xlgap.errors import ConfigError
 from xlgap.interventions.parsing import first_line, parse_after_marker, parse_direct
 from xlgap.models.base import Backend
-from xlgap.prompting.answers import OTHER, map_answer, normalize
+from xlgap.prompting.answers import OTHER, normalize
 from xlgap.prompting.templates import (
     PromptBuilder,
+    ScoringPrompt,
     _cloze_parts,
     _gold_text,
     _uses_prefix,
+    answer_continuations,
     next_shots,
     question_text,
 )
-from xlgap.sampling import gold_aliases
+from xlgap.sampling import softmax
 
 PIVOT = "en"  # the language TEA answers in
 BLANK_RUN = re.compile(r"_{2,}")  # how a model may write the blank of a cloze question
@@ -73,6 +78,7 @@ class StrategyOptions:
     other_scripts: bool = False
     translation_langs: tuple[str, ...] = ()  # explicit pool order (overrides the default)
     max_new_tokens: int = 16  # a direct answer
+    exact: bool = False  # final answers as distributions over the candidates (scores)
     translation_tokens: int = 64  # one translated question
     tta_tokens_per_lang: int = 48  # TTA: budget per translation, plus one answer budget
 
@@ -187,15 +193,13 @@ class Strategy(ABC):
                    parse: Callable[[str], str | None] = parse_direct,
                    intermediate: dict[str, Any] | None = None) -> PairResult:
         """Parse each output, map it to ``lang``'s candidates; failures -> OTHER."""
-        entry = item[lang]
-        aliases = gold_aliases(item, lang)
         texts, answers, failed = [], [], []
         for raw in raws:
             parsed = parse(raw)
             texts.append(parsed or "")
             failed.append(parsed is None)
             answers.append(OTHER if parsed is None
-                           else map_answer(parsed, entry.candidates, aliases))
+                           else self.builder.map_generated(item, lang, parsed))
         return PairResult(item.id, lang, texts, answers, failed, list(raws),
                           dict(intermediate or {}))
 
@@ -247,6 +251,29 @@ class Strategy(ABC):
     def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
         """Answer every (item, language) pair (batched: one backend call per step)."""
 
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        """Exact mode: each pair's final answer as a distribution over its candidates
+        (softmax of the candidates' log-probabilities), so nothing fails to parse."""
+        raise ConfigError(f"strategy {self.name!r} has no exact mode")
+
+    def score_prompts(self, prompts: Sequence[ScoringPrompt]) -> list[list[float]]:
+        """Distributions over the continuations of each prompt (one backend call)."""
+        if not prompts:
+            return []
+        scores = self.backend.score_batch([(p.prompt, list(p.continuations))
+                                           for p in prompts])
+        return [softmax(s) for s in scores]
+
+    def scoring_prompt_for(self, item: Item, lang: str, question: str, answer_lang: str
+                           ) -> ScoringPrompt:
+        """The baseline scoring prompt for ``question`` (a translation of ``item``'s
+        question in ``lang``) asked in ``answer_lang``, with ``answer_lang``'s candidates:
+        candidate j is the same entity in every language, so scores map back by index."""
+        target = item[answer_lang]
+        entry = LangEntry(_as_cloze(question, item[lang]), candidates=target.candidates,
+                          gold=target.gold, format=target.format)
+        return self.builder.scoring_prompt(Item(item.id, {answer_lang: entry}), answer_lang)
+
 
 class _WithTranslations(Strategy):
     """A strategy that uses k translation languages per question."""
@@ -280,6 +307,10 @@ class Baseline(Strategy):
         outs = self.sample([self.prompt(it, lang) for it, lang in pairs])
         return [self.map_direct(it, lang, raws) for (it, lang), raws in zip(pairs, outs,
                                                                              strict=True)]
+
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        return self.score_prompts([self.builder.scoring_prompt(it, lang)
+                                   for it, lang in pairs])
 
 
 def _answer_block(entry: LangEntry, lang: str, *, answer: str | None) -> str:
@@ -336,11 +367,21 @@ class TranslationEnsemble(_WithTranslations):
         done = iter(self.translate(requests))
         return [{c: next(done) for c in langs} for _, _, langs in plans]
 
-    def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
+    def translations(self, pairs: Sequence[tuple[Item, str]]) -> list[dict[str, str]]:
         if self.options.translations == "model":
-            translations = self.model_translations(pairs)
-        else:
-            translations = [self.oracle_translations(it, lang) for it, lang in pairs]
+            return self.model_translations(pairs)
+        return [self.oracle_translations(it, lang) for it, lang in pairs]
+
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        prompts = []
+        for (it, lang), tr in zip(pairs, self.translations(pairs), strict=True):
+            entry = it[lang]
+            prompts.append(ScoringPrompt(self.prompt(it, lang, tr), answer_continuations(
+                entry, chat=self.backend.is_chat, cloze_prefix=_uses_prefix(entry))))
+        return self.score_prompts(prompts)
+
+    def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
+        translations = self.translations(pairs)
         outs = self.sample([self.prompt(it, lang, tr) for (it, lang), tr
                             in zip(pairs, translations, strict=True)])
         return [self.map_direct(it, lang, raws, intermediate={
@@ -376,6 +417,21 @@ class TranslateThenAnswer(_WithTranslations):
         blocks.append(f"Question ({name}): {question_text(entry)}\n"
                       f"{language_name(langs[0])}:")
         return "\n\n".join(blocks)
+
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        """The model's own translations of the question into the k languages (greedy);
+        in each, the candidates of that language are scored; the k distributions are
+        averaged (candidate j is the same entity everywhere)."""
+        plans = [(it, lang, self.translation_languages(it, lang, self.k))
+                 for it, lang in pairs]
+        requests = [(it, question_text(it[lang]), lang, c) for it, lang, langs in plans
+                    for c in langs]
+        done = iter(self.translate(requests))
+        prompts = [self.scoring_prompt_for(it, lang, next(done), c)
+                   for it, lang, langs in plans for c in langs]
+        dists = iter(self.score_prompts(prompts))
+        return [np.mean([next(dists) for _ in langs], axis=0).tolist()
+                for _, _, langs in plans]
 
     def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
         budget = self.options.tta_tokens_per_lang * self.k + self.options.max_new_tokens
@@ -416,15 +472,30 @@ class TranslateEnglishAnswer(Strategy):
         entry = LangEntry(_as_cloze(english_question, item[lang]))
         return self.builder.generation_prompt(Item(item.id, {self.pivot: entry}), self.pivot)
 
-    def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
-        self.check(pairs)
-        # Step 1: questions into English (greedy, one call).
+    def english_questions(self, pairs: Sequence[tuple[Item, str]]) -> dict[int, str]:
+        """Each pair's question in English: its own, or the model's greedy translation."""
         foreign = [(i, it, lang) for i, (it, lang) in enumerate(pairs) if lang != self.pivot]
         english_q = {i: question_text(it[lang]) for i, (it, lang) in enumerate(pairs)
                      if lang == self.pivot}
         done = self.translate([(it, question_text(it[lang]), lang, self.pivot)
                                for _, it, lang in foreign])
         english_q.update({i: t for (i, _, _), t in zip(foreign, done, strict=True)})
+        return english_q
+
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        """The English question (translated by the model) with the English candidates
+        scored; no translation back is needed, candidates map by index."""
+        self.check(pairs)
+        english_q = self.english_questions(pairs)
+        return self.score_prompts([
+            self.builder.scoring_prompt(it, self.pivot) if lang == self.pivot
+            else self.scoring_prompt_for(it, lang, english_q[i], self.pivot)
+            for i, (it, lang) in enumerate(pairs)])
+
+    def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
+        self.check(pairs)
+        # Step 1: questions into English (greedy, one call).
+        english_q = self.english_questions(pairs)
         # Step 2: R sampled English answers per question (one call).
         outs = self.sample([self.answer_prompt(it, lang, english_q[i])
                             for i, (it, lang) in enumerate(pairs)])
@@ -471,11 +542,11 @@ class Vote(Strategy):
                            n=r * k)
         results = []
         for (it, lang), raws in zip(pairs, outs, strict=True):
-            entry, aliases = it[lang], gold_aliases(it, lang)
             texts, answers, failed, groups = [], [], [], []
             for rep in range(r):
                 group = raws[rep * k:(rep + 1) * k]
-                text, answer = majority(group, entry.candidates, aliases)
+                text, answer = majority(group, lambda t, it=it, lang=lang:
+                                        self.builder.map_generated(it, lang, t), lang)
                 texts.append(text or "")
                 answers.append(answer)
                 failed.append(text is None)
@@ -484,19 +555,49 @@ class Vote(Strategy):
                                       {"k": k}))
         return results
 
+    def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
+        """The distribution of the majority of k answers drawn from the baseline's exact
+        distribution (seeded per item and language)."""
+        base = self.score_prompts([self.builder.scoring_prompt(it, lang)
+                                   for it, lang in pairs])
+        return [vote_distribution(p, self.k, _pair_seed(self.options.seed, it.id, lang))
+                for (it, lang), p in zip(pairs, base, strict=True)]
 
-def majority(raws: Sequence[str], candidates: Sequence[str],
-             aliases: dict[int, list[str]] | None = None) -> tuple[str | None, int]:
-    """The winning (text, candidate index) over ``raws``; ``(None, OTHER)`` when every
-    sample is empty. See :class:`Vote` for the rule."""
+
+def _pair_seed(seed: int, item_id: str, lang: str) -> int:
+    digest = hashlib.sha256(f"{seed}\t{item_id}\t{lang}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+VOTE_DRAWS = 4000  # Monte Carlo draws for the exact distribution of a k-vote winner
+
+
+def vote_distribution(probs: Sequence[float], k: int, seed: int) -> list[float]:
+    """The distribution of the winner of k answers drawn from ``probs`` (plurality; ties go
+    to the answer drawn first, as in :func:`majority`), by seeded Monte Carlo."""
+    p = np.asarray(probs, dtype=np.float64)
+    m = p.size
+    draws = np.random.default_rng(seed).choice(m, size=(VOTE_DRAWS, k), p=p / p.sum())
+    onehot = draws[:, :, None] == np.arange(m)
+    counts = onehot.sum(axis=1)
+    first = np.where(onehot.any(axis=1), onehot.argmax(axis=1), k)
+    winner = np.argmax(counts * (k + 1) - first, axis=1)
+    return (np.bincount(winner, minlength=m) / VOTE_DRAWS).tolist()
+
+
+def majority(raws: Sequence[str], concept: Callable[[str], int], lang: str | None = None
+             ) -> tuple[str | None, int]:
+    """The winning (text, answer concept) over ``raws``, each parsed answer mapped by
+    ``concept`` (a candidate index or OTHER); ``(None, OTHER)`` when every sample is empty.
+    See :class:`Vote` for the rule."""
     counts: dict[tuple[str, Any], int] = {}
     first_text: dict[tuple[str, Any], str] = {}
     for raw in raws:
         parsed = parse_direct(raw)
         if parsed is None:
             continue
-        idx = map_answer(parsed, candidates, aliases)
-        key: tuple[str, Any] = ("c", idx) if idx != OTHER else ("t", normalize(parsed))
+        idx = concept(parsed)
+        key: tuple[str, Any] = ("c", idx) if idx != OTHER else ("t", normalize(parsed, lang))
         counts[key] = counts.get(key, 0) + 1
         first_text.setdefault(key, parsed)
     if not counts:

@@ -29,6 +29,12 @@ def _with_ci(stat: Mapping[str, Any] | None) -> str:
     return f"{_pct(stat.get('estimate'))} [{_pct(lo)}, {_pct(hi)}]"
 
 
+def _answers_per_pair(result: Mapping[str, Any]) -> str:
+    if not result.get("samples"):
+        return "exact distributions over the candidates per item and language"
+    return f"R = {result.get('samples')} final answers per item and language"
+
+
 def _p(x: Any) -> str:
     if x is None:
         return "-"
@@ -66,8 +72,7 @@ def format_interventions_table(result: Mapping[str, Any]) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     title = (f"Interventions: {result['source']} -> {', '.join(result['targets'])}, "
-             f"{result['n_items']} items, R = {result.get('samples')} final answers per "
-             f"item and language")
+             f"{result['n_items']} items, {_answers_per_pair(result)}")
     rule = "-" * len(line(header))
     return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule,
                       "transfer (ECLeKTic): pairs right in the target among those right in the "
@@ -79,8 +84,8 @@ def interventions_markdown(result: Mapping[str, Any]) -> str:
     """The table as Markdown, with per-target figures below it."""
     header, rows = table_rows(result)
     out = [f"# Interventions: {result['source']} -> {', '.join(result['targets'])}", "",
-           f"{result['n_items']} items; R = {result.get('samples')} final answers per item, "
-           f"language and strategy; 95% bootstrap CIs over items "
+           f"{result['n_items']} items; {_answers_per_pair(result)}; 95% bootstrap CIs over "
+           "items "
            f"({result.get('n_boot')} resamples); p: paired bootstrap test of the pooled "
            "transfer against baseline (items resampled once for both).", "",
            "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]

@@ -23,7 +23,13 @@ from xlgap.io import finite, write_text_atomic
 from xlgap.provenance import provenance
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
-from xlgap.stats.ensembling import per_item_curves, samples_from_probs, summarise_curves
+from xlgap.stats.ensembling import (
+    per_item_curves,
+    samples_from_probs,
+    summarise_curves,
+    variance_share,
+    vector_curves,
+)
 from xlgap.stats.metrics import (
     accuracy_per_item,
     agreement_per_item,
@@ -112,6 +118,25 @@ def summarise_pair(per: dict[str, np.ndarray | None], n_boot: int, seed: int
     return out
 
 
+def _add_answer_vectors(per: dict[str, Any], curves: dict[str, Any], src: np.ndarray,
+                        tgt: np.ndarray, repeats: int, seed: int) -> None:
+    """Open items: the L2 distance between the mean embeddings of all K source and K
+    target answers, and its ensembling curves, in place of the candidate-embedding ones."""
+    vc = vector_curves(src, tgt, repeats=repeats, seed=seed)
+    rows = np.isfinite(vc["l2"][:, 0])
+    if not rows.any():
+        return
+    full = np.sqrt(((np.nanmean(src, axis=1) - np.nanmean(tgt, axis=1)) ** 2).sum(axis=-1))
+    q, k = vc["l2"].shape
+    for key in ("l2", "l2sq"):
+        if curves.get(key) is None:
+            curves[key] = np.full((q, k), np.nan)
+        curves[key][rows] = vc[key][rows]
+    if per.get("l2") is None:
+        per["l2"] = np.full(q, np.nan)
+    per["l2"] = np.where(rows, full, per["l2"])
+
+
 def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = True,
              progress: bool = False, repeats: int = 20,
              pi_options: PiFitOptions | None = None) -> dict[str, Any]:
@@ -148,11 +173,17 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
         iterator = tqdm(targets, desc="pairs", leave=False)
     for t in iterator:
         per = pair_metrics(dists[src], dists[t], gold, emb)
-        per_pair[t] = per
-        pairs[t] = summarise_pair(per, n_boot, seed)
         curves[t] = per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
                                     embeddings=emb, repeats=repeats, seed=seed)
+        if run.answer_vectors is not None:
+            _add_answer_vectors(per, curves[t], run.answer_vectors[src],
+                                run.answer_vectors[t], repeats, seed)
+        per_pair[t] = per
+        pairs[t] = summarise_pair(per, n_boot, seed)
         pairs[t]["ensembling"] = summarise_curves(curves[t])
+        l2sq = curves[t].get("l2sq")
+        pairs[t]["variance_share_l2"] = (None if l2sq is None else
+                                         variance_share(l2sq, n_boot=n_boot, seed=seed))
         pairs[t]["n_items"] = int(np.isfinite(per["chi2"]).sum())  # type: ignore[arg-type]
 
     stacked = {key: (None if per_pair[targets[0]][key] is None else
@@ -163,6 +194,10 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
         key: (None if curves[targets[0]][key] is None else
               np.concatenate([curves[t][key] for t in targets]))  # type: ignore[misc]
         for key in ("chi2", "l2")})
+    overall["variance_share_l2"] = (
+        None if curves[targets[0]].get("l2sq") is None else variance_share(
+            np.stack([curves[t]["l2sq"] for t in targets], axis=1), n_boot=n_boot,
+            seed=seed))
 
     conf = confidence_per_item(dists[src])
     agree = stacked["agreement"]
@@ -209,9 +244,10 @@ def verdict_checks(run: Run, source_accuracy: dict[str, Any], targets: list[str]
                    ) -> dict[str, Any]:
     """What a verdict rests on: a source that knows (accuracy above chance, 1/M per item,
     with its CI) and answers that name candidates (share of answer mass on none)."""
-    with np.errstate(divide="ignore"):
-        chance = float(np.mean(1.0 / run.n_options[run.n_options > 0])) if run.n_items \
-            else float("nan")
+    # guessing names one of M candidates; it never hits a free-text answer
+    is_open = run.is_open if run.is_open is not None else np.zeros(run.n_items, bool)
+    per_item = np.where(is_open, 0.0, 1.0 / np.maximum(run.n_options, 1))
+    chance = float(np.mean(per_item)) if run.n_items else float("nan")
     lo = (source_accuracy.get("ci") or [None])[0]
     other = {lang: finite(run.other_share(lang)) for lang in [run.source, *targets]}
     shares = [v for v in other.values() if v is not None]
@@ -309,6 +345,11 @@ def verdict(diag: dict[str, Any]) -> str:
                 "no knowledge to transfer and no gap to explain")
     if agree is not None and agree >= 0.95:
         return f"little gap: source and target modes agree on {agree:.0%} of items{tail}"
+    share = (overall.get("variance_share_l2") or {})
+    if pi is None and share.get("estimate") is not None and None not in share["ci"]:
+        lo, hi = share["ci"]
+        return _share_verdict(f"variance share of the L2 distance = {share['estimate']:.2f} "
+                              f"[{lo:.2f}, {hi:.2f}]", [lo, hi], tail)
     if pi is None:
         mism = diag["pi"].get("mismatch")
         if mism is None:
@@ -316,6 +357,11 @@ def verdict(diag: dict[str, Any]) -> str:
         return (f"pi (mismatch heuristic) = {mism:.2f}; run with the model fit for a verdict"
                 f"{tail}")
     where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return _share_verdict(where, ci, tail)
+
+
+def _share_verdict(where: str, ci: list[float], tail: str) -> str:
+    """The verdict from a variance share's CI (pi, or the L2 curve's share)."""
     if ci[0] >= 0.7:
         return f"gap is mostly variance ({where}): ensembling helps{tail}"
     if ci[1] <= 0.3:
@@ -335,8 +381,13 @@ def format_summary(diag: dict[str, Any]) -> str:
         lines.append(f"{lang:<10} {_fmt(acc):<24} "
                      f"{_fmt(diag['mode_accuracy'].get(lang)):<24}{mark}")
     lines.append("")
+    other = (diag.get("checks") or {}).get("other_share") or {}
+    if other:
+        lines.append("answers naming no candidate: " + ", ".join(
+            f"{lang} {v:.0%}" for lang, v in other.items() if v is not None))
+    lines.append("")
     head = (f"{'pair':<10} {'agreement':<24} {'transfer':<24} {'chi2':<24} {'drop':>5} "
-            f"{'pi(mism)':>8} {'pi(model)':>22}")
+            f"{'pi(mism)':>8} {'pi(model)':>22} {'var. share (L2)':>22}")
     lines.append(head)
     rows = [(f"{diag['source']}-{t}", diag["pairs"][t]) for t in diag["targets"]]
     rows.append(("overall", {**diag["overall"],
@@ -350,7 +401,8 @@ def format_summary(diag: dict[str, Any]) -> str:
             f"{_fmt(pair.get('chi2')):<24} "
             f"{(f'{drop:.2f}' if drop is not None else '-'):>5} "
             f"{(f'{pim:.3f}' if pim is not None else '-'):>8} "
-            f"{(_fmt(model, 2) if model else '-'):>22}")
+            f"{(_fmt(model, 2) if model else '-'):>22} "
+            f"{_fmt(pair.get('variance_share_l2'), 2):>22}")
     model = (diag.get("pi") or {}).get("model")
     if model and model.get("tau"):
         lines.append("")

@@ -92,6 +92,7 @@ def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarra
     tgt_cols = np.where(tgt == OTHER, top + 2, tgt)
     chi2 = np.full((q, k), np.nan)
     l2 = np.full((q, k), np.nan) if embeddings is not None else None
+    l2sq = np.full((q, k), np.nan) if embeddings is not None else None
     rng = np.random.default_rng(seed)
     sizes = np.arange(1, k + 1, dtype=np.float32)[None, None, :, None]
     rows = np.nonzero(ok)[0]
@@ -103,12 +104,98 @@ def per_item_curves(source: np.ndarray, target: np.ndarray, n_options: np.ndarra
         p = _cumulative_counts(src_cols[r], perm_s, o) / sizes
         qd = _cumulative_counts(tgt_cols[r], perm_t, o) / sizes
         chi2[r] = chi2_distance(p, qd).mean(axis=1)
-        if l2 is not None and embeddings is not None:
+        if l2 is not None and l2sq is not None and embeddings is not None:
             emb = np.asarray(embeddings[r], dtype=np.float32)
+            dist = _l2(p, qd, emb)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # no candidate in a subset
-                l2[r] = np.nanmean(_l2(p, qd, emb), axis=1)
-    return {"chi2": chi2, "l2": l2}
+                l2[r] = np.nanmean(dist, axis=1)
+                l2sq[r] = np.nanmean(dist ** 2, axis=1)
+    return {"chi2": chi2, "l2": l2, "l2sq": l2sq}
+
+
+def vector_curves(source: np.ndarray, target: np.ndarray, *, repeats: int = 20,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Per-item L2 curves ``(Q, K)`` from embeddings of every answer (open questions).
+
+    ``source`` and ``target`` are ``(Q, K, d)`` (NaN rows: no data). For k = 1..K the
+    distance is between the means of k random source answers and k random target answers
+    (without replacement), averaged over ``repeats`` subsets; ``l2sq`` is the mean squared
+    distance, which falls as ``bias^2 + variance / k`` (see :func:`variance_share`).
+    """
+    src = np.asarray(source, dtype=np.float64)
+    tgt = np.asarray(target, dtype=np.float64)
+    if src.shape != tgt.shape or src.ndim != 3:
+        raise DataError(f"ensembling: answer vectors must be two (Q, K, d) arrays of one "
+                        f"shape, got {src.shape} and {tgt.shape}")
+    q, k, _ = src.shape
+    ok = np.isfinite(src).all(axis=(1, 2)) & np.isfinite(tgt).all(axis=(1, 2))
+    l2 = np.full((q, k), np.nan)
+    l2sq = np.full((q, k), np.nan)
+    rng = np.random.default_rng(seed)
+    sizes = np.arange(1, k + 1)[None, :, None]
+    for i in np.nonzero(ok)[0]:
+        ps = rng.random((repeats, k)).argsort(axis=1)
+        pt = rng.random((repeats, k)).argsort(axis=1)
+        ms = np.cumsum(src[i][ps], axis=1) / sizes  # (R, K, d): mean of the first k
+        mt = np.cumsum(tgt[i][pt], axis=1) / sizes
+        d2 = ((ms - mt) ** 2).sum(axis=-1)
+        l2[i], l2sq[i] = np.sqrt(d2).mean(axis=0), d2.mean(axis=0)
+    return {"l2": l2, "l2sq": l2sq}
+
+
+def fit_bias_variance(curve: np.ndarray) -> tuple[float, float]:
+    """Least-squares fit of ``curve[k-1] = bias2 + variance / k`` (k = 1..K)."""
+    y = np.asarray(curve, dtype=np.float64)
+    x = 1.0 / np.arange(1, y.size + 1)
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan"), float("nan")
+    variance, bias2 = np.polyfit(x[ok], y[ok], 1)
+    return float(bias2), float(variance)
+
+
+def variance_share(l2sq: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                   alpha: float = 0.05) -> dict[str, Any]:
+    """The variance share of the one-answer squared L2 distance, from the ensembling curve.
+
+    The mean over items of the squared distance between k-answer means falls as
+    ``bias^2 + variance / k``: pooling answers averages the spread away and keeps the
+    distance between the centres. Both are fitted to the curve (least squares in 1/k);
+    the share is ``variance / (variance + bias^2)`` (bias^2 clipped at 0; a curve from a
+    finite set of K answers without replacement keeps this form, since its finite-
+    population term is linear in 1/k too). CI: percentile bootstrap over items.
+    ``l2sq`` is ``(Q, K)`` or ``(Q, T, K)`` per (item, target); NaN rows are left out.
+    """
+    arr = np.asarray(l2sq, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[:, None, :]
+    ok = np.isfinite(arr).all(axis=-1)  # (Q, T)
+    sums = np.where(ok[..., None], arr, 0.0).sum(axis=1)  # (Q, K)
+    counts = ok.sum(axis=1).astype(np.float64)  # (Q,)
+    keep = counts > 0
+
+    def share(total: np.ndarray, n: float) -> tuple[float, float, float]:
+        if n <= 0:
+            return float("nan"), float("nan"), float("nan")
+        bias2, var = fit_bias_variance(total / n)
+        denom = var + max(bias2, 0.0)
+        return (var / denom if denom > 0 else float("nan")), bias2, var
+
+    est, bias2, var = share(sums[keep].sum(axis=0), counts[keep].sum())
+    if not keep.any():
+        return {"estimate": None, "ci": [None, None], "bias2": None, "variance": None,
+                "n": 0}
+    from xlgap.stats.bootstrap import resample_weights
+
+    w = resample_weights(int(keep.sum()), n_boot, np.random.default_rng(seed))
+    reps = np.array([share(wi @ sums[keep], float(wi @ counts[keep]))[0] for wi in w])
+    reps = np.clip(reps[np.isfinite(reps)], 0.0, 1.0)
+    lo, hi = (np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if reps.size
+              else (float("nan"), float("nan")))
+    return {"estimate": finite(min(max(est, 0.0), 1.0)) if np.isfinite(est) else None,
+            "ci": [finite(float(lo)), finite(float(hi))], "bias2": finite(bias2),
+            "variance": finite(var), "n": int(counts[keep].sum())}
 
 
 def summarise_curves(curves: dict[str, np.ndarray | None]) -> dict[str, Any]:

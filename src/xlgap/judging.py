@@ -1,0 +1,60 @@
+"""Judging free-text answers to open questions with a model (``--judge MODEL``).
+
+Without a judge an open answer is right when it matches a gold alias
+(:func:`xlgap.prompting.answers.answer_matches`). A judge model instead reads the
+question, the gold answers and the answer, and says yes or no; it decides every
+non-empty answer (an empty one is wrong without asking). The prompt (base models get it
+as a completion, chat models as one user turn):
+
+    Decide whether the answer to the question is correct: it is when it names the same
+    thing as one of the gold answers, in any language or spelling.
+    Question: <the question>
+    Gold answers: <answer 1>; <answer 2>; ...
+    Answer: <the answer's first line>
+    Correct (yes or no):
+
+The judge answers greedily (3 tokens); "yes" (or "y", "true", "correct") is right,
+anything else wrong. Its calls go through its backend and the result store like every
+other call, so a rerun asks nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xlgap.data.items import Item
+from xlgap.models.base import Backend
+from xlgap.prompting.answers import OTHER
+from xlgap.prompting.templates import question_text
+
+JUDGE_INSTRUCTION = ("Decide whether the answer to the question is correct: it is when it "
+                     "names the same thing as one of the gold answers, in any language or "
+                     "spelling.")
+_YES = ("yes", "y", "true", "correct")
+
+
+def judge_prompt(backend: Backend, question: str, gold: Sequence[str], answer: str) -> str:
+    body = (f"{JUDGE_INSTRUCTION}\nQuestion: {question}\nGold answers: {'; '.join(gold)}\n"
+            f"Answer: {answer}\nCorrect (yes or no):")
+    return backend.chat_prompt(body) if backend.is_chat else body
+
+
+class Judge:
+    """Decides open answers with ``backend``; ``name`` is recorded in run.json."""
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+
+    def judge(self, item: Item, lang: str, texts: Sequence[str]) -> list[int]:
+        """Per text: 0 (the gold concept) when judged right, else OTHER."""
+        entry = item[lang]
+        answers = [t.strip().split("\n", 1)[0].strip() for t in texts]
+        asks = sorted({a for a in answers if a})
+        prompts = [judge_prompt(self.backend, question_text(entry), entry.answers, a)
+                   for a in asks]
+        outs = self.backend.generate(prompts, n=1, temperature=0.0, max_new_tokens=3,
+                                     seed=0) if prompts else []
+        verdicts = {a: o[0].strip().lower().strip(".!").split(" ")[0] in _YES
+                    for a, o in zip(asks, outs, strict=True)}
+        return [0 if a and verdicts[a] else OTHER for a in answers]
