@@ -205,3 +205,12 @@ def test_intervene_exact_has_no_parse_failures(tmp_path, monkeypatch, tiny_backe
     computed = cached.computed
     assert xlgap.cli.run(args) == 0
     assert cached.computed == computed  # a complete exact run costs nothing
+
+
+def test_candidate_items_asked_as_open_questions(tmp_path: Path) -> None:
+    from test_interventions import write_data
+
+    data = load_dataset(write_data(tmp_path / "c.jsonl", n=3, langs=["en", "fr"])).as_open()
+    assert data.has_open_items and not data.has_candidates
+    entry = data.items[1]["fr"]
+    assert entry.is_open and entry.answers[0] == "Bleu001" and entry.candidates == ()

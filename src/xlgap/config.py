@@ -48,6 +48,8 @@ class RunConfig:
                      "float16")
     on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
                           choices=("fail", "skip", "keep"))
+    as_open: bool = opt(False, "drop the candidates: ask every item as an open question, "
+                        "judged against its gold answers")
     on_error: str = opt("fail", "a malformed line or inconsistent item in the data: fail, or "
                         "skip it and report it (file:line)", choices=("fail", "skip"))
     base_url: str = opt("", "base URL of an OpenAI-compatible server (with --model openai:NAME)")

@@ -71,6 +71,8 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
                            on_missing=cfg.on_missing, on_error=cfg.on_error)
     report_problems(dataset.problems, dataset.name)
+    if getattr(cfg, "as_open", False):
+        dataset = dataset.as_open()
     source = validate_language(cfg.source, "--source")
     targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
     # the data set's own codes: --targets zh finds zh-Hans in FLORES-named data

@@ -147,3 +147,21 @@ class ParallelDataset:
         codes = {k: v for k, v in self.original_codes.items() if k in keep}
         return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped),
                                list(self.problems), codes)
+
+    def as_open(self) -> ParallelDataset:
+        """The same items asked as open questions: candidates dropped, the gold candidate
+        first among the gold answers (items without a gold answer are left out). Comparing
+        a run of this with a run of the original shows what the candidate list does."""
+        items = []
+        for it in self.items:
+            langs = {}
+            for lang, e in it.langs.items():
+                gold = (e.candidates[e.gold],) if e.gold is not None and e.candidates else ()
+                answers = tuple(dict.fromkeys(a for a in (*gold, *e.answers) if a))
+                if answers:
+                    langs[lang] = LangEntry(e.prompt, answers=answers)
+            if langs:
+                items.append(Item(it.id, langs, it.meta))
+        return ParallelDataset(self.name + " (open)", list(self.languages), items,
+                               self.source_path, dict(self.dropped), list(self.problems),
+                               dict(self.original_codes))
