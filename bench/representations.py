@@ -8,6 +8,10 @@ process with a brute-force k-NN over the full N x N similarity matrix: wall time
 traced memory (tracemalloc, which numpy reports its buffers to) and agreement of the
 neighbour lists. Prints a table and writes ``bench/results/representations_ilo.json``.
 
+``--part uncertainty``: what the 95% intervals and chance levels cost on top of the
+estimates (ILO of one layer; the similarity metrics of one language pair), on the same
+kind of synthetic vectors. Writes ``bench/results/representations_uncertainty.json``.
+
 Run: ``python bench/representations.py --part ilo`` (``--part all`` runs every part).
 """
 
@@ -24,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.representations.ilo import ilo, knn_cosine, normalise_rows
+from xlgap.representations.ilo import ilo, ilo_uncertainty, knn_cosine, normalise_rows
+from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -203,19 +208,19 @@ def bench_ilo_real(data: Path, n: int = 1000, layers: tuple[int, ...] = (6, 12),
                    out_dir: Path | None = None) -> dict[str, Any]:
     """ILO time and peak memory per layer on real hidden states of 17 x n bmlama17 prompts."""
     from xlgap.models import load_backend
-    from xlgap.representations.extract import extract_hidden_states
+    from xlgap.representations.extract import CenteredStates, load_or_extract
     from xlgap.representations.ilo import ilo_by_layer
 
     backend = load_backend("embedded", batch_size=32)
     texts = _bmlama_texts(data, n)
-    out_dir = out_dir or RESULTS / ".." / ".." / "runs" / "bench-hidden"
-    states = extract_hidden_states(backend, texts, out_dir, pooling="mean_no_bos",
-                                   layers=list(layers), batch_size=64, progress=True)
+    out_dir = out_dir or RESULTS / ".." / ".." / "runs" / "bench-ilo"
+    # the same path as the commands: OUT/hidden/, resumed if interrupted
+    states = CenteredStates(load_or_extract(backend, texts, out_dir, pooling="mean_no_bos",
+                                            layers=list(layers), batch_size=64,
+                                            progress=True))
     rows = []
     for layer in layers:
         vectors = states.layer(layer)
-        mean = np.concatenate(list(vectors.values())).mean(0, keepdims=True)
-        vectors = {k: v - mean for k, v in vectors.items()}
         tracemalloc.start()
         start = time.perf_counter()
         result = ilo_by_layer([vectors], k=5, t=3)[0]
@@ -230,9 +235,38 @@ def bench_ilo_real(data: Path, n: int = 1000, layers: tuple[int, ...] = (6, 12),
             "points": points, "input_mib_float32": input_mib, "layers": rows}
 
 
+def bench_uncertainty(n_langs: int = 5, sizes: tuple[int, ...] = (100, 1000), d: int = 640,
+                      n_boot: int = DEFAULT_N_BOOT, n_shuffles: int = DEFAULT_N_SHUFFLES,
+                      repeats: int = 2) -> dict[str, Any]:
+    """Seconds for the estimate alone and with intervals + chance: ILO of one layer
+    (n_langs x n points) and the similarity metrics of one pair (n items)."""
+    from xlgap.representations.similarity import pair_chance, pair_metrics, pair_replicates
+    from xlgap.representations.uncertainty import item_counts, shuffles
+
+    rows = []
+    for n in sizes:
+        vecs = synthetic_states(n_langs, n, d)
+        a, b = vecs["l00"], vecs["l01"]
+        counts, perms = item_counts(n, n_boot), shuffles(n, n_shuffles)
+        _, ilo_s = _timed(lambda v=vecs: ilo(v, k=5, t=3), repeats)
+        _, ilo_u = _timed(lambda v=vecs: ilo_uncertainty(v, k=5, t=3, n_boot=n_boot,
+                                                         n_shuffles=n_shuffles), repeats)
+        _, sim_s = _timed(lambda a=a, b=b: pair_metrics(a, b), repeats)
+        _, boot_s = _timed(lambda a=a, b=b, c=counts: pair_replicates(a, b, c), repeats)
+        _, chance_s = _timed(lambda a=a, b=b, p=perms: pair_chance(a, b, p), repeats)
+        rows.append({"n_items": n, "ilo_points": n_langs * n, "ilo_s": ilo_s,
+                     "ilo_with_uncertainty_s": ilo_u, "pair_metrics_s": sim_s,
+                     "pair_replicates_s": boot_s, "pair_chance_s": chance_s})
+    return {"setup": {"n_languages": n_langs, "dim": d, "n_boot": n_boot,
+                      "n_shuffles": n_shuffles, "repeats": repeats,
+                      "machine": platform.machine(), "numpy": np.__version__},
+            "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("ilo", "extract", "ilo-real", "all"), default="all")
+    parser.add_argument("--part", choices=("ilo", "extract", "ilo-real", "uncertainty", "all"),
+                        default="all")
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--extract-n", type=int, default=40,
                         help="items per language for the extraction-throughput part")
@@ -256,6 +290,11 @@ def main(argv: list[str] | None = None) -> None:
         result = bench_extraction(args.data, args.extract_n)
         print(json.dumps(result, indent=2))
         (RESULTS / "representations_extract.json").write_text(json.dumps(result, indent=2))
+    if args.part in ("uncertainty", "all"):
+        result = bench_uncertainty()
+        print(json.dumps(result, indent=2))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "representations_uncertainty.json").write_text(json.dumps(result, indent=2))
     if args.part in ("ilo-real", "all"):
         result = bench_ilo_real(args.data, args.n)
         print(json.dumps(result, indent=2))

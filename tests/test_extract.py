@@ -13,10 +13,14 @@ import pytest
 from xlgap.errors import BackendError, ConfigError, DataError
 from xlgap.models.base import Backend
 from xlgap.representations.extract import (
+    HIDDEN_DIR,
     INDEX_NAME,
+    CenteredStates,
     HiddenStateSet,
     extract_hidden_states,
     layer_path,
+    layer_plan,
+    load_or_extract,
 )
 from xlgap.representations.ilo import ilo, ilo_by_layer
 from xlgap.representations.similarity import layerwise_similarity
@@ -200,3 +204,62 @@ def test_stored_states_feed_the_analyses(tmp_path: Path) -> None:
     sim = layerwise_similarity(hs, pivot="en", layers=[1])
     assert sim["layers"][0]["mean"]["cka"] == pytest.approx(1.0)
     assert sim["layers"][0]["mean"]["retrieval"] == 1.0
+
+
+class Wrapper:
+    """Stands for a caching backend: the real one is ``inner``."""
+
+    def __init__(self, inner: FakeBackend) -> None:
+        self.inner = inner
+
+
+def test_load_or_extract_is_one_path_under_out_hidden(tmp_path: Path) -> None:
+    tx = texts()
+    fake = FakeBackend()
+    hs = load_or_extract(Wrapper(fake), tx, tmp_path, pooling="mean", batch_size=8,
+                         progress=False)
+    assert hs.out_dir == tmp_path / HIDDEN_DIR and (tmp_path / "hidden" / INDEX_NAME).is_file()
+    assert len(fake.calls) == 5  # the inner backend did the work, not the wrapper
+    again = FakeBackend()
+    same = load_or_extract(again, tx, tmp_path, pooling="mean", batch_size=8, progress=False)
+    assert again.calls == []  # a second command reuses the finished extraction
+    np.testing.assert_array_equal(same.layer(2)["sw"], hs.layer(2)["sw"])
+
+
+def test_layer_plan_accepts_every_form(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    stacked = {lang: rng.normal(size=(5, 3, 4)) for lang in ("en", "de")}
+    per_layer = [{lang: a[:, i] for lang, a in stacked.items()} for i in range(3)]
+    forms = [stacked, per_layer, (lambda i: per_layer[i])]
+    for form in forms:
+        ids, load = layer_plan(form, n_layers=3)
+        assert ids == [0, 1, 2]
+        np.testing.assert_array_equal(load(1)["de"], stacked["de"][:, 1])
+    assert layer_plan(stacked, layers=[2])[0] == [2]
+    hs = extract_hidden_states(FakeBackend(), texts(), tmp_path, progress=False)
+    assert layer_plan(hs)[0] == hs.layer_ids
+    with pytest.raises(ConfigError, match="out of range"):
+        layer_plan(per_layer, layers=[3])
+    with pytest.raises(ConfigError, match="n_layers"):
+        layer_plan(lambda i: per_layer[i])
+    with pytest.raises(DataError, match="n, layers, d"):
+        layer_plan({"en": np.ones((3, 4))})
+    with pytest.raises(DataError, match="expected"):
+        layer_plan(42)  # type: ignore[arg-type]
+
+
+def test_centered_states_remove_the_shared_mean_only() -> None:
+    rng = np.random.default_rng(4)
+    shift = 100.0 * rng.normal(size=6)  # a huge direction every state shares
+    raw = [{lang: rng.normal(size=(10, 6)) + shift + off
+            for lang, off in (("en", 0.0), ("de", 2.0))} for _ in range(2)]
+    centred = CenteredStates(raw)
+    assert centred.layer_ids == [0, 1]
+    layer = centred.layer(1)
+    pooled = np.concatenate(list(layer.values()))
+    np.testing.assert_allclose(pooled.mean(0), 0.0, atol=1e-9)
+    # differences between points (and so between languages) are kept
+    np.testing.assert_allclose(layer["de"] - layer["en"], raw[1]["de"] - raw[1]["en"])
+    assert layer["en"].dtype == np.float64
+    assert CenteredStates([{k: v.astype(np.float32) for k, v in raw[0].items()}]
+                          ).layer(0)["en"].dtype == np.float32

@@ -1,4 +1,5 @@
-"""ILO and chunked cosine k-NN, checked against a brute-force reference."""
+"""ILO (Interlingual Local Overlap) and the chunked k-NN, checked against brute-force
+references; ILO's bootstrap intervals, chance level and presets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import pytest
 
 from xlgap.errors import ConfigError, DataError
 from xlgap.representations import ilo as ilo_module
-from xlgap.representations.ilo import ilo, ilo_by_layer, ilo_from_npz, knn_cosine
+from xlgap.representations.ilo import (
+    PRESETS,
+    default_t,
+    ilo,
+    ilo_by_layer,
+    ilo_from_npz,
+    ilo_uncertainty,
+    knn,
+    knn_cosine,
+    knn_euclidean,
+)
 
 # ----------------------------------------------------------------- brute-force references
 
@@ -31,21 +42,33 @@ def brute_knn(x: np.ndarray, k: int) -> np.ndarray:
     return np.array(out)
 
 
-def brute_ilo(vectors: dict[str, np.ndarray], k: int, t: int) -> dict[str, dict[str, float]]:
-    """ILO straight from the definition, with loops and Python sets."""
+def brute_knn_euclidean(x: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k nearest rows by Euclidean distance, sorted by (distance, index)."""
+    x = np.asarray(x, dtype=np.float64)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2))
+    return np.array([sorted((j for j in range(len(x)) if j != i),
+                            key=lambda j, i=i: (dist[i, j], j))[:k] for i in range(len(x))])
+
+
+def brute_ilo(vectors: dict[str, np.ndarray], k: int, t: int, metric: str = "cosine",
+              weight: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """ILO straight from the definition, with loops and Python sets; ``weight`` (per
+    pooled point, 0 = not drawn) re-weights the points on fixed neighbour lists."""
     langs = list(vectors)
     labels = [lang for lang in langs for _ in range(len(vectors[lang]))]
-    nn = brute_knn(np.concatenate([vectors[lang] for lang in langs]), k)
+    pooled = np.concatenate([vectors[lang] for lang in langs])
+    nn = (brute_knn if metric == "cosine" else brute_knn_euclidean)(pooled, k)
+    w = np.ones(len(labels)) if weight is None else weight
     res: dict[str, dict[str, float]] = {"bridge": {}, "reach": {}, "ilo": {}}
     for lang in langs:
-        idx = [p for p, lab in enumerate(labels) if lab == lang]
-        bridged = 0
+        idx = [p for p, lab in enumerate(labels) if lab == lang and w[p] > 0]
+        bridged = 0.0
         seen: set[str] = set()
         for p in idx:
             others = {labels[q] for q in nn[p]} - {lang}
-            bridged += len(others) >= t
+            bridged += w[p] * (len(others) >= t)
             seen |= others
-        b = bridged / len(idx)
+        b = bridged / sum(w[p] for p in idx)
         r = len(seen) / (len(langs) - 1)
         res["bridge"][lang] = b
         res["reach"][lang] = r
@@ -102,6 +125,20 @@ def test_knn_exact_ties_go_to_lower_index(chunk: int, slack: int, pool_size: int
     assert np.any((sim >= kth[:, None]).sum(axis=1) > 7)
 
 
+@pytest.mark.parametrize("chunk", [1, 13, 10_000])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_knn_euclidean_matches_brute_force(chunk: int, dtype: type) -> None:
+    rng = np.random.default_rng(10)
+    # a large common offset, like hidden states: centring keeps the scores precise
+    x = (rng.normal(size=(120, 10)) + 50.0).astype(dtype)
+    np.testing.assert_array_equal(knn_euclidean(x, 6, chunk=chunk), brute_knn_euclidean(x, 6))
+    np.testing.assert_array_equal(knn(x, 6, "euclidean", chunk), knn_euclidean(x, 6))
+    # cosine and Euclidean disagree on such data (the offset dominates every cosine)
+    assert not np.array_equal(knn_cosine(x, 6), knn_euclidean(x, 6))
+    with pytest.raises(ConfigError, match="unknown distance"):
+        knn(x, 3, "manhattan")
+
+
 def test_knn_zero_vectors_no_nan_and_self_excluded() -> None:
     x = np.zeros((6, 3))
     x[3] = [1.0, 0.0, 0.0]
@@ -139,6 +176,25 @@ def test_ilo_matches_brute_force(spread: float, k: int, t: int) -> None:
     d = got.to_dict()
     assert json.loads(json.dumps(d))["ilo"] == pytest.approx(ref["ilo"])
     assert (d["k"], d["t"]) == (k, t)
+
+
+@pytest.mark.parametrize(("spread", "k", "t"), [(1.0, 5, 3), (1.5, 10, 3), (3.0, 4, 1)])
+def test_ilo_euclidean_matches_brute_force(spread: float, k: int, t: int) -> None:
+    vecs = clustered(np.random.default_rng(9), 5, 30, 8, spread)
+    got = ilo(vecs, k=k, t=t, metric="euclidean")
+    ref = brute_ilo(vecs, k, t, metric="euclidean")
+    for key in ("bridge", "reach", "ilo"):
+        assert getattr(got, key) == pytest.approx(ref[key], abs=1e-12), key
+    assert got.to_dict()["metric"] == "euclidean"
+
+
+def test_presets_and_default_t() -> None:
+    assert PRESETS["paper"] == {"metric": "euclidean", "k": 10, "t": 3, "center": False}
+    assert PRESETS["xlgap"] == {"metric": "cosine", "k": 5, "t": 3, "center": True}
+    assert [default_t(n) for n in (2, 3, 4, 17)] == [1, 2, 3, 3]
+    two = clustered(np.random.default_rng(11), 2, 20, 6, 1.0)
+    assert ilo(two, k=4, t=None).t == 1
+    assert ilo(two, k=4, t=None).ilo == ilo(two, k=4, t=1).ilo
 
 
 def test_ilo_intermediate_values_are_informative() -> None:
@@ -259,3 +315,85 @@ def test_ilo_from_npz(tmp_path) -> None:  # type: ignore[no-untyped-def]
     np.savez(few, a=np.ones((4, 3)), b=np.ones((4, 3)))
     with pytest.raises(ConfigError, match=r"few\.npz.*n_languages - 1"):
         ilo_from_npz(few, k=5, t=3)
+
+
+# ------------------------------------------------------- intervals and chance level
+
+
+def test_ilo_uncertainty_estimate_and_full_draw() -> None:
+    vecs = clustered(np.random.default_rng(12), 5, 40, 10, 1.0)
+    res = ilo_uncertainty(vecs, k=5, t=3, n_boot=50, n_shuffles=3)
+    plain = ilo(vecs, k=5, t=3)
+    assert res["ilo"] == plain.ilo and res["mean"] == plain.mean
+    assert res["resampling"] == "items" and res["t"] == 3
+    json.dumps(res, allow_nan=False)
+    mean = res["summary"]["mean"]
+    assert set(mean) == {"estimate", "ci", "chance"} and mean["estimate"] == plain.mean
+    assert set(res["summary"]["ilo"]) == set(vecs)
+    # no replicates, no chance: nulls
+    bare = ilo_uncertainty(vecs, k=5, t=3, n_boot=0, n_shuffles=0)
+    assert bare["summary"]["mean"] == {"estimate": plain.mean, "ci": None, "chance": None}
+
+
+def test_ilo_replicate_reweights_points_on_fixed_neighbours(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    vecs = clustered(np.random.default_rng(13), 4, 15, 6, 1.0)
+    counts = np.array([np.random.default_rng(0).multinomial(15, np.full(15, 1 / 15))],
+                      dtype=float)
+    monkeypatch.setattr(ilo_module, "item_counts", lambda n, n_boot, seed: counts)
+    res = ilo_uncertainty(vecs, k=4, t=2, n_boot=1, n_shuffles=0)
+    # the same item is drawn in every language: weights repeat per language block
+    ref = brute_ilo(vecs, 4, 2, weight=np.tile(counts[0], 4))
+    assert res["summary"]["mean"]["ci"][0] == pytest.approx(np.mean(list(ref["ilo"].values())))
+    for lang, fig in res["summary"]["ilo"].items():
+        assert fig["ci"][0] == pytest.approx(ref["ilo"][lang])
+
+
+def test_ilo_interval_contains_estimate_and_narrows_with_more_items() -> None:
+    widths = []
+    for n in (30, 200):
+        vecs = clustered(np.random.default_rng(14), 5, n, 10, 1.0)
+        res = ilo_uncertainty(vecs, k=5, t=3, n_boot=200, n_shuffles=0)
+        lo, hi = res["summary"]["mean"]["ci"]
+        assert 0.0 < res["mean"] < 1.0
+        assert lo <= res["mean"] <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0]
+
+
+def test_ilo_ignores_row_pairing_so_chance_permutes_language_labels() -> None:
+    rng = np.random.default_rng(15)
+    vecs = clustered(rng, 5, 40, 10, 1.5)
+    shuffled = {lang: (v[rng.permutation(len(v))] if lang == "l1" else v)
+                for lang, v in vecs.items()}
+    # a row shuffle across languages cannot be ILO's chance level: it changes nothing
+    assert ilo(shuffled).ilo == ilo(vecs).ilo
+    # separated languages: ILO 0, far below what unlabelled geometry would give
+    res = ilo_uncertainty(clustered(rng, 5, 40, 10, 3.0), n_boot=20, n_shuffles=5)
+    assert res["mean"] == 0.0 and res["summary"]["mean"]["chance"] > 0.5
+    # languages drawn from one distribution: labels carry no information, ILO ~ chance
+    same = {f"l{j}": rng.normal(size=(60, 12)) for j in range(6)}
+    res = ilo_uncertainty(same, n_boot=20, n_shuffles=5)
+    assert res["summary"]["mean"]["chance"] == pytest.approx(res["mean"], abs=0.05)
+
+
+def test_ilo_uncertainty_unequal_languages_and_by_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(16)
+    vecs = {"a": rng.normal(size=(30, 6)), "b": rng.normal(size=(20, 6)),
+            "c": rng.normal(size=(25, 6))}
+    res = ilo_uncertainty(vecs, k=4, t=2, n_boot=30, n_shuffles=2)
+    assert res["resampling"] == "per language"
+    lo, hi = res["summary"]["mean"]["ci"]
+    assert lo <= hi
+    per_layer = [clustered(rng, 4, 20, 8, s) for s in (0.0, 2.0)]
+    layers = ilo_by_layer(per_layer, k=4, t=2, n_boot=30, n_shuffles=2, metric="euclidean")
+    assert all(set(e) == {"layer", "ilo", "bridge", "reach", "mean", "summary"}
+               for e in layers)
+    assert layers[0]["ilo"] == ilo(per_layer[0], k=4, t=2, metric="euclidean").ilo
+    p = tmp_path / "v.npz"
+    np.savez(p, **per_layer[1])
+    out = ilo_from_npz(p, k=4, t=None, metric="euclidean", n_boot=10)
+    assert out["metric"] == "euclidean" and out["t"] == 3
+    assert out["layers"][0]["summary"]["mean"]["chance"] is None
+    with pytest.raises(ConfigError, match="n_boot"):
+        ilo_uncertainty(vecs, k=4, t=2, n_boot=-1)

@@ -35,3 +35,16 @@ def test_logit_lens_curves(tiny_backend, tmp_path):
     np.testing.assert_allclose(result["languages"]["ja"]["p_gold"][-1], np.mean(probs),
                                rtol=1e-3, atol=1e-6)
     assert plot_logit_lens(result, tmp_path / "lens.png").stat().st_size > 1000
+
+
+def test_logit_lens_without_english(tiny_backend):
+    # no English in the data: the latent-language curve compares with the pivot given
+    items = load_builtin().subset(4, ["fr", "ja"]).items
+    assert not any(it.has("en") for it in items)
+    result = logit_lens(tiny_backend, items, ["fr", "ja"], pivot="fr", shots=1)
+    assert result["pivot"] == "fr"
+    assert set(result["languages"]) == {"fr", "ja"}
+    ja = result["languages"]["ja"]
+    assert ja["n_items"] == 4 and len(ja["p_gold"]) == tiny_backend.n_layers
+    if ja["pivot_share"] is not None:
+        assert all(0.0 <= v <= 1.0 for v in ja["pivot_share"])

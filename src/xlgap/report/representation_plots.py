@@ -43,9 +43,47 @@ def _layers_list(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
     return list(layers)
 
 
+def _nan(v: float | None) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _band(layers: Sequence[Mapping[str, Any]], figure_of: Any
+          ) -> tuple[list[float], list[float], list[float]] | None:
+    """Lower and upper CI bounds and the chance level per layer, from each entry's figure
+    ``{"estimate", "ci", "chance"}``; None when no layer has a figure."""
+    figs = [figure_of(entry) or {} for entry in layers]
+    if not any(figs):
+        return None
+    cis = [f.get("ci") or [None, None] for f in figs]
+    return ([_nan(c[0]) for c in cis], [_nan(c[1]) for c in cis],
+            [_nan(f.get("chance")) for f in figs])
+
+
+def _integer_ticks(ax: Any) -> None:
+    """Layer numbers only (no 0.5 layers on short axes)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw_band(ax: Any, x: list[int], band: tuple[list[float], list[float], list[float]] | None,
+               color: str, label: str | None = "95% CI", chance_label: str | None = "chance"
+               ) -> None:
+    """The CI band (shaded) and the chance level (dotted line) of one series."""
+    if band is None:
+        return
+    lo, hi, chance = band
+    if np.isfinite(lo).any():
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0, label=label)
+    if np.isfinite(chance).any():
+        ax.plot(x, chance, ls=":", lw=1.5, color=color, label=chance_label)
+
+
 def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-                      path: str | Path, title: str = "Inter-language overlap by layer") -> Path:
-    """One line per language's ILO across layers, plus the mean in bold."""
+                      path: str | Path,
+                      title: str = "Interlingual Local Overlap (ILO) by layer") -> Path:
+    """One line per language's ILO across layers, plus the mean in bold with its 95% CI
+    band and its chance level (language labels shuffled) when the result has them."""
     layers = _layers_list(layers_json, "plot_ilo_by_layer")
     from matplotlib import colormaps
 
@@ -55,26 +93,30 @@ def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, An
     ax = fig.subplots()
     cmap = colormaps["tab20"]
     for j, lang in enumerate(langs):
-        ax.plot(x, [entry["ilo"].get(lang, np.nan) for entry in layers], lw=1, alpha=0.8,
+        ax.plot(x, [entry["ilo"].get(lang, np.nan) for entry in layers], lw=1, alpha=0.6,
                 color=cmap(j % 20), label=lang)
+    _draw_band(ax, x, _band(layers, lambda e: e.get("summary", {}).get("mean")), "black",
+               "mean: 95% CI", "mean: chance (labels shuffled)")
     ax.plot(x, [entry["mean"] for entry in layers], lw=3, color="black", label="mean")
     ax.set_xlabel("layer (0 = embeddings)")
+    _integer_ticks(ax)
     ax.set_ylabel("ILO")
     ax.set_ylim(-0.02, 1.02)
+    if isinstance(layers_json, Mapping) and layers_json.get("preset"):
+        title += (f" (preset {layers_json['preset']}: {layers_json.get('metric')}, "
+                  f"k={layers_json.get('k')})")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=max(1, (len(langs) + 1) // 12), loc="center left",
+    ax.legend(fontsize=7, ncol=max(1, (len(langs) + 4) // 12), loc="center left",
               bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
-def _nan(v: float | None) -> float:
-    return np.nan if v is None else float(v)
-
-
 def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
                              title: str = "Cross-lingual similarity by layer") -> Path:
-    """Mean over language pairs, per layer: parallel vs non-parallel cosine, CKA, retrieval.
+    """Mean over language pairs, per layer: parallel vs non-parallel cosine, CKA (debiased,
+    and the biased estimator faintly), retrieval; with 95% CI bands and chance levels
+    (rows shuffled) when the result has them.
 
     ``sim`` is the result of :func:`xlgap.representations.layerwise_similarity`.
     """
@@ -84,21 +126,36 @@ def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
     def series(key: str) -> list[float]:
         return [_nan(entry["mean"].get(key)) for entry in layers]
 
+    def band(key: str) -> tuple[list[float], list[float], list[float]] | None:
+        return _band(layers, lambda e: e.get("summary", {}).get(key))
+
     fig = _figure((13, 3.8))
     axes = fig.subplots(1, 3)
-    axes[0].plot(x, series("cos_parallel"), marker="o", ms=3, label="parallel pairs")
-    axes[0].plot(x, series("cos_non_parallel"), marker="o", ms=3, label="non-parallel pairs")
+    axes[0].plot(x, series("cos_parallel"), marker="o", ms=3, color="tab:blue",
+                 label="parallel pairs")
+    _draw_band(axes[0], x, band("cos_parallel"), "tab:blue", None, "parallel: chance")
+    axes[0].plot(x, series("cos_non_parallel"), marker="o", ms=3, color="tab:orange",
+                 label="non-parallel pairs")
+    _draw_band(axes[0], x, band("cos_non_parallel"), "tab:orange", None, None)
     axes[0].plot(x, series("cos_difference"), ls="--", color="gray", label="difference")
     axes[0].set_title("cosine")
     axes[0].legend(fontsize=8)
-    axes[1].plot(x, series("cka"), marker="o", ms=3, color="tab:green")
+    axes[1].plot(x, series("cka"), marker="o", ms=3, color="tab:green", label="debiased")
+    _draw_band(axes[1], x, band("cka"), "tab:green")
+    if any(np.isfinite(series("cka_biased"))):
+        axes[1].plot(x, series("cka_biased"), lw=1, alpha=0.5, color="tab:olive",
+                     label="biased estimator")
     axes[1].set_title("linear CKA")
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[2].plot(x, series("retrieval"), marker="o", ms=3, color="tab:red")
+    axes[1].set_ylim(-0.1, 1.02)
+    axes[1].legend(fontsize=8)
+    axes[2].plot(x, series("retrieval"), marker="o", ms=3, color="tab:red", label="top-1")
+    _draw_band(axes[2], x, band("retrieval"), "tab:red")
     axes[2].set_title("top-1 retrieval accuracy")
     axes[2].set_ylim(-0.02, 1.02)
+    axes[2].legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("layer (0 = embeddings)")
+        _integer_ticks(ax)
         ax.grid(alpha=0.3)
     pivot = sim.get("pivot") if isinstance(sim, Mapping) else None
     fig.suptitle(title + (f" (pairs with {pivot})" if pivot else " (mean over pairs)"))

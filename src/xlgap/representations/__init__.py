@@ -1,4 +1,5 @@
-"""Representation analyses: ILO, cross-lingual similarity, rank consistency, extraction.
+"""Representation analyses: ILO (Interlingual Local Overlap), cross-lingual similarity, rank
+consistency, extraction; each figure with a bootstrap interval and a chance level.
 
 Everything here works on plain numpy arrays, one layer at a time, so a model is only
 needed for :func:`extract_hidden_states`.
@@ -13,26 +14,46 @@ from xlgap.representations.consistency import (
     rankc,
     shared_rates,
 )
-from xlgap.representations.extract import HiddenStateSet, extract_hidden_states
-from xlgap.representations.ilo import IloResult, ilo_by_layer, ilo_from_npz, knn_cosine
+from xlgap.representations.extract import (
+    CenteredStates,
+    HiddenStateSet,
+    extract_hidden_states,
+    layer_plan,
+    load_or_extract,
+)
+from xlgap.representations.ilo import (
+    IloResult,
+    ilo_by_layer,
+    ilo_from_npz,
+    ilo_uncertainty,
+    knn,
+    knn_cosine,
+)
 from xlgap.representations.similarity import (
     layerwise_similarity,
     linear_cka,
+    linear_cka_biased,
     parallel_cosine,
     retrieval_accuracy,
     retrieval_accuracy_directed,
 )
 
 __all__ = [
+    "CenteredStates",
     "HiddenStateSet",
     "IloResult",
     "consistency_matrix",
     "extract_hidden_states",
     "ilo_by_layer",
     "ilo_from_npz",
+    "ilo_uncertainty",
+    "knn",
     "knn_cosine",
+    "layer_plan",
     "layerwise_similarity",
     "linear_cka",
+    "linear_cka_biased",
+    "load_or_extract",
     "parallel_cosine",
     "rank_consistency",
     "rankc",

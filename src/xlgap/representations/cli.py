@@ -1,5 +1,8 @@
 """Commands for the white-box analyses: ``ilo``, ``similarity``, ``logit-lens``,
-``consistency``, and ``inside`` (all four). Registered into ``xlgap`` by :mod:`xlgap.cli`."""
+``consistency``, and ``inside`` (all four). Registered into ``xlgap`` by :mod:`xlgap.cli`.
+
+``ilo``, ``similarity``, ``inside`` and the demo get their hidden states through one
+function, :func:`hidden_states` (extract or resume into ``OUT/hidden/``)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,14 @@ from xlgap.config import RunConfig, opt
 from xlgap.data.items import MASK, ParallelDataset
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json
+from xlgap.representations.ilo import DISTANCES, PRESETS
+from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
+
+ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
+            "Interlingual Representations of Large Language Models', arXiv:2503.11280")
+ILO_CHANCE = ("language labels of the pooled points permuted at random (ILO ignores which "
+              "rows are translations, so a row shuffle would not change it), mean over the "
+              "shuffles")
 
 
 @dataclass
@@ -22,13 +33,27 @@ class InsideConfig(RunConfig):
     pooling: str = opt("mean_no_bos", "pooling of token states: mean, mean_no_bos or last "
                        "(the BOS state is huge in many models and drowns the mean)",
                        choices=("mean", "mean_no_bos", "last"))
-    k: int = opt(5, "ILO: nearest neighbours per point")
-    t: int = opt(3, "ILO: distinct other languages a bridging point's neighbours must span")
-    pivot: str = opt("en", "pivot language for the logit lens and similarity pairs")
+    preset: str = opt("xlgap", "ILO settings: 'xlgap' (cosine on centred states, k = 5) or "
+                      "'paper' (as in Wilie et al., 2025: Euclidean distance, k = 10, states "
+                      "not centred); --k, --distance and --center override it",
+                      choices=tuple(PRESETS))
+    k: int | None = opt(None, "ILO: nearest neighbours per point (None: the preset's, "
+                          "5 or 10)")
+    t: int | None = opt(None, "ILO: distinct other languages a bridging point's neighbours "
+                        "must span (None: 3, or all others with fewer than 4 languages)")
+    distance: str | None = opt(None, "ILO: cosine or euclidean (None: the preset's)",
+                               choices=DISTANCES)
+    pivot: str = opt("", "pivot language of the logit lens and the similarity pairs "
+                     "(empty: the source language, --source)")
     shots: int = opt(3, "few-shot examples in logit-lens and scoring prompts")
-    center: bool = opt(True, "subtract each layer's mean vector (over all languages) before "
-                       "cosine-based measures; without it a few huge outlier dimensions "
-                       "make every pair look alike")
+    center: bool | None = opt(None, "subtract each layer's mean vector (over all languages) "
+                              "before the similarity measures and ILO; without it a few huge "
+                              "outlier dimensions make every pair look alike (None: on, "
+                              "but off for ILO under --preset paper)")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples of the items for the 95 percent "
+                      "intervals (CKA's cost grows with it: O(n_boot n^2) per pair and layer)")
+    n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for each chance level "
+                          "(0: no chance levels)")
 
 
 @dataclass
@@ -63,58 +88,63 @@ def _languages(source: str, targets: Sequence[str]) -> list[str]:
     return [source, *[t for t in targets if t != source]]
 
 
-def hidden_state_set(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
-                     languages: Sequence[str], out: Path):
-    """Pooled hidden states of the parallel texts, every layer, on disk (resumable)."""
-    from xlgap.representations.extract import extract_hidden_states
+def hidden_states(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
+                  languages: Sequence[str], out: Path) -> Any:
+    """The one path to hidden states for ``ilo``, ``similarity``, ``inside`` and the demo:
+    pooled states of the parallel texts, every layer, extracted into ``OUT/hidden/`` or
+    resumed from there (a :class:`~xlgap.representations.extract.HiddenStateSet`)."""
+    from xlgap.representations.extract import load_or_extract
 
     if not backend.supports_white_box:
         raise ConfigError(f"hidden states need a white-box model; {cfg.model!r} has none")
-    texts = parallel_texts(dataset, languages)
-    # The per-layer files are the cache here: skip the store, which would hold every
-    # vector a second time.
-    inner = getattr(backend, "inner", backend)
-    return extract_hidden_states(inner, texts, out / "hidden", pooling=cfg.pooling,
-                                 batch_size=cfg.batch_size, progress=cfg.show_progress())
+    return load_or_extract(backend, parallel_texts(dataset, languages), out,
+                           pooling=cfg.pooling, batch_size=cfg.batch_size,
+                           progress=cfg.show_progress())
 
 
-class CenteredStates:
-    """A layer source whose vectors have the layer's global mean removed.
+def ilo_settings(cfg: InsideConfig, n_languages: int | None) -> dict[str, Any]:
+    """The preset's ILO settings with the options given explicitly laid over them
+    (``t`` stays None, to be resolved later, when the number of languages is unknown)."""
+    from xlgap.representations.ilo import default_t
 
-    The mean is taken over every language's points together, so only the direction that
-    all texts share is removed (language identity is kept)."""
-
-    def __init__(self, states: Any) -> None:
-        self.states = states
-        self.layer_ids = list(states.layer_ids)
-
-    def layer(self, i: int) -> dict[str, np.ndarray]:
-        vectors = self.states.layer(i)
-        mean = np.concatenate(list(vectors.values())).mean(0, keepdims=True)
-        return {lang: v - mean for lang, v in vectors.items()}
+    base = PRESETS[cfg.preset]
+    t = cfg.t
+    if t is None and n_languages is not None:
+        t = default_t(n_languages)
+    return {"preset": cfg.preset, "metric": cfg.distance or base["metric"],
+            "k": base["k"] if cfg.k is None else cfg.k, "t": t,
+            "centered": base["center"] if cfg.center is None else cfg.center}
 
 
-def _maybe_centered(cfg: InsideConfig, states: Any) -> Any:
-    return CenteredStates(states) if cfg.center else states
+def _uncertainty(cfg: InsideConfig) -> dict[str, int]:
+    return {"n_boot": cfg.n_boot, "n_shuffles": cfg.n_shuffles, "seed": cfg.seed}
 
 
 def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     from xlgap.report.representation_plots import plot_ilo_by_layer
+    from xlgap.representations.extract import CenteredStates
     from xlgap.representations.ilo import ilo_by_layer
 
-    result = {"k": cfg.k, "t": cfg.t, "pooling": cfg.pooling, "centered": cfg.center,
-              "layers": ilo_by_layer(_maybe_centered(cfg, states), k=cfg.k, t=cfg.t)}
+    settings = ilo_settings(cfg, len(states.languages))
+    source = CenteredStates(states) if settings["centered"] else states
+    layers = ilo_by_layer(source, k=settings["k"], t=settings["t"], metric=settings["metric"],
+                          **_uncertainty(cfg))
+    result = {"score": ILO_NAME, **settings, "pooling": cfg.pooling, **_uncertainty(cfg),
+              "ci_level": 0.95, "chance_method": ILO_CHANCE, "layers": layers}
     dump_json(result, out / "ilo.json")
-    plot_ilo_by_layer(result["layers"], out / "ilo.png")
+    plot_ilo_by_layer(result, out / "ilo.png")
     return result
 
 
 def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     from xlgap.report.representation_plots import plot_similarity_by_layer
+    from xlgap.representations.extract import CenteredStates
     from xlgap.representations.similarity import layerwise_similarity
 
-    result = layerwise_similarity(_maybe_centered(cfg, states), pivot=cfg.pivot or None)
-    result["centered"] = cfg.center
+    center = True if cfg.center is None else cfg.center
+    result = layerwise_similarity(CenteredStates(states) if center else states,
+                                  pivot=cfg.pivot or cfg.source, **_uncertainty(cfg))
+    result["centered"] = center
     dump_json(result, out / "similarity.json")
     plot_similarity_by_layer(result, out / "similarity.png")
     return result
@@ -125,8 +155,8 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     from xlgap.report.representation_plots import plot_logit_lens
     from xlgap.representations.logit_lens import logit_lens
 
-    result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot, shots=cfg.shots,
-                        progress=cfg.show_progress())
+    result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot or cfg.source,
+                        shots=cfg.shots, progress=cfg.show_progress())
     dump_json(result, out / "logit_lens.json")
     plot_logit_lens(result, out / "logit_lens.png")
     return result
@@ -161,7 +191,7 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     from xlgap.representations.consistency import consistency_matrix
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
-    result = consistency_matrix(scores, gold)
+    result = consistency_matrix(scores, gold, **_uncertainty(cfg))
     dump_json(result, out / "consistency.json")
     for key, title in (("rank_consistency", "Rank consistency (Spearman of candidate ranks)"),
                        ("rankc", "RankC"), ("tr_plus", "Shared correct (tr+)"),
@@ -180,29 +210,40 @@ def _setup(cfg: InsideConfig, default: str) -> tuple[Any, ParallelDataset, list[
     return open_backend(cfg), dataset, _languages(source, targets), out
 
 
+def _setup_states(cfg: InsideConfig, default: str
+                  ) -> tuple[Any, ParallelDataset, list[str], Path, Any]:
+    """``_setup`` plus the hidden states (:func:`hidden_states`)."""
+    backend, dataset, languages, out = _setup(cfg, default)
+    return backend, dataset, languages, out, hidden_states(cfg, backend, dataset, languages,
+                                                           out)
+
+
 def cmd_ilo(cfg: IloConfig) -> int:
     if cfg.vectors:
         from xlgap.representations.ilo import ilo_from_npz
 
         out = Path(cfg.out) if cfg.out else Path(cfg.vectors).with_suffix("")
         out.mkdir(parents=True, exist_ok=True)
-        result = ilo_from_npz(cfg.vectors, k=cfg.k, t=cfg.t)
+        settings = ilo_settings(cfg, None)
+        result = ilo_from_npz(cfg.vectors, k=settings["k"], t=settings["t"],
+                              metric=settings["metric"], **_uncertainty(cfg))
+        # --vectors are used as given: no centring, whatever the preset says
+        result = {"score": ILO_NAME, **settings, "centered": False, **result,
+                  **_uncertainty(cfg), "ci_level": 0.95, "chance_method": ILO_CHANCE}
         dump_json(result, out / "ilo.json")
-        layer = result["layers"][0]
-        print(f"ILO (k={cfg.k}, t={cfg.t}): mean {layer['mean']:.3f}; " + ", ".join(
-            f"{lang} {v:.3f}" for lang, v in layer["ilo"].items()))
+        print(format_ilo(result))
         print(f"[xlgap] wrote {out / 'ilo.json'}")
         return 0
-    backend, dataset, languages, out = _setup(cfg, "ilo")
-    result = run_ilo(cfg, hidden_state_set(cfg, backend, dataset, languages, out), out)
+    _, _, _, out, states = _setup_states(cfg, "ilo")
+    result = run_ilo(cfg, states, out)
     print(format_ilo(result))
     print(f"[xlgap] wrote {out / 'ilo.json'} and {out / 'ilo.png'}")
     return 0
 
 
 def cmd_similarity(cfg: InsideConfig) -> int:
-    backend, dataset, languages, out = _setup(cfg, "similarity")
-    result = run_similarity(cfg, hidden_state_set(cfg, backend, dataset, languages, out), out)
+    _, _, _, out, states = _setup_states(cfg, "similarity")
+    result = run_similarity(cfg, states, out)
     print(format_similarity(result))
     print(f"[xlgap] wrote {out / 'similarity.json'} and {out / 'similarity.png'}")
     return 0
@@ -224,8 +265,7 @@ def cmd_consistency(cfg: InsideConfig) -> int:
 
 
 def cmd_inside(cfg: InsideConfig) -> int:
-    backend, dataset, languages, out = _setup(cfg, "inside")
-    states = hidden_state_set(cfg, backend, dataset, languages, out)
+    backend, dataset, languages, out, states = _setup_states(cfg, "inside")
     print(format_ilo(run_ilo(cfg, states, out)))
     print(format_similarity(run_similarity(cfg, states, out)))
     if dataset.has_candidates:
@@ -240,7 +280,7 @@ def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
     """The demo's short look inside: ILO and similarity by layer on the same items."""
     inside = InsideConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
     out.mkdir(parents=True, exist_ok=True)
-    states = hidden_state_set(inside, backend, dataset, languages, out)
+    states = hidden_states(inside, backend, dataset, languages, out)
     ilo_text = format_ilo(run_ilo(inside, states, out))
     sim_text = format_similarity(run_similarity(inside, states, out))
     return f"\n{ilo_text}\n\n{sim_text}\n[xlgap] plots: {out / 'ilo.png'}, " \
@@ -250,24 +290,49 @@ def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
 # -- text summaries ------------------------------------------------------------------------
 
 
+def _ci(fig: dict[str, Any] | None) -> str:
+    """`` [lo, hi]`` of a figure, or nothing without an interval."""
+    ci = (fig or {}).get("ci")
+    if not ci or ci[0] is None:
+        return ""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _chance(fig: dict[str, Any] | None) -> str:
+    c = (fig or {}).get("chance")
+    return f"{c:.3f}" if isinstance(c, int | float) else "  -  "
+
+
 def format_ilo(result: dict[str, Any]) -> str:
     layers = result["layers"]
     best = max(layers, key=lambda entry: entry["mean"])
-    lines = [f"ILO by layer (k={result['k']}, t={result['t']}, mean over languages):"]
-    lines += [f"  layer {e['layer']:>2}  {e['mean']:.3f}  {'#' * round(e['mean'] * 40)}"
-              for e in layers]
+    how = (f"preset {result.get('preset', 'xlgap')}: {result.get('metric', 'cosine')}, "
+           f"k={result['k']}, t={result['t']}"
+           + (", centred" if result.get("centered") else ""))
+    lines = [f"Interlingual Local Overlap (ILO) by layer ({how}); mean over languages, "
+             "95% CI, chance = language labels shuffled:"]
+    for e in layers:
+        fig = e.get("summary", {}).get("mean")
+        lines.append(f"  layer {e['layer']:>2}  {e['mean']:.3f}{_ci(fig):<17}  chance "
+                     f"{_chance(fig)}  {'#' * round(e['mean'] * 30)}")
     lines.append(f"  most shared: layer {best['layer']} (ILO {best['mean']:.3f})")
     return "\n".join(lines)
 
 
 def format_similarity(result: dict[str, Any]) -> str:
-    lines = ["Cross-lingual similarity by layer (means over language pairs):",
-             "  layer  cos parallel  cos other  CKA    retrieval@1"]
+    pivot = result.get("pivot")
+    lines = ["Cross-lingual similarity by layer (means over language pairs"
+             + (f" with {pivot}" if pivot else "") + "; 95% CI; chance = rows shuffled):",
+             "  layer  cos par  cos other  CKA (debiased)                   "
+             "retrieval@1"]
     for e in result["layers"]:
-        mean = e["mean"]
-        lines.append(f"  {e['layer']:>5}  {_f(mean.get('cos_parallel')):>12}"
-                     f"  {_f(mean.get('cos_non_parallel')):>9}  {_f(mean.get('cka')):>5}"
-                     f"  {_f(mean.get('retrieval')):>11}")
+        mean, summ = e["mean"], e.get("summary", {})
+        cka = f"{_f(mean.get('cka'))}{_ci(summ.get('cka'))}"
+        ret = f"{_f(mean.get('retrieval'))}{_ci(summ.get('retrieval'))}"
+        lines.append(f"  {e['layer']:>5}  {_f(mean.get('cos_parallel')):>7}  "
+                     f"{_f(mean.get('cos_non_parallel')):>9}  {cka:<22} "
+                     f"ch {_chance(summ.get('cka'))}  {ret:<22} "
+                     f"ch {_chance(summ.get('retrieval'))}")
     return "\n".join(lines)
 
 
@@ -283,11 +348,15 @@ def format_logit_lens(result: dict[str, Any]) -> str:
 
 
 def format_consistency(result: dict[str, Any]) -> str:
-    lines = ["Consistency across languages (candidate scoring):",
-             "  pair      Spearman  RankC   tr+     tr-"]
+    lines = ["Consistency across languages (candidate scoring; 95% CI; chance = items "
+             "shuffled):",
+             "  pair      Spearman                  RankC                     tr+     tr-"]
     for row in result["pairs"]:
-        lines.append(f"  {row['a']}-{row['b']:<6} {_f(row['rank_consistency']):>8}  "
-                     f"{_f(row['rankc']):>6}  {_f(row['tr_plus']):>6}  {_f(row['tr_minus']):>6}")
+        summ = row.get("summary", {})
+        spear = f"{_f(row['rank_consistency'])}{_ci(summ.get('rank_consistency'))}"
+        rc = f"{_f(row['rankc'])}{_ci(summ.get('rankc'))}"
+        lines.append(f"  {row['a']}-{row['b']:<6} {spear:<24}  {rc:<24}  "
+                     f"{_f(row['tr_plus']):>6}  {_f(row['tr_minus']):>6}")
     return "\n".join(lines)
 
 
@@ -296,10 +365,10 @@ def _f(v: Any) -> str:
 
 
 COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "ilo": (IloConfig, cmd_ilo, "interlingual overlap (ILO) per layer, from a model or "
-            "from your own vectors (--vectors FILE.npz)"),
+    "ilo": (IloConfig, cmd_ilo, "Interlingual Local Overlap (ILO) per layer, with intervals "
+            "and chance level, from a model or your own vectors (--vectors FILE.npz)"),
     "similarity": (InsideConfig, cmd_similarity, "cross-lingual cosine, CKA and retrieval "
-                   "per layer"),
+                   "per layer, with intervals and chance levels"),
     "logit-lens": (InsideConfig, cmd_logit_lens, "answer probability and latent language "
                    "at each layer"),
     "consistency": (InsideConfig, cmd_consistency, "rank consistency and shared "

@@ -14,6 +14,12 @@ shared).
 * :func:`shared_rates`: how often both languages are right, or wrong with the same answer.
 
 A candidate is used for an item only where both languages have a score (not NaN).
+
+All of these are means over items, so a bootstrap replicate is the same mean over the
+drawn items (an item drawn twice counts twice), computed for all replicates at once; the
+chance level pairs item i of language a with a random item of language b (its scores and
+its gold), which is what the figures look like without any correspondence between the
+languages. :func:`consistency_matrix` reports both with ``n_boot`` / ``n_shuffles``.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.errors import DataError
+from xlgap.errors import ConfigError, DataError
 from xlgap.io import finite
+from xlgap.representations.uncertainty import figure, item_counts, shuffles, weighted_mean
 
 __all__ = [
     "average_ranks",
     "consistency_matrix",
+    "per_item",
     "rank_consistency",
     "rankc",
     "shared_rates",
@@ -73,22 +81,30 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return math.nan if den == 0 else float(rx @ ry) / den
 
 
+def rank_consistency_per_item(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
+    """Per item, the Spearman correlation of the candidate ranks; NaN where it is skipped
+    (fewer than 2 shared candidates, or a constant ranking: correlation undefined)."""
+    a, b = _check_scores(scores_a, scores_b, "rank_consistency")
+    out = np.full(a.shape[0], np.nan)
+    for i, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
+        ok = ~(np.isnan(row_a) | np.isnan(row_b))
+        if ok.sum() >= 2:
+            out[i] = _spearman(row_a[ok], row_b[ok])
+    return out
+
+
+def _nan_mean(values: np.ndarray) -> float:
+    ok = np.isfinite(values)
+    return float(values[ok].mean()) if ok.any() else math.nan
+
+
 def rank_consistency(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     """Mean over items of the Spearman correlation of candidate ranks in the two languages.
 
     Items with fewer than 2 shared candidates, or where one language scores all
     candidates equally (correlation undefined), are skipped; NaN if no item remains.
     """
-    a, b = _check_scores(scores_a, scores_b, "rank_consistency")
-    vals: list[float] = []
-    for row_a, row_b in zip(a, b, strict=True):
-        ok = ~(np.isnan(row_a) | np.isnan(row_b))
-        if ok.sum() < 2:
-            continue
-        rho = _spearman(row_a[ok], row_b[ok])
-        if not math.isnan(rho):
-            vals.append(rho)
-    return float(np.mean(vals)) if vals else math.nan
+    return _nan_mean(rank_consistency_per_item(scores_a, scores_b))
 
 
 def _rankc_item(x: np.ndarray, y: np.ndarray) -> float:
@@ -107,6 +123,17 @@ def _rankc_item(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(w * p_at) / w.sum())
 
 
+def rankc_per_item(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
+    """Per item, the RankC of its shared candidates; NaN with fewer than 2 of them."""
+    a, b = _check_scores(scores_a, scores_b, "rankc")
+    out = np.full(a.shape[0], np.nan)
+    for i, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
+        ok = ~(np.isnan(row_a) | np.isnan(row_b))
+        if ok.sum() >= 2:
+            out[i] = _rankc_item(row_a[ok], row_b[ok])
+    return out
+
+
 def rankc(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     """RankC of Qi et al. (2023): softmax-weighted precision@j of the two rankings.
 
@@ -114,14 +141,7 @@ def rankc(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     with ``w_j = exp(N-j) / sum_k exp(N-k)``; mean over items with at least 2 shared
     candidates (NaN if none). 1 for identical rankings.
     """
-    a, b = _check_scores(scores_a, scores_b, "rankc")
-    vals: list[float] = []
-    for row_a, row_b in zip(a, b, strict=True):
-        ok = ~(np.isnan(row_a) | np.isnan(row_b))
-        if ok.sum() < 2:
-            continue
-        vals.append(_rankc_item(row_a[ok], row_b[ok]))
-    return float(np.mean(vals)) if vals else math.nan
+    return _nan_mean(rankc_per_item(scores_a, scores_b))
 
 
 def _predictions(scores: np.ndarray, where: str) -> np.ndarray:
@@ -133,6 +153,38 @@ def _predictions(scores: np.ndarray, where: str) -> np.ndarray:
     return np.argmax(np.where(np.isnan(scores), -np.inf, scores), axis=1)
 
 
+def _check_gold(g: np.ndarray, q: int, m: int) -> np.ndarray:
+    g = np.asarray(g)
+    if g.shape != (q,):
+        raise DataError(f"shared_rates: gold must have shape ({q},), got {g.shape}")
+    if not np.issubdtype(g.dtype, np.integer):
+        raise DataError(f"shared_rates: gold must hold integer candidate indices, got {g.dtype}")
+    if ((g < 0) | (g >= m)).any():
+        raise DataError(f"shared_rates: gold index out of range 0..{m - 1}")
+    return g
+
+
+RATES = ("tr_plus", "tr_minus", "a_only", "b_only", "both_wrong", "same_answer")
+
+
+def shared_rates_per_item(scores_a: np.ndarray, scores_b: np.ndarray, gold: np.ndarray,
+                          gold_b: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per item 0/1 indicators of :func:`shared_rates` (``gold_b``: language b's gold when
+    its items are not those of a, as in a shuffled pairing; default ``gold``)."""
+    a, b = _check_scores(scores_a, scores_b, "shared_rates")
+    if a.shape[0] == 0:
+        raise DataError("shared_rates: no items")
+    ga = _check_gold(gold, a.shape[0], a.shape[1])
+    gb = ga if gold_b is None else _check_gold(gold_b, a.shape[0], a.shape[1])
+    pa = _predictions(a, "shared_rates (language a)")
+    pb = _predictions(b, "shared_rates (language b)")
+    ca = pa == ga
+    cb = pb == gb
+    flags = {"tr_plus": ca & cb, "tr_minus": ~ca & ~cb & (pa == pb), "a_only": ca & ~cb,
+             "b_only": ~ca & cb, "both_wrong": ~ca & ~cb, "same_answer": pa == pb}
+    return {key: v.astype(np.float64) for key, v in flags.items()}
+
+
 def shared_rates(scores_a: np.ndarray, scores_b: np.ndarray,
                  gold: np.ndarray) -> dict[str, float]:
     """Agreement of the two languages' answers (arg-max candidate) with gold and each other.
@@ -141,33 +193,40 @@ def shared_rates(scores_a: np.ndarray, scores_b: np.ndarray,
     wrong answer; ``a_only`` / ``b_only``: right in one language only; ``both_wrong``:
     wrong in both (any answers); ``same_answer``: same arg-max in both.
     """
-    a, b = _check_scores(scores_a, scores_b, "shared_rates")
-    g = np.asarray(gold)
-    if g.shape != (a.shape[0],):
-        raise DataError(f"shared_rates: gold must have shape ({a.shape[0]},), got {g.shape}")
-    if not np.issubdtype(g.dtype, np.integer):
-        raise DataError(f"shared_rates: gold must hold integer candidate indices, got {g.dtype}")
-    if a.shape[0] == 0:
-        raise DataError("shared_rates: no items")
-    if ((g < 0) | (g >= a.shape[1])).any():
-        raise DataError(f"shared_rates: gold index out of range 0..{a.shape[1] - 1}")
-    pa = _predictions(a, "shared_rates (language a)")
-    pb = _predictions(b, "shared_rates (language b)")
-    ca = pa == g
-    cb = pb == g
-    return {"n": int(a.shape[0]),
-            "tr_plus": float(np.mean(ca & cb)),
-            "tr_minus": float(np.mean(~ca & ~cb & (pa == pb))),
-            "a_only": float(np.mean(ca & ~cb)),
-            "b_only": float(np.mean(~ca & cb)),
-            "both_wrong": float(np.mean(~ca & ~cb)),
-            "same_answer": float(np.mean(pa == pb))}
+    flags = shared_rates_per_item(scores_a, scores_b, gold)
+    return {"n": len(flags["tr_plus"]), **{key: float(flags[key].mean()) for key in RATES}}
 
 
+#: the figures of a language pair that get an interval and a chance level
+UNCERTAIN = ("rank_consistency", "rankc", "tr_plus", "tr_minus", "same_answer")
+
+
+def per_item(scores_a: np.ndarray, scores_b: np.ndarray, gold: np.ndarray,
+             gold_b: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-item values of every figure in :data:`UNCERTAIN` (NaN = item skipped)."""
+    rates = shared_rates_per_item(scores_a, scores_b, gold, gold_b)
+    return {"rank_consistency": rank_consistency_per_item(scores_a, scores_b),
+            "rankc": rankc_per_item(scores_a, scores_b),
+            **{key: rates[key] for key in ("tr_plus", "tr_minus", "same_answer")}}
+
+
+def _summary(a: np.ndarray, b: np.ndarray, g: np.ndarray, counts: np.ndarray | None,
+             perms: np.ndarray | None) -> dict[str, Any]:
+    values = per_item(a, b, g)
+    chance: dict[str, list[float]] = {key: [] for key in UNCERTAIN}
+    for perm in perms if perms is not None else []:
+        shuffled = per_item(a, b[perm], g, g[perm])
+        for key in UNCERTAIN:
+            chance[key].append(_nan_mean(shuffled[key]))
+    return {key: figure(_nan_mean(values[key]),
+                        None if counts is None else weighted_mean(values[key], counts),
+                        _nan_mean(np.array(chance[key])) if perms is not None else None)
+            for key in UNCERTAIN}
 
 
 def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
-                       gold: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, Any]:
+                       gold: np.ndarray | Mapping[str, np.ndarray], *, n_boot: int = 0,
+                       n_shuffles: int = 0, seed: int = 0) -> dict[str, Any]:
     """All pairwise consistency measures.
 
     ``gold`` is one array shared by all languages (the candidate order is shared) or a
@@ -175,7 +234,14 @@ def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
     "b", "rank_consistency", "rankc", "tr_plus", ...}], "matrices": {metric: L x L list}}``;
     matrices are symmetric with 1.0 on the diagonal for the rank measures and the
     language's own accuracy on the diagonal of ``tr_plus``. NaN becomes None.
+
+    With ``n_boot`` (bootstrap replicates over items, the same draws for every pair) or
+    ``n_shuffles`` (shuffled pairings), each pair also gets ``"summary": {figure:
+    {"estimate", "ci", "chance"}}`` for the figures in :data:`UNCERTAIN`.
     """
+    if n_boot < 0 or n_shuffles < 0:
+        raise ConfigError(f"consistency_matrix: n_boot and n_shuffles must be >= 0, got "
+                          f"{n_boot} and {n_shuffles}")
     langs = list(scores_by_lang)
     if len(langs) < 2:
         raise DataError(f"consistency_matrix: need at least 2 languages, got {langs}")
@@ -191,7 +257,10 @@ def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
     else:
         g = np.asarray(gold)
     n = len(langs)
-    keys = ("rank_consistency", "rankc", "tr_plus", "tr_minus", "same_answer")
+    n_items = len(g)
+    counts = item_counts(n_items, n_boot, seed) if n_boot and n_items else None
+    perms = shuffles(n_items, n_shuffles, seed) if n_shuffles and n_items else None
+    keys = UNCERTAIN
     mats = {key: [[None] * n for _ in range(n)] for key in keys}
     pairs: list[dict[str, Any]] = []
     for (i, la), (j, lb) in itertools.combinations(enumerate(langs), 2):
@@ -204,6 +273,10 @@ def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
                                                                   scores_by_lang[lb])),
                 "rankc": finite(rankc(scores_by_lang[la], scores_by_lang[lb])),
                 **rates}
+            if n_boot or n_shuffles:
+                row["summary"] = _summary(np.asarray(scores_by_lang[la], dtype=np.float64),
+                                          np.asarray(scores_by_lang[lb], dtype=np.float64),
+                                          g, counts, perms)
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from exc
         pairs.append(row)
@@ -217,4 +290,9 @@ def consistency_matrix(scores_by_lang: Mapping[str, np.ndarray],
         mats["tr_plus"][i][i] = acc
         mats["tr_minus"][i][i] = 1.0 - acc
         mats["same_answer"][i][i] = 1.0
-    return {"languages": langs, "pairs": pairs, "matrices": mats}
+    out: dict[str, Any] = {"languages": langs, "pairs": pairs, "matrices": mats}
+    if n_boot or n_shuffles:
+        out.update({"n_boot": n_boot, "n_shuffles": n_shuffles, "seed": seed, "ci_level": 0.95,
+                    "chance_method": "language b's items shuffled (its scores and gold), "
+                                     "mean over the shuffles"})
+    return out

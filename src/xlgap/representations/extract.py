@@ -1,4 +1,4 @@
-"""Hidden-state extraction to disk, resumable.
+"""Hidden states: resumable extraction to disk, and per-layer access for the analyses.
 
 ``extract_hidden_states`` asks a backend for pooled hidden states batch by batch and writes
 them straight into one memory-mapped ``.npy`` per layer, ``layer_{i:03d}.npy`` of shape
@@ -13,6 +13,10 @@ dtype or batch size) is discarded and extraction starts fresh.
 
 Memory: one batch of pooled states ``(batch, layers, d)`` at a time; token-level states are
 never seen (the backend pools) and finished rows live only on disk.
+
+:func:`load_or_extract` is the one way the commands get hidden states (extract or resume
+into ``OUT/hidden/``); :func:`layer_plan` is the one way the analyses walk layers, whatever
+form the states come in; :class:`CenteredStates` removes each layer's mean.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,10 +34,23 @@ from xlgap.errors import BackendError, ConfigError, DataError
 from xlgap.io import dump_json
 from xlgap.models.base import POOLINGS, Backend
 
-__all__ = ["INDEX_NAME", "HiddenStateSet", "extract_hidden_states", "layer_path"]
+__all__ = [
+    "HIDDEN_DIR",
+    "INDEX_NAME",
+    "CenteredStates",
+    "HiddenStateSet",
+    "LayerSource",
+    "States",
+    "extract_hidden_states",
+    "layer_path",
+    "layer_plan",
+    "load_or_extract",
+]
 
 INDEX_NAME = "index.json"
 FORMAT_VERSION = 1
+#: sub-directory of a command's output directory that holds its hidden states
+HIDDEN_DIR = "hidden"
 
 
 def layer_path(out_dir: str | Path, layer: int) -> Path:
@@ -269,3 +286,110 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
             m.flush()
         maps.clear()
     return HiddenStateSet(out)
+
+
+def load_or_extract(backend: Backend, texts_by_lang: Mapping[str, Sequence[str]],
+                    out: str | Path, *, pooling: str, batch_size: int = 16,
+                    progress: bool = True, layers: Sequence[int] | None = None,
+                    dtype: Any = np.float16) -> HiddenStateSet:
+    """Hidden states of ``texts_by_lang`` under ``out/hidden/``: extracted, or resumed, or
+    reused when a finished extraction matches (see :func:`extract_hidden_states`).
+
+    The per-layer files are the cache, so a caching wrapper around the backend (one with
+    an ``inner`` backend) is bypassed: the store would hold every vector a second time.
+    """
+    inner = getattr(backend, "inner", backend)
+    return extract_hidden_states(inner, texts_by_lang, Path(out) / HIDDEN_DIR, pooling=pooling,
+                                 layers=layers, batch_size=batch_size, dtype=dtype,
+                                 progress=progress)
+
+
+# -- per-layer access ------------------------------------------------------------------------
+
+
+@runtime_checkable
+class LayerSource(Protocol):
+    """Anything that loads one layer at a time (e.g. ``HiddenStateSet``)."""
+
+    @property
+    def layer_ids(self) -> list[int]: ...
+
+    def layer(self, i: int) -> dict[str, np.ndarray]: ...
+
+
+Loader = Callable[[int], Mapping[str, np.ndarray]]
+
+#: the forms the analyses accept: a HiddenStateSet (or any LayerSource), a mapping
+#: ``{lang: (n, layers, d)}``, a list of per-layer mappings ``{lang: (n, d)}``, or a
+#: function ``i -> {lang: (n, d)}``
+States = LayerSource | Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | Loader
+
+
+def _check_ids(ids: list[int], total: int, where: str) -> list[int]:
+    for i in ids:
+        if not 0 <= i < total:
+            raise ConfigError(f"{where}: layer {i} out of range 0..{total - 1}")
+    return ids
+
+
+def layer_plan(states: States, layers: Sequence[int] | None = None,
+               n_layers: int | None = None, where: str = "layer_plan"
+               ) -> tuple[list[int], Loader]:
+    """Which layer ids to visit and how to load each one (lazily, one at a time).
+
+    ``layers`` picks layer ids (default: all); a loader function needs ``layers`` or
+    ``n_layers`` since it cannot say how many layers there are.
+    """
+    if isinstance(states, LayerSource):
+        ids = list(layers) if layers is not None else list(states.layer_ids)
+        return ids, states.layer
+    if isinstance(states, Mapping):
+        arrays = {lang: np.asarray(v) for lang, v in states.items()}
+        shapes = {lang: a.shape for lang, a in arrays.items()}
+        if not arrays or any(a.ndim != 3 for a in arrays.values()):
+            raise DataError(f"{where}: states must be (n, layers, d) per language, got shapes "
+                            f"{shapes}")
+        counts = {a.shape[1] for a in arrays.values()}
+        if len(counts) != 1:
+            raise DataError(f"{where}: languages have different layer counts {shapes}")
+        total = counts.pop()
+        ids = _check_ids(list(layers) if layers is not None else list(range(total)), total,
+                         where)
+        return ids, lambda i: {lang: a[:, i, :] for lang, a in arrays.items()}
+    if callable(states):
+        if layers is not None:
+            return list(layers), states
+        if n_layers is None:
+            raise ConfigError(f"{where}: with a loader function, pass n_layers or layers")
+        return list(range(n_layers)), states
+    if isinstance(states, Sequence) and not isinstance(states, str | bytes):
+        seq = states
+        ids = _check_ids(list(layers) if layers is not None else list(range(len(seq))),
+                         len(seq), where)
+        return ids, lambda i: seq[i]
+    raise DataError(f"{where}: expected a HiddenStateSet, a mapping lang -> (n, layers, d), a "
+                    "list of per-layer mappings or a loader function, got "
+                    f"{type(states).__name__}")
+
+
+class CenteredStates:
+    """A layer source whose vectors have the layer's mean removed.
+
+    The mean is taken over every language's points together, so only the direction that
+    all texts share is removed and language identity is kept. Why: a few outlier
+    dimensions of models like Gemma give every hidden state a huge common component, so
+    raw cosines are near 0.99 for any two sentences and cosine-based measures say nothing.
+    """
+
+    def __init__(self, states: States, layers: Sequence[int] | None = None,
+                 n_layers: int | None = None) -> None:
+        self.layer_ids, self._load = layer_plan(states, layers, n_layers, "CenteredStates")
+
+    def layer(self, i: int) -> dict[str, np.ndarray]:
+        vectors = self._load(i)
+        pooled = np.concatenate([np.asarray(v, dtype=np.float64) for v in vectors.values()])
+        mean = pooled.mean(axis=0, keepdims=True)
+        # float64 stays float64 (exact references in tests); anything else becomes float32
+        return {lang: (np.asarray(v, dtype=np.float64) - mean).astype(
+                    np.float64 if np.asarray(v).dtype == np.float64 else np.float32)
+                for lang, v in vectors.items()}
