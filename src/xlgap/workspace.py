@@ -74,6 +74,11 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     if getattr(cfg, "as_open", False):
         dataset = dataset.as_open()
     source = validate_language(cfg.source, "--source")
+    if source == "en" and "en" not in dataset.languages and dataset.languages:
+        # the default source; data without English gets its first language instead
+        source = dataset.languages[0]
+        print(f"[xlgap] data set {dataset.name} has no 'en': source language {source!r} "
+              "(choose another with --source)", file=sys.stderr)
     targets = [validate_language(t, "--targets") for t in cfg.target_list(dataset.languages)]
     # the data set's own codes: --targets zh finds zh-Hans in FLORES-named data
     source, *targets = check_known([source, *targets], dataset.languages,
