@@ -100,7 +100,7 @@ def fill_run(run_dir: str | Path, dataset: ParallelDataset, *, source: str,
     rows for :meth:`RunWriter.add_samples` or ``add_distributions``, by the run's mode),
     writing after each chunk.
 
-    ``meta["options"]`` holds every setting that changes answers: resuming a directory
+    ``meta["answer_options"]`` holds every setting that changes answers: resuming a directory
     made with other options, another model (fingerprint) or other data (an item's content
     hash) is refused with a message that names the difference. ``meta`` is completed with
     the provenance (versions, data hash) and the languages a resumed run already had.
@@ -203,10 +203,15 @@ def _resumable_meta(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         diffs.append(f"model {old.get('model')!r} (now {meta.get('model')!r})")
     if old.get("strategy", "baseline") != meta.get("strategy", "baseline"):
         diffs.append(f"strategy {old.get('strategy')!r} (now {meta.get('strategy')!r})")
-    old_opts = old.get("answer_options", old.get("options", {}))
     new_opts = meta.get("answer_options", {})
-    diffs += [f"{k}={old_opts[k]!r} (now {new_opts.get(k)!r})" for k in sorted(new_opts)
-              if k in old_opts and old_opts[k] != new_opts.get(k)]
+    if "answer_options" in old:
+        old_opts = old["answer_options"]
+        keys = sorted(set(old_opts) | set(new_opts))  # a setting added or dropped differs too
+    else:  # a run from before answer_options: compare what it recorded
+        old_opts = old.get("options", {})
+        keys = sorted(k for k in new_opts if k in old_opts)
+    diffs += [f"{k}={old_opts.get(k)!r} (now {new_opts.get(k)!r})" for k in keys
+              if old_opts.get(k) != new_opts.get(k)]
     if diffs:
         raise ConfigError(f"{run_dir} holds a run made with {', '.join(diffs)}; resume it with "
                           "the same options or choose another --out")
