@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from xlgap.config import (
     RunConfig,
@@ -64,6 +64,7 @@ class DemoConfig(SampleConfig):
 
 @dataclass
 class DiagnoseConfig:
+    positional: ClassVar[tuple[str, str]] = ("run_dir", "?")  # xlgap diagnose RUN_DIR
     run_dir: str = opt("", "run directory (see docs/run-format.md)")
     n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
     seed: int = opt(0, "random seed")
@@ -232,8 +233,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     commands = {**COMMANDS, **_extra_commands()}
     for name, (cls, _, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "diagnose":
-            p.add_argument("run_dir", nargs="?", default=argparse.SUPPRESS)
+        # a command's config may name one positional argument (``xlgap run FILE``)
+        positional = getattr(cls, "positional", None)
+        if positional:
+            dest, nargs = positional
+            p.add_argument(dest, nargs=nargs, default=argparse.SUPPRESS,
+                           metavar=dest.upper())
         if cls is not None:
             add_config_arguments(p, cls)
     data = sub.add_parser("data", help="inspect parallel data sets")

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import sys
 import tomllib
 import types
 import typing
@@ -61,10 +59,9 @@ class RunConfig:
                          "XLGAP_PROGRESS=1 shows them in logs)")
 
     def show_progress(self) -> bool:
-        """Progress bars on a terminal (or when XLGAP_PROGRESS is set), unless --no-progress."""
-        if not self.progress:
-            return False
-        return sys.stderr.isatty() or bool(os.environ.get("XLGAP_PROGRESS"))
+        """Progress unless --no-progress: a bar on a terminal, lines with elapsed time and
+        ETA in logs (see :mod:`xlgap.progress`; ``XLGAP_PROGRESS`` overrides)."""
+        return bool(self.progress)
 
     def target_list(self, languages: list[str]) -> list[str]:
         """The requested targets, or every language but the source."""

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError
 from xlgap.judging import Judge
 from xlgap.models.base import Backend
 from xlgap.models.embedder import Embedder, self_embedder
+from xlgap.progress import progress_bar
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import EMBEDDINGS_FILE, RunWriter, read_meta
@@ -122,7 +122,7 @@ def fill_run(run_dir: str | Path, dataset: ParallelDataset, *, source: str,
         pairs = [(it, lang) for it in items for lang in languages
                  if answerable(it, lang, exact) and (it.id, lang) not in done]
         add = writer.add_distributions if writer.mode == "exact" else writer.add_samples
-        with tqdm(total=len(pairs), desc=desc, unit="q", disable=not progress) as bar:
+        with progress_bar(total=len(pairs), desc=desc, unit="q", enabled=progress) as bar:
             for start in range(0, len(pairs), chunk):
                 part = pairs[start:start + chunk]
                 add(answer(part))

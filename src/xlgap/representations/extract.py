@@ -243,10 +243,10 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
     if index["dim"] is not None:
         maps = {i: np.load(layer_path(out, i), mmap_mode="r+") for i in layer_ids}
 
-    from tqdm.auto import tqdm  # imported late: only extraction needs it
+    from xlgap.progress import progress_bar
 
-    bar = tqdm(total=n_batches, initial=int(index["n_done"]), disable=not progress,
-               desc="hidden states", unit="batch")
+    bar = progress_bar(total=n_batches, initial=int(index["n_done"]), enabled=progress,
+                       desc="hidden states", unit="batch")
     try:
         for b, start, stop in _batches(n_total, batch_size):
             if index["done"][b]:

@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgap.data.items import Item
 from xlgap.errors import ConfigError
 from xlgap.models.base import Backend
+from xlgap.progress import progress_bar
 from xlgap.prompting.templates import PromptBuilder
 
 
@@ -62,7 +62,8 @@ def logit_lens(backend: Backend, items: Sequence[Item], languages: Sequence[str]
     builder = PromptBuilder(backend, items, shots=shots)
     n_layers = backend.n_layers
     out: dict[str, Any] = {"pivot": pivot, "layers": list(range(n_layers)), "languages": {}}
-    for lang in tqdm(languages, desc="logit lens", disable=not progress):
+    for lang in progress_bar(languages, desc="logit lens", unit="language",
+                             enabled=progress):
         rows = [answer_tokens(backend, builder, it, lang, pivot) for it in items if it.has(lang)]
         rows = [r for r in rows if r[1] is not None]
         if not rows:

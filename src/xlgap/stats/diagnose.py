@@ -168,9 +168,9 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
     src_answers = _answers(run, src, seed)
     iterator: Any = targets
     if progress:
-        from tqdm import tqdm
+        from xlgap.progress import progress_bar
 
-        iterator = tqdm(targets, desc="pairs", leave=False)
+        iterator = progress_bar(targets, desc="diagnosis pairs", unit="pair", leave=False)
     for t in iterator:
         per = pair_metrics(dists[src], dists[t], gold, emb)
         curves[t] = per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,

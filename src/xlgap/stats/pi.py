@@ -626,9 +626,9 @@ class _NoBar:
 def _progress(total: int, enabled: bool, desc: str) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm import tqdm
+    from xlgap.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, leave=False)
+    return progress_bar(total=total, desc=desc, unit="step", leave=False)
 
 
 def _check_counts(name: str, arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
