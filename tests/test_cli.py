@@ -157,3 +157,34 @@ def test_bad_config_values_are_clear_errors(capsys, tmp_path, content, message):
     code, _, err = run_cli(capsys, "sample", "--model", "fake:x", "--config", str(cfg))
     assert code == 2
     assert message in err
+
+
+def test_demo_covers_three_lines_writes_a_report_and_reruns_for_free(tmp_path, monkeypatch,
+                                                                     capsys, tiny_backend):
+    """The main job end to end on a tiny model: a diagnosed run, the strategy table, the
+    look inside, one report page; a second run computes nothing."""
+    import xlgap.cli
+    from xlgap.models.cached import CachedBackend
+
+    cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
+    cached.name = "tiny"
+    monkeypatch.setattr(xlgap.cli, "open_backend", lambda cfg: cached)
+    out = tmp_path / "demo"
+    args = ("demo", "--no-progress", "--limit", "8", "--targets", "fr,ja", "--n-boot", "50",
+            "--out", str(out))
+    code, printed, err = run_cli(capsys, *args)
+    assert code == 0, err
+    diag = json.loads((out / "run" / "diagnosis.json").read_text())
+    assert diag["mode"] == "exact" and set(diag["pairs"]) == {"fr", "ja"}
+    table = json.loads((out / "intervene" / "interventions.json").read_text())
+    assert set(table["strategies"]) == {"baseline", "tren-1", "vote-5"}
+    assert all(m["parse_failures"]["total"] == 0 for m in table["strategies"].values())
+    assert (out / "inside" / "ilo.json").exists() and (out / "inside" / "similarity.json").exists()
+    page = (out / "report.html").read_text()
+    assert "verdict" in page.lower() and "Interlingual Local Overlap" in page
+    assert f"report: {(out / 'report.html').resolve()}" in printed
+    for step in ("1/3 bias or variance", "2/3 what helps", "3/3 inside the model"):
+        assert f"{step}" in err and "done in" in err
+    computed = cached.computed
+    assert run_cli(capsys, *args)[0] == 0
+    assert cached.computed == computed

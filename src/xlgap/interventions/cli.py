@@ -69,7 +69,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     plot_interventions(result, out / "interventions.png")
 
 
-def cmd_intervene(cfg: InterveneConfig) -> int:
+def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
+    """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
     from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
     from xlgap.interventions.strategies import StrategyOptions, get_strategy
     from xlgap.report.tables import format_interventions_table
@@ -90,7 +91,7 @@ def cmd_intervene(cfg: InterveneConfig) -> int:
         translation_langs=_translation_langs(cfg, full.languages),
         max_new_tokens=cfg.max_new_tokens, exact=cfg.exact)
     out = Path(cfg.out) if cfg.out else default_out("intervene")
-    backend = open_backend(cfg)
+    backend = backend if backend is not None else open_backend(cfg)
     strategies = [get_strategy(name, backend, full, options) for name in names]
     print(f"[xlgap] intervene: {len(full)} items, {source} -> {', '.join(targets)}, "
           f"strategies {', '.join(names)}, "

@@ -276,9 +276,11 @@ def cmd_inside(cfg: InsideConfig) -> int:
 
 
 def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
-                 languages: Sequence[str], out: Path) -> str:
-    """The demo's short look inside: ILO and similarity by layer on the same items."""
-    inside = InsideConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__})
+                 languages: Sequence[str], out: Path, **options: Any) -> str:
+    """The demo's short look inside: ILO and similarity by layer on the same items
+    (``options`` override :class:`InsideConfig` fields, e.g. ``n_boot``)."""
+    inside = InsideConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__},
+                          **options)
     out.mkdir(parents=True, exist_ok=True)
     states = hidden_states(inside, backend, dataset, languages, out)
     ilo_text = format_ilo(run_ilo(inside, states, out))
