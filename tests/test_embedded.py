@@ -54,23 +54,27 @@ def test_conversion_failure_leaves_no_cache(tmp_path, monkeypatch):
 
 
 def test_demo_main_job_end_to_end(embedded_backend, tmp_path, capsys):
-    """`xlgap demo` on a slice of the built-in set: samples, diagnosis, look inside."""
+    """`xlgap demo` on a slice of the built-in set, sampled: the three research lines and
+    the report, on the real model."""
     import json
 
     from xlgap.cli import main
 
     out = tmp_path / "demo"
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--limit", "6", "--targets", "fr,ja,ar", "--samples", "3",
+        main(["demo", "--no-exact", "--limit", "6", "--targets", "fr,ja,ar", "--samples", "3",
               "--n-boot", "100", "--out", str(out), "--store", str(tmp_path / "store")])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert "Accuracy per language" in text and "ILO by layer" in text
-    diag = json.loads((out / "diagnosis.json").read_text())
+    assert "Accuracy per language" in text and "ILO) by layer" in text
+    diag = json.loads((out / "run" / "diagnosis.json").read_text())
     assert set(diag["accuracy"]) == {"en", "fr", "ja", "ar"}
     assert 0.0 <= diag["pi"]["mismatch"] <= 1.0
-    rows = (out / "samples.jsonl").read_text().splitlines()
+    rows = (out / "run" / "samples.jsonl").read_text().splitlines()
     assert len(rows) == 6 * 4 * 3
+    table = json.loads((out / "intervene" / "interventions.json").read_text())
+    assert table["samples"] == 3 and "tren-1" in table["strategies"]
     ilo = json.loads((out / "inside" / "ilo.json").read_text())
     assert len(ilo["layers"]) == 19
     assert (out / "inside" / "similarity.png").exists()
+    assert (out / "report.html").stat().st_size > 10_000
