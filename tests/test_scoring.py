@@ -57,7 +57,7 @@ def test_normalisation_divides_by_tokens_and_bytes(tiny_backend):
     total = tiny_backend.score(prompt, conts)
     per_token = tiny_backend.score(prompt, conts, normalize="tokens")
     per_byte = tiny_backend.score(prompt, conts, normalize="bytes")
-    prefix, tails, sizes = tiny_backend._joint_request(prompt, conts)
+    _, tails, sizes = tiny_backend._joint_request(prompt, conts)
     np.testing.assert_allclose(per_token, [t / len(x) for t, x in zip(total, tails,
                                                                         strict=True)])
     np.testing.assert_allclose(per_byte, [t / len(c.encode()) for t, c in zip(total, conts,

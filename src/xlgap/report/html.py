@@ -1301,7 +1301,8 @@ def _ilo_block(ilo: Any) -> str:
                "shared space).")
     if band:
         caption += " Band: 95% bootstrap interval over items."
-    chart = figure(line_chart(series, title=f"Interlingual Local Overlap (ILO) by layer ({settings})",
+    title = f"Interlingual Local Overlap (ILO) by layer ({settings})"
+    chart = figure(line_chart(series, title=title,
                               xlabel="layer", ylabel="ILO", y_range=(0.0, None),
                               integer_x=True), caption)
     rows = [[(str(e.get("layer")), _finite(e.get("layer"))), cell(layer_stat(e)),
