@@ -63,6 +63,7 @@ def test_demo_main_job_end_to_end(embedded_backend, tmp_path, capsys):
     out = tmp_path / "demo"
     with pytest.raises(SystemExit) as exc:
         main(["demo", "--no-exact", "--limit", "6", "--targets", "fr,ja,ar", "--samples", "3",
+              "--strategies", "baseline,tren-1",
               "--n-boot", "100", "--out", str(out), "--store", str(tmp_path / "store")])
     assert exc.value.code == 0
     text = capsys.readouterr().out
