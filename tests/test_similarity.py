@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -624,7 +625,12 @@ def test_commands_work_without_english(capsys, tmp_path, fr_de) -> None:
 
     no_source = [a for a in common if a not in ("--source", "fr")]
     code, _, err = run_cli(capsys, "similarity", *no_source, "--out", str(tmp_path / "x"))
-    assert code != 0 and "'en'" in err  # without --source: the default 'en' is not there
+    # without --source the default 'en' is not there: the data's first language is the
+    # source, and the command says so
+    assert code == 0, err
+    first = re.search(r"source language '(\w+)'", err)
+    assert "has no 'en'" in err and first is not None
+    assert json.loads((tmp_path / "x" / "similarity.json").read_text())["pivot"] == first[1]
 
 
 def test_consistency_command_without_english(capsys, tmp_path) -> None:
