@@ -5,9 +5,11 @@ Same work in every setting, on the embedded model (HF backend): sampling (``--pr
 BMLAMA prompts in ``--langs``, n samples each) and exact scoring of the same items, sent
 in chunks as the run loop sends them (16 pairs per sampling call, 64 per scoring call).
 Model loading and cluster start-up are timed apart; the settings' rounds interleave, and
-their samples are checked to be identical.
+their samples are compared with the first setting's (they match up to rare flips where a
+batch split differently changes float rounding). A no-op call's round trip to an actor
+gives the per-call cost of the hop itself.
 
-Usage: python bench/ray_workers.py [--prompts 32] [--n 10] [--rounds 3]
+Usage: python bench/ray_workers.py [--prompts 16] [--n 10] [--rounds 3]
 Writes bench/results/ray_workers.json. These machines are shared and noisy: compare the
 ratios of one invocation, not times across invocations.
 """
@@ -66,7 +68,7 @@ def run_calls(backend: Any, prompts: list[str], requests: list[tuple[str, list[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="timed repetitions per setting, "
@@ -105,14 +107,21 @@ def main() -> None:
     # Rounds interleave the settings, so that a change in the machine's load (it is
     # shared) falls on all of them alike.
     rounds: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in settings}
-    reference, same = None, {}
+    reference: list[list[str]] | None = None
+    differ: dict[str, int] = {}
+    total_samples = len(prompts) * args.n
     for r in range(args.rounds):
         for label, _, _ in settings:
             times, sampled = run_calls(backends[label], prompts, requests, args.n,
                                        args.max_new_tokens)
             rounds[label].append(times)
             reference = reference if reference is not None else sampled
-            same[label] = same.get(label, True) and sampled == reference
+            # Sampled texts match up to float noise: a batch split differently (8 prompts
+            # per worker instead of 16 in one batch) pads differently, which can flip a
+            # sampled token where two are nearly tied, Ray or not.
+            differ[label] = max(differ.get(label, 0), sum(
+                a != b for got, want in zip(sampled, reference, strict=True)
+                for a, b in zip(got, want, strict=True)))
             print(f"round {r + 1}: {label:<28} sample {times['sample_s']:6.1f} s  "
                   f"score {times['score_s']:6.1f} s  total {times['total_s']:6.1f} s",
                   flush=True)
@@ -122,11 +131,21 @@ def main() -> None:
     for label, _, _ in settings:
         best = min(rounds[label], key=lambda t: t["total_s"])
         results["settings"][label] = {"load_s": loads[label], "rounds": rounds[label],
-                                      "best": best, "samples_equal_reference": same[label]}
+                                      "best": best, "samples_differing": differ[label],
+                                      "samples": total_samples}
         print(f"{label:<28} load {loads[label]:6.1f} s  best total {best['total_s']:6.1f} s "
-              f" same samples: {same[label]}")
-        if isinstance(backends[label], RayBackend):
-            backends[label].close()
+              f" samples differing from the first setting: {differ[label]}/{total_samples}")
+    # The hop itself: a call that does nothing, to one actor and back.
+    hop = backends["Ray, 1 worker x 2 threads"]
+    hop.worker_pids()
+    start = time.perf_counter()
+    for _ in range(50):
+        hop.worker_pids()
+    results["ray_call_roundtrip_ms"] = round((time.perf_counter() - start) / 50 * 1000, 2)
+    print(f"Ray call round trip (no-op, one actor): {results['ray_call_roundtrip_ms']} ms")
+    for backend in backends.values():
+        if isinstance(backend, RayBackend):
+            backend.close()
     ray.shutdown()
     del results["rounds_so_far"]
     s = results["settings"]

@@ -24,6 +24,7 @@ from xlgap.interventions.steering import (
     pair_parts,
     parse_layers,
     parse_sweep,
+    scoring_progress,
     split_items,
     steering,
     steering_tag,
@@ -222,6 +223,17 @@ def test_apply_steering_options_keeps_steering_and_tags_the_fingerprint(tiny_bac
     assert hook_counts(tiny_backend) == base_hooks and tiny_backend.fingerprint == base_fp
     with pytest.raises(ConfigError):
         apply_steering_options(tiny_backend, str(tmp_path / "missing.safetensors"), "1", 1.0)
+
+
+def test_scoring_progress_chains_and_restores_the_store_callback(tiny_backend, tmp_path):
+    cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
+    seen: list[int] = []
+    cached.on_chunk = seen.append
+    with scoring_progress(cached, len(REQUESTS), "test", True):
+        cached.score_batch(REQUESTS)
+    assert seen == [len(REQUESTS)] and cached.on_chunk == seen.append
+    with scoring_progress(tiny_backend, 1, "test", True):  # not behind the store: no bar
+        pass
 
 
 def test_layer_module_follows_the_declared_layout(tiny_backend):

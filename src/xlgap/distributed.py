@@ -8,10 +8,12 @@ writes, the result store and the run directory, stays in the calling process beh
 the unchanged :class:`~xlgap.models.cached.CachedBackend` and run loop, so each result
 is written exactly once whatever happens to the workers.
 
-Results do not depend on the sharding: the HF backend draws each prompt's samples from
-a stream seeded by the run seed and the prompt's tokens, and batching never changes a
-score beyond float noise, so a run over Ray equals a run without it (and shares its
-cache entries: the fingerprint is the model's own).
+Results do not depend on the sharding beyond float noise: the HF backend draws each
+prompt's samples from a stream seeded by the run seed and the prompt's tokens, and a
+batch's composition changes a score only in its last digits. So a run over Ray equals a
+run without it (and shares its cache entries: the fingerprint is the model's own), except
+that a sampled token can flip where two are nearly tied, as it can in one process when
+a batch is split differently.
 
 A worker that dies (killed, out of memory, its node lost) is restarted by Ray
 (``max_restarts``) and the shard it held is sent again, to the next actor in turn, up

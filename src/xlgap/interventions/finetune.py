@@ -391,7 +391,7 @@ def finetuned_backend(base: Any, trainable: nn.Module, spec: TrainSpec, record: 
 
 def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, *,
              shots: int, pooling: str, n_boot: int, seed: int, k: int = 5,
-             with_states: bool = True) -> dict[str, Any]:
+             with_states: bool = True, progress: bool = False) -> dict[str, Any]:
     """Accuracy per language, transfer from the source per target (and pooled), and ILO
     and parallel cosine by layer, on ``dataset``'s items. Per-item parts are kept under
     ``_parts`` for paired tests (dropped before writing)."""
@@ -399,12 +399,15 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         distributions,
         hidden_by_language,
         inside_summary,
+        scoring_progress,
     )
     from xlgap.representations.cli import candidate_scores, parallel_texts
     from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
     from xlgap.stats.metrics import accuracy_per_item, transfer_parts
 
-    scores, gold = candidate_scores(backend, dataset, languages, shots)
+    with scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
+                          progress):
+        scores, gold = candidate_scores(backend, dataset, languages, shots)
     g = gold[source]
     probs = {lang: distributions(scores[lang]) for lang in languages}
     acc_items = {lang: accuracy_per_item(probs[lang], g) for lang in languages}

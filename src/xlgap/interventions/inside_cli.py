@@ -193,11 +193,14 @@ def cmd_steer(cfg: SteerConfig) -> int:
         scores, gold = candidate_scores(backend, ds, [source], shots)
         return scores[source], gold[source]
 
-    dev_src, dev_gold = source_scores(dev)
-    dev_base = st.parts_for(dev_src, st.setting_scores(backend, dev, targets, shots, None, None),
-                            dev_gold)
+    progress = cfg.show_progress()
+    with st.scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
+                             progress):
+        dev_src, dev_gold = source_scores(dev)
+        dev_base = st.parts_for(dev_src, st.setting_scores(backend, dev, targets, shots, None,
+                                                           None), dev_gold)
     sweep = []
-    bar = tqdm(settings, desc="sweep (dev)", unit="setting", disable=not cfg.show_progress())
+    bar = tqdm(settings, desc="sweep (dev)", unit="setting", disable=not progress)
     for setting in bar:
         parts = st.parts_for(dev_src, st.setting_scores(backend, dev, targets, shots, vectors,
                                                         setting), dev_gold)
@@ -218,11 +221,13 @@ def cmd_steer(cfg: SteerConfig) -> int:
          f"{best.alpha:g} ({cfg.select} {best_row['dev'][cfg.select]:.3f} vs "
          f"{baseline_dev[cfg.select]:.3f} without steering); evaluating on test")
 
-    test_src, test_gold = source_scores(test)
-    test_base = st.parts_for(test_src, st.setting_scores(backend, test, targets, shots, None,
-                                                         None), test_gold)
-    test_best = st.parts_for(test_src, st.setting_scores(backend, test, targets, shots, vectors,
-                                                         best), test_gold)
+    with st.scoring_progress(backend, len(test.items) * (1 + 2 * len(targets)), "test",
+                             progress):
+        test_src, test_gold = source_scores(test)
+        test_base = st.parts_for(test_src, st.setting_scores(backend, test, targets, shots,
+                                                             None, None), test_gold)
+        test_best = st.parts_for(test_src, st.setting_scores(backend, test, targets, shots,
+                                                             vectors, best), test_gold)
     from xlgap.representations.cli import parallel_texts
     from xlgap.stats.bootstrap import mean_with_ci
     from xlgap.stats.metrics import accuracy_per_item
@@ -370,7 +375,7 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
          f"{cfg.steps} steps x {cfg.train_batch}, first {freeze} blocks frozen; evaluating "
          f"{len(test.items)} held-out items in {', '.join(languages)}; results in {out}")
     common = {"shots": shots, "pooling": cfg.pooling, "n_boot": cfg.n_boot, "seed": cfg.seed,
-              "k": cfg.k}
+              "k": cfg.k, "progress": cfg.show_progress()}
     base_eval = ft.evaluate(backend, test, languages, source, **common)
     base_trained = (ft.evaluate(backend, train, languages, source, with_states=False, **common)
                     if cfg.eval_trained and not cfg.text else None)

@@ -579,6 +579,31 @@ def setting_scores(backend: Any, dataset: Any, targets: Sequence[str], shots: in
     return out
 
 
+@contextlib.contextmanager
+def scoring_progress(backend: Any, total: int, desc: str, enabled: bool) -> Iterator[None]:
+    """A progress bar fed by the result store's per-chunk callback while the block runs
+    (nothing when disabled or when the backend is not behind the store)."""
+    if not enabled or "on_chunk" not in vars(backend):
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="q")
+    previous = backend.on_chunk
+
+    def update(n: int) -> None:
+        bar.update(n)
+        if previous is not None:
+            previous(n)
+
+    backend.on_chunk = update
+    try:
+        yield
+    finally:
+        backend.on_chunk = previous
+        bar.close()
+
+
 def parts_for(source_scores: np.ndarray, target_scores: Mapping[str, np.ndarray],
               gold: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     return {t: pair_parts(source_scores, s, gold) for t, s in target_scores.items()}
