@@ -57,6 +57,10 @@ class RunConfig:
     api_chat: bool = opt(True, "openai: the chat endpoint (--no-api-chat: plain completions, "
                          "for base models)")
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
+    chat_template: str = opt("auto", "local models: wrap prompts in the tokenizer's chat "
+                             "template: auto (names with -it, instruct or chat), yes or no "
+                             "(--api-chat is the openai: equivalent)",
+                             choices=("auto", "yes", "no"))
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
     progress: bool = opt(True, "progress bars on a terminal (--no-progress hides them; "
                          "XLGAP_PROGRESS=1 shows them in logs)")

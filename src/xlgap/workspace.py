@@ -26,6 +26,10 @@ def open_store(cfg: RunConfig):
     return Store(Path(cfg.store) if cfg.store else cache_root() / "store")
 
 
+#: ``--chat-template`` as the backends' ``is_chat`` (None: guess from the model's name)
+CHAT_TEMPLATE: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
+
+
 def open_backend(cfg: RunConfig):
     """The backend ``--model`` names, behind the result store."""
     from xlgap.models import load_backend
@@ -33,7 +37,8 @@ def open_backend(cfg: RunConfig):
 
     store = open_store(cfg)
     options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
-                               "batch_size": cfg.batch_size}
+                               "batch_size": cfg.batch_size,
+                               "is_chat": CHAT_TEMPLATE[getattr(cfg, "chat_template", "auto")]}
     if cfg.model.startswith("openai:"):
         if not cfg.base_url:
             raise XlgapError("--model openai:NAME needs --base-url URL "

@@ -469,10 +469,11 @@ def public(result: Mapping[str, Any]) -> dict[str, Any]:
 def plot_ilo(result: Mapping[str, Any], path: str | Path) -> Path:
     """ILO and parallel cosine by layer: the base model and each N after fine-tuning."""
     from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
 
-    from xlgap.interventions.steering import _figure, _save
+    from xlgap.report.figures import new_figure, save_figure
 
-    fig = _figure(11, 3.6)
+    fig = new_figure(11, 3.6)
     axes = fig.subplots(1, 2)
     runs = result["runs"]
     cmap = colormaps["viridis"]
@@ -490,16 +491,17 @@ def plot_ilo(result: Mapping[str, Any], path: str | Path) -> Path:
                 ax.axvline(run["freeze_first"], color=cmap(j / max(1, len(runs) - 1) * 0.85),
                            ls=":", lw=1)
         ax.set_xlabel("layer (0 = embeddings)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Fine-tuning in {result['lang']} ({result['method']}, {result['steps']} steps)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_transfer(result: Mapping[str, Any], path: str | Path) -> Path:
     """Pooled transfer and accuracy in the fine-tuning language: base vs each N (95% CIs)."""
-    from xlgap.interventions.steering import _figure, _save
+    from xlgap.report.figures import new_figure, save_figure
 
     runs = result["runs"]
     labels = ["base", *[f"N={r['freeze_first']}" for r in runs]]
@@ -510,7 +512,7 @@ def plot_transfer(result: Mapping[str, Any], path: str | Path) -> Path:
         f"accuracy in {lang}": [result["base"]["accuracy"].get(lang),
                                 *[r["accuracy_after"].get(lang) for r in runs]],
     }
-    fig = _figure(9, 3.4)
+    fig = new_figure(9, 3.4)
     axes = fig.subplots(1, len(series))
     for ax, (title, stats) in zip(axes, series.items(), strict=True):
         est = np.array([np.nan if not s or s["estimate"] is None else s["estimate"]
@@ -524,4 +526,4 @@ def plot_transfer(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Held-out items after fine-tuning in {lang} (N = first blocks frozen)")
-    return _save(fig, path)
+    return save_figure(fig, path)

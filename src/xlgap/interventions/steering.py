@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from xlgap.errors import ConfigError, DataError, ModelError
+from xlgap.report.figures import new_figure, save_figure
 
 FORMAT = "xlgap-steering-1"
 DIRECTIONS = ("shared", "source")
@@ -623,22 +624,6 @@ def report_block(parts: Mapping[str, Mapping[str, np.ndarray]],
 # -- figures ---------------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=130, bbox_inches="tight")
-    return p
-
-
 METRIC_LABELS = {"accuracy": "target accuracy P(gold)", "agreement": "agreement with source",
                  "transfer": "transfer", "rankc": "RankC with source"}
 
@@ -661,7 +646,7 @@ def plot_sweep(result: Mapping[str, Any], path: str | Path) -> Path:
                      alphas.index(float(r["alpha"]))] = r["dev"][metric] - base
         grids.append(grid)
     span = max([float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()] + [1e-6])
-    fig = _figure(1.5 + 1.2 * len(alphas) * len(directions), 1.2 + 0.45 * len(layer_labels))
+    fig = new_figure(1.5 + 1.2 * len(alphas) * len(directions), 1.2 + 0.45 * len(layer_labels))
     axes = np.atleast_1d(fig.subplots(1, len(directions), squeeze=False)[0])
     image = None
     for ax, d, grid in zip(axes, directions, grids, strict=True):
@@ -679,7 +664,7 @@ def plot_sweep(result: Mapping[str, Any], path: str | Path) -> Path:
                      label=f"dev {METRIC_LABELS.get(metric, metric)} - no steering "
                            f"({base:.3f})")
     fig.suptitle("Steering sweep on the dev split", y=1.04)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_before_after(result: Mapping[str, Any], path: str | Path) -> Path:
@@ -688,7 +673,7 @@ def plot_before_after(result: Mapping[str, Any], path: str | Path) -> Path:
     base, best = result["baseline"]["test"], result["best"]["test"]
     groups = ["all", *base["per_target"]]
     metrics = list(METRIC_LABELS)
-    fig = _figure(3.2 * len(metrics), 3.4)
+    fig = new_figure(3.2 * len(metrics), 3.4)
     axes = fig.subplots(1, len(metrics))
     x = np.arange(len(groups))
     for ax, metric in zip(axes, metrics, strict=True):
@@ -710,13 +695,13 @@ def plot_before_after(result: Mapping[str, Any], path: str | Path) -> Path:
     fig.suptitle(f"Test split: toward {setting['direction']}, layers "
                  f"{'+'.join(map(str, setting['layers']))}, alpha {setting['alpha']:g} "
                  "(95% CIs)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_inside(result: Mapping[str, Any], path: str | Path) -> Path:
     """ILO and parallel cosine by layer, without and with the best steering (test items)."""
     inside = result["inside"]
-    fig = _figure(10, 3.4)
+    fig = new_figure(10, 3.4)
     axes = fig.subplots(1, 2)
     for key, ax, title in (("ilo", axes[0], "ILO (mean over languages)"),
                            ("cos_parallel", axes[1], "cosine of parallel pairs with source")):
@@ -730,4 +715,4 @@ def plot_inside(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -42,7 +42,7 @@ def load_backend(spec: str = "embedded", **options: Any) -> Backend:
     """Build the backend a ``--model`` value names. Unknown options are ignored per backend."""
     if spec == "embedded":
         return _resolve(_REGISTRY["embedded"])(**_only(options, "device", "dtype", "batch_size",
-                                                          "cache_dir"))
+                                                          "cache_dir", "is_chat"))
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in _REGISTRY and prefix not in ("embedded",):
         if prefix == "hf":

@@ -114,12 +114,14 @@ def ensure_converted(root: Path | None = None) -> Path:
 
 
 def load_embedded(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                  cache_dir: str | None = None):
+                  cache_dir: str | None = None, is_chat: bool | None = None):
+    """The embedded model; a base model, so prompts are plain text unless ``is_chat`` asks
+    for its tokenizer's chat template."""
     from xlgap.models.hf import HFBackend
 
     path = ensure_converted(Path(cache_dir) if cache_dir else None)
     backend = HFBackend.from_pretrained(str(path), device=device, dtype=dtype,
-                                        batch_size=batch_size, is_chat=False)
+                                        batch_size=batch_size, is_chat=bool(is_chat))
     pkg = _package()
     backend.name = "embedded"
     backend._fingerprint = f"embedded:{EMBEDDED_NAME}:{pkg.EXPECTED_SHA256[:16]}:" + str(

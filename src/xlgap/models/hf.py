@@ -111,6 +111,9 @@ class HFBackend(Backend):
             lowered = name.lower()
             is_chat = bool(getattr(tokenizer, "chat_template", None)) and any(
                 tag in lowered for tag in ("-it", "instruct", "chat"))
+        elif is_chat and not getattr(tokenizer, "chat_template", None):
+            raise ModelError(f"model {name!r}: a chat template was asked for "
+                             "(--chat-template yes), but its tokenizer has none")
         self.is_chat = is_chat
         self._fingerprint = fingerprint or weights_fingerprint(model, name)
         #: tags of modifications active on the model (steering hooks, adapters); they are

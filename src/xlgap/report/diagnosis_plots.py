@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from xlgap.report.figures import new_figure
 
 
-def _new(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+def _new(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
+    fig = new_figure(width, height, dpi=110, layout="constrained")
     axes = fig.subplots(1, ncols)
     return fig, axes
 

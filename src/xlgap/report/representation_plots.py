@@ -13,25 +13,9 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
+from xlgap.report.figures import new_figure, save_figure
 
 __all__ = ["plot_ilo_by_layer", "plot_pair_heatmap", "plot_similarity_by_layer"]
-
-
-def _figure(figsize: tuple[float, float]) -> Any:
-    """A Figure drawn on an Agg canvas: no display, and pyplot's global state is untouched."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=150, bbox_inches="tight")
-    return p
 
 
 def _layers_list(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -89,7 +73,7 @@ def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, An
 
     x = [int(entry["layer"]) for entry in layers]
     langs = list(layers[0]["ilo"])
-    fig = _figure((8, 4.5))
+    fig = new_figure(8, 4.5)
     ax = fig.subplots()
     cmap = colormaps["tab20"]
     for j, lang in enumerate(langs):
@@ -109,7 +93,7 @@ def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, An
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=max(1, (len(langs) + 4) // 12), loc="center left",
               bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
@@ -129,7 +113,7 @@ def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
     def band(key: str) -> tuple[list[float], list[float], list[float]] | None:
         return _band(layers, lambda e: e.get("summary", {}).get(key))
 
-    fig = _figure((13, 3.8))
+    fig = new_figure(13, 3.8)
     axes = fig.subplots(1, 3)
     axes[0].plot(x, series("cos_parallel"), marker="o", ms=3, color="tab:blue",
                  label="parallel pairs")
@@ -159,7 +143,7 @@ def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
         ax.grid(alpha=0.3)
     pivot = sim.get("pivot") if isinstance(sim, Mapping) else None
     fig.suptitle(title + (f" (pairs with {pivot})" if pivot else " (mean over pairs)"))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
@@ -171,7 +155,7 @@ def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
         raise DataError(f"plot_pair_heatmap: matrix shape {m.shape} does not match "
                         f"{len(langs)} languages")
     size = 1.5 + 0.45 * len(langs)
-    fig = _figure((size + 1.2, size))
+    fig = new_figure(size + 1.2, size)
     ax = fig.subplots()
     im = ax.imshow(m, cmap="viridis", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(langs)), labels=list(langs), rotation=90)
@@ -186,13 +170,13 @@ def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
                             color="black" if m[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
     """Two panels: P(gold answer's first token) by layer, and the pivot language's share
     of the answer mass (the latent language) by layer."""
-    fig = _figure((11, 4))
+    fig = new_figure(11, 4)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     layers, pivot = result["layers"], result["pivot"]
     for lang, curves in result["languages"].items():
@@ -209,4 +193,4 @@ def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)

@@ -103,12 +103,10 @@ def interventions_markdown(result: Mapping[str, Any]) -> str:
 
 def plot_interventions(result: Mapping[str, Any], path: str | Path) -> Path:
     """Bar chart: transfer and overall success per strategy, with 95% CI error bars."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from xlgap.report.figures import new_figure, save_figure
 
     names = list(result["strategies"])
-    fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2), 3.6))
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(5.0, 1.1 * len(names) + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.38
     for offset, key, label in ((-width / 2, "transfer", "transfer"),
@@ -131,7 +129,4 @@ def plot_interventions(result: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_title(f"{result['source']} -> {', '.join(result['targets'])} "
                  f"({result['n_items']} items)")
     ax.legend(loc="upper right", fontsize=8)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=120, bbox_inches="tight")
-    return p
+    return save_figure(fig, path, dpi=120)
