@@ -45,5 +45,5 @@ test-servers: setup
 	  .venv-vllm/bin/python -m pip install --quiet --disable-pip-version-check \
 	    -e '.[embedded,dev,ray]' $(TORCH) && \
 	  touch .venv-vllm/.xlgap-installed; }
-	.venv-vllm/bin/python -m pytest -q -m servers tests/test_vllm.py tests/test_ray.py \
+	.venv-vllm/bin/python -m pytest -q -rP -m servers tests/test_vllm.py tests/test_ray.py \
 	  tests/test_servers.py

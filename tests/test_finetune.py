@@ -56,12 +56,12 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_completion_examples_score_only_the_answer(tiny_tokenizer):
-    examples = completion_examples(tiny_tokenizer, PAIRS)
+    examples = completion_examples(tiny_tokenizer.encode, PAIRS)
     for (prompt, completion), ex in zip(PAIRS, examples, strict=True):
         assert tiny_tokenizer.decode(list(ex.ids), skip_special_tokens=True) == prompt + completion
         scored = tiny_tokenizer.decode(list(ex.ids[ex.start:]))
         assert completion.strip() in scored and len(scored) <= len(completion) + 3
-    plain = text_examples(tiny_tokenizer, ["one two three four"])
+    plain = text_examples(tiny_tokenizer.encode, ["one two three four"])
     assert plain[0].start == 1
 
 
@@ -77,7 +77,7 @@ def test_frozen_blocks_and_embeddings_do_not_move(tiny_backend, tiny_tokenizer, 
     if method == "lora":
         assert all("lora_" in n for n in names)
     before = {n: p.detach().clone() for n, p in lm.named_parameters()}
-    record = train(trainable, lm, completion_examples(tiny_tokenizer, PAIRS), spec, tmp_path,
+    record = train(trainable, lm, completion_examples(tiny_tokenizer.encode, PAIRS), spec, tmp_path,
                    pad_id=tiny_tokenizer.pad_token_id)
     assert record["resumed_from"] == 0 and len(record["losses"]) == 3
     after = dict(lm.named_parameters())
@@ -92,6 +92,30 @@ def test_frozen_blocks_and_embeddings_do_not_move(tiny_backend, tiny_tokenizer, 
     assert [p.requires_grad for p in base.parameters()] == flags
     with pytest.raises(ConfigError):
         prepare_model(base, TrainSpec(freeze_first=4, steps=1, method=method))
+
+
+def test_lora_on_tied_embeddings_leaves_the_output_layer_as_trained(tiny_backend,
+                                                                   tiny_tokenizer, tmp_path):
+    """Gemma ties its output layer to the embeddings. LoRA on the embeddings must not
+    reach the output layer when merged: the model evaluated is the model trained."""
+    base = tiny_backend.model
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight
+    spec = TrainSpec(freeze_first=3, steps=3, train_embeddings=True, batch_size=2, lr=5e-2)
+    trainable, lm = prepare_model(base, spec)
+    train(trainable, lm, completion_examples(tiny_tokenizer.encode, PAIRS), spec, tmp_path,
+          pad_id=tiny_tokenizer.pad_token_id)
+    ids = torch.tensor([list(completion_examples(tiny_tokenizer.encode, PAIRS)[0].ids)])
+    with torch.no_grad():
+        trained_logits = lm(input_ids=ids).logits
+        merged = trainable.merge_and_unload()
+        merged_logits = merged(input_ids=ids).logits
+    assert not torch.equal(merged.get_input_embeddings().weight,
+                           base.get_input_embeddings().weight)  # the embeddings did train
+    torch.testing.assert_close(merged.get_output_embeddings().weight,
+                               base.get_output_embeddings().weight, rtol=0, atol=0)
+    torch.testing.assert_close(merged_logits, trained_logits, rtol=1e-4, atol=1e-4)
+    # the base model stays tied and untouched
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight
 
 
 _CHILD = textwrap.dedent("""
@@ -110,7 +134,7 @@ _CHILD = textwrap.dedent("""
         if step == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train(trainable, lm, completion_examples(tok, {pairs!r}), spec, {run_dir!r},
+    train(trainable, lm, completion_examples(tok.encode, {pairs!r}), spec, {run_dir!r},
           pad_id=tok.pad_token_id, on_step=die)
 """)
 
@@ -128,7 +152,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_tokenizer, tmp_path, method
                           timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL, after the step-3 checkpoint
     assert (killed / CHECKPOINT).exists() and not (killed / FINAL).exists()
-    examples = completion_examples(tiny_tokenizer, PAIRS)
+    examples = completion_examples(tiny_tokenizer.encode, PAIRS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the child: the same kernels, the same sums
     try:

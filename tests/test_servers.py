@@ -205,3 +205,39 @@ def test_intervene_through_the_server_equals_hf(vllm_server, shared_data, tmp_pa
           f"{same}/{total} answers identical to the HF backend")
     assert same == total
     assert result["server"].keys() == result["hf"].keys()
+
+
+def test_open_questions_judged_through_the_server(vllm_server, shared_data, tmp_path,
+                                                  capsys) -> None:
+    """Issue 11 through an OpenAI-compatible server: open questions sampled there, judged
+    there (--judge), embedded by a local encoder (an API model has no states of its own),
+    then diagnosed with the L2 curve and its variance share."""
+    from xlgap.models.embedded import ensure_converted
+
+    out = tmp_path / "open"
+    args = [*_model_args("server", vllm_server, tmp_path), *_data_args(shared_data, 8),
+            "--as-open", "--samples", "4", "--max-new-tokens", "8",
+            "--judge", f"openai:{SERVED_NAME}", "--embedder", str(ensure_converted()),
+            "--n-boot", "100", "--out", str(out)]
+    run_cli(capsys, "sample", *args)
+    rows = _rows(out / "samples.jsonl")
+    pairs = {(r["item"], r["lang"]) for r in rows}
+    assert sorted((r["item"], r["lang"], r["sample"]) for r in rows) == sorted(
+        (i, lang, k) for i, lang in pairs for k in range(4))
+    diagnosis = json.loads((out / "diagnosis.json").read_text())
+    for target in LANGS:
+        pair = diagnosis["pairs"][target]
+        assert pair["l2"]["estimate"] > 0
+        assert pair["ensembling"]["l2"] is not None
+        assert "variance_share_l2" in pair
+    right = sum(r["answer"] == 0 for r in rows)
+    with capsys.disabled():
+        print(f"\n[servers] open questions through the server: {len(rows)} answers, "
+              f"{right} judged right by the served model; L2 "
+              + ", ".join(f"{t} {diagnosis['pairs'][t]['l2']['estimate']:.3f}"
+                          for t in LANGS))
+    # a second run, judge included, comes back the same from the request store
+    run_cli(capsys, "sample", *args[:-1], str(tmp_path / "open-again"))
+    again = _rows(tmp_path / "open-again" / "samples.jsonl")
+    keep = ("item", "lang", "sample", "text", "answer")
+    assert [[r.get(k) for k in keep] for r in again] == [[r.get(k) for k in keep] for r in rows]

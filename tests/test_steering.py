@@ -300,3 +300,48 @@ def test_steering_on_the_embedded_model(embedded_backend):
     np.testing.assert_allclose(steered[:, 6] - plain[:, 6],
                                np.broadcast_to(vec[6].numpy(), plain[:, 6].shape), atol=1e-2)
     assert hook_counts(backend) == hooks and backend.modifiers == []
+
+
+def test_any_command_runs_steered_with_the_steer_options(tiny_tokenizer, tmp_path, monkeypatch,
+                                                         capsys):
+    """``--steer FILE:NAME --steer-layers L --steer-alpha A`` through ``open_backend``:
+    alpha 0 gives the unsteered distributions exactly (under its own cache entries), a
+    real alpha changes them, and the options are refused where no hooks can go."""
+    import xlgap.models
+    from conftest import make_tiny_gemma
+    from test_interventions import write_data
+    from xlgap.errors import XlgapError
+    from xlgap.models.hf import HFBackend
+
+    monkeypatch.setattr(xlgap.models, "load_backend", lambda spec, **kw: HFBackend(
+        make_tiny_gemma(len(tiny_tokenizer)), tiny_tokenizer, name="tiny-gemma", batch_size=4))
+    model = HFBackend(make_tiny_gemma(len(tiny_tokenizer)), tiny_tokenizer, name="tiny-gemma")
+    vec = random_vector(model, scale=3.0)
+    path = SteeringVectors({"shared.fr": vec}, {"fingerprint": model.fingerprint}).save(
+        tmp_path / "v.safetensors")
+    data = write_data(tmp_path / "colors.jsonl", n=6, langs=["en", "fr"])
+
+    def exact(name: str, *steer: str) -> dict:
+        out = tmp_path / name
+        assert xlgap.cli.run(["sample", "--data", str(data), "--exact", "--no-progress",
+                              "--no-diagnose", "--store", str(tmp_path / "store"), "--out",
+                              str(out), *steer]) == 0
+        return {(r["item"], r["lang"]): r["probs"] for r in map(
+            json.loads, (out / "distributions.jsonl").read_text().splitlines())}
+
+    plain = exact("plain")
+    zero = exact("zero", "--steer", f"{path}:shared.fr", "--steer-layers", "1",
+                 "--steer-alpha", "0")
+    steered = exact("steered", "--steer", f"{path}:shared.fr", "--steer-layers", "1",
+                    "--steer-alpha", "2")
+    assert zero == plain  # computed anew (another fingerprint), and identical
+    assert any(not np.allclose(steered[k], plain[k]) for k in plain)
+    run = json.loads((tmp_path / "steered" / "run.json").read_text())
+    assert run["config"]["steer_alpha"] == 2 and run["fingerprint"] != json.loads(
+        (tmp_path / "plain" / "run.json").read_text())["fingerprint"]
+    with pytest.raises(XlgapError, match="--steer"):
+        xlgap.workspace.open_backend(xlgap.cli.SampleConfig(
+            model="openai:m", base_url="http://127.0.0.1:1/v1", steer=str(path)))
+    with pytest.raises(SystemExit):  # refused by steer itself, before anything loads
+        xlgap.cli.main(["steer", "--data", str(data), "--steer", str(path), "--no-progress"])
+    assert "--steer is for the other commands" in capsys.readouterr().err

@@ -62,6 +62,12 @@ class RunConfig:
                              "(--api-chat is the openai: equivalent)",
                              choices=("auto", "yes", "no"))
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
+    steer: str = opt("", "steer the model with FILE[:NAME] (vectors from xlgap steer; NAME: "
+                     "shared.fr, source.ja or a language) at every prompt of the command")
+    steer_layers: str = opt("", "with --steer: layers, e.g. 9 or 4+8 (default: the best "
+                            "setting recorded in the file)")
+    steer_alpha: float | None = opt(None, "with --steer: strength (default: the best "
+                                    "setting recorded in the file)")
     progress: bool = opt(True, "progress bars on a terminal (--no-progress hides them; "
                          "XLGAP_PROGRESS=1 shows them in logs)")
 

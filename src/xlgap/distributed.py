@@ -176,8 +176,13 @@ class RayBackend(Backend):
                 init["address"] = address
             ray.init(**{k: v for k, v in init.items() if v is not None})
             self._started_ray = True
+        if num_cpus is None:
+            # A local cluster is sized above for these reservations; on another cluster
+            # the driver's CPU count says nothing about the nodes', and a reservation no
+            # node can hold would leave the actors unscheduled forever: reserve one.
+            num_cpus = self.threads if self._started_ray and address in ("", "local") else 1
         actor_cls = ray.remote(_Worker).options(
-            num_cpus=self.threads if num_cpus is None else num_cpus, num_gpus=num_gpus,
+            num_cpus=num_cpus, num_gpus=num_gpus,
             max_restarts=int(max_restarts), max_task_retries=0)
         opts = dict(options or {})
         from xlgap.models import _REGISTRY

@@ -45,12 +45,19 @@ def open_backend(cfg: RunConfig):
                              "(e.g. http://127.0.0.1:8000/v1)")
         options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
                    "chat": cfg.api_chat}
+    if getattr(cfg, "steer", "") and (cfg.model.startswith("openai:") or getattr(cfg, "ray", "")):
+        raise XlgapError("--steer hooks a model in this process: not with an openai: server "
+                         "or --ray")
     if getattr(cfg, "ray", ""):
         if cfg.model.startswith("openai:"):
             raise XlgapError("--ray shards local backends; an openai: server batches itself")
         from xlgap.distributed import RayBackend
 
-        backend = RayBackend(cfg.model, options, address=cfg.ray, workers=cfg.workers)
+        # One GPU per worker where the model runs on GPUs (vLLM always; HF with --device
+        # cuda): Ray then gives each actor its own device through CUDA_VISIBLE_DEVICES.
+        on_gpu = cfg.model.startswith("vllm:") or cfg.device.startswith("cuda")
+        backend = RayBackend(cfg.model, options, address=cfg.ray, workers=cfg.workers,
+                             num_gpus=1.0 if on_gpu else 0.0)
     else:
         backend = load_backend(cfg.model, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
@@ -58,6 +65,10 @@ def open_backend(cfg: RunConfig):
         return backend  # it stores every HTTP request itself (finer-grained resume)
     cached = CachedBackend(backend, store)
     cached.name = cfg.model  # type: ignore[attr-defined]
+    if getattr(cfg, "steer", ""):
+        from xlgap.interventions.steering import apply_steering_options
+
+        apply_steering_options(cached, cfg.steer, cfg.steer_layers, cfg.steer_alpha)
     return cached
 
 
@@ -109,5 +120,8 @@ def open_judge(cfg: Any):
 
     from xlgap.judging import Judge
 
-    return Judge(open_backend(replace(cfg, model=cfg.judge)), cfg.judge)
+    # The judge is its own model: neither the studied model's steering nor its chat
+    # template choice applies to it.
+    return Judge(open_backend(replace(cfg, model=cfg.judge, chat_template="auto", steer="")),
+                 cfg.judge)
 

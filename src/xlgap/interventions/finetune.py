@@ -62,6 +62,7 @@ class TrainSpec:
     seed: int = 0
     checkpoint_every: int = 25
     data_sha256: str = ""
+    base_model: str = ""  # the base model's fingerprint: weights trained on another are refused
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,16 +79,18 @@ class Example:
 # -- data (pure) -------------------------------------------------------------------------------
 
 
-def completion_examples(tokenizer: Any, pairs: Sequence[tuple[str, str]],
+def completion_examples(encode: Callable[[str], list[int]], pairs: Sequence[tuple[str, str]],
                         max_length: int = 64) -> list[Example]:
     """Prompt + completion texts, the loss on the completion only.
 
-    The pair is tokenized as one text (as the model would have read it); the completion
-    starts at the first token where that differs from the prompt's own tokens."""
+    ``encode`` is the backend's (``HFBackend.encode``: no second BOS before a chat prompt
+    that holds one as text). The pair is tokenized as one text (as the model would have
+    read it); the completion starts at the first token where that differs from the
+    prompt's own tokens."""
     out = []
     for prompt, completion in pairs:
-        head = list(tokenizer(prompt)["input_ids"])
-        full = list(tokenizer(prompt + completion)["input_ids"])[:max_length]
+        head = list(encode(prompt))
+        full = list(encode(prompt + completion))[:max_length]
         start = 0
         while start < min(len(head), len(full)) and head[start] == full[start]:
             start += 1
@@ -97,11 +100,12 @@ def completion_examples(tokenizer: Any, pairs: Sequence[tuple[str, str]],
     return out
 
 
-def text_examples(tokenizer: Any, lines: Sequence[str], max_length: int = 64) -> list[Example]:
+def text_examples(encode: Callable[[str], list[int]], lines: Sequence[str],
+                  max_length: int = 64) -> list[Example]:
     """Plain text, the loss on every token after the first."""
     out = []
     for line in lines:
-        ids = list(tokenizer(line)["input_ids"])[:max_length]
+        ids = list(encode(line))[:max_length]
         if len(ids) > 1:
             out.append(Example(tuple(ids), 1))
     return out
@@ -157,6 +161,19 @@ def collate(examples: Sequence[Example], pad_id: int, device: torch.device
 # -- the model ---------------------------------------------------------------------------------
 
 
+def _untie_output(model: nn.Module) -> None:
+    """Give the output layer its own copy of tied embeddings. LoRA on the embeddings
+    trains an adapter beside the shared matrix, and merging it writes into that matrix,
+    which would change the output layer too: the model evaluated would not be the one
+    trained. (Costs one more vocabulary x width matrix.)"""
+    out, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is None or emb is None or out.weight is not emb.weight:
+        return
+    out.weight = nn.Parameter(out.weight.detach().clone(), requires_grad=False)
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+
+
 def prepare_model(base: nn.Module, spec: TrainSpec) -> tuple[nn.Module, nn.Module]:
     """A copy of ``base`` with only what ``spec`` trains left trainable.
 
@@ -181,6 +198,7 @@ def prepare_model(base: nn.Module, spec: TrainSpec) -> tuple[nn.Module, nn.Modul
                  for sub, mod in blocks[i].named_modules() if isinstance(mod, nn.Linear)]
         if spec.train_embeddings:
             names.append(layout.embed)
+            _untie_output(model)
         if not names:
             raise ConfigError(f"--freeze-first {spec.freeze_first} with frozen embeddings "
                               "leaves nothing for LoRA to train")

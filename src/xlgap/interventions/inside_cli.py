@@ -27,7 +27,7 @@ class SteerConfig(RunConfig):
     directions: str = opt("shared", "vectors to sweep, comma-separated: shared (toward the "
                           "mean of all languages) and/or source (toward the source)")
     layers: str = opt("3,6,9,12", "layer settings to sweep, comma-separated: a layer (6), "
-                      "layers steered together (4+8) or a range (4-8); 0 = embeddings")
+                      "layers steered together (4+8, or 4-8 for 4 to 8 at once); 0 = embeddings")
     alphas: str = opt("0.5,1,2", "steering strengths to sweep, comma-separated (1 moves a "
                       "target's mean state onto the mean it is steered toward)")
     pooling: str = opt("mean_no_bos", "pooling of the states the vectors are made from: "
@@ -83,10 +83,19 @@ def _open(cfg: RunConfig, command: str, extra_langs: Sequence[str] = ()) -> tupl
         Any, Any, str, list[str], Path]:
     """Backend, data (items with every language and candidates), source, targets, out."""
     from xlgap.data.items import ParallelDataset
+    from xlgap.data.languages import check_known
     from xlgap.workspace import default_out, open_backend, open_dataset
 
+    # Checked before anything loads: these commands hook one model in this process.
+    if cfg.ray:
+        raise ConfigError(f"xlgap {command} hooks the model in this process; --ray is for "
+                          "sample, intervene and the representation commands")
+    if cfg.steer:
+        raise ConfigError(f"xlgap {command} sets up its own model changes; --steer is for "
+                          "the other commands")
     dataset, source, targets = open_dataset(cfg, all_languages=bool(extra_langs))
-    languages = [source, *targets, *[x for x in extra_langs if x not in (source, *targets)]]
+    extra = check_known(extra_langs, dataset.languages, f"data set {dataset.name}")
+    languages = [source, *targets, *[x for x in extra if x not in (source, *targets)]]
     if not targets:
         raise ConfigError(f"xlgap {command} needs at least one target language (--targets)")
     if not dataset.has_candidates:
@@ -315,14 +324,14 @@ def _training_examples(cfg: FinetuneConfig, backend: Any, train: Any, lang: str,
     from xlgap.interventions import finetune as ft
     from xlgap.prompting.templates import PromptBuilder
 
-    tokenizer = backend.tokenizer
+    encode = backend.encode  # the rule scoring uses (no second BOS before a chat prompt)
     if cfg.text:
         path = Path(cfg.text)
         try:
             lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read --text {path}: {exc}") from exc
-        examples = ft.text_examples(tokenizer, [x for x in lines if x], cfg.max_length)
+        examples = ft.text_examples(encode, [x for x in lines if x], cfg.max_length)
     else:
         builder = PromptBuilder(backend, train.items, shots=shots)
         pairs = []
@@ -332,7 +341,7 @@ def _training_examples(cfg: FinetuneConfig, backend: Any, train: Any, lang: str,
                 continue
             prompt = builder.scoring_prompt(item, lang)
             pairs.append((prompt.prompt, prompt.continuations[entry.gold]))
-        examples = ft.completion_examples(tokenizer, pairs, cfg.max_length)
+        examples = ft.completion_examples(encode, pairs, cfg.max_length)
     if not examples:
         raise ConfigError("no training examples (empty --text file, or no gold answers in "
                           f"{lang})")
@@ -361,9 +370,11 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
                         ("max-length", cfg.max_length)):
         if value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {value}")
-    lang = cfg.lang or cfg.source
-    backend, data, source, targets, out = _open(cfg, "finetune", extra_langs=[lang])
-    check_known([lang], data.languages, "the data set (--lang)")
+    backend, data, source, targets, out = _open(cfg, "finetune",
+                                                extra_langs=[cfg.lang] if cfg.lang else [])
+    # the data set's own code for --lang (zh -> zh-Hans), or its source
+    lang = check_known([cfg.lang], data.languages, "the data set (--lang)")[0] if cfg.lang \
+        else source
     languages = list(data.languages)
     split = _split(cfg, data, ("test",) if cfg.text else ("train", "test"))
     train, test = _subset(data, split["train"]), _subset(data, split["test"])
@@ -386,7 +397,8 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
                             batch_size=cfg.train_batch, rank=cfg.rank,
                             lora_alpha=cfg.lora_alpha, seed=cfg.seed,
                             checkpoint_every=cfg.checkpoint_every,
-                            data_sha256=ft.examples_digest(examples))
+                            data_sha256=ft.examples_digest(examples),
+                            base_model=inner.fingerprint)
         trainable, lm = ft.prepare_model(inner.model, spec)
         record = ft.train(trainable, lm, examples, spec, out / f"freeze-{n}",
                           pad_id=inner.tokenizer.pad_token_id, progress=cfg.show_progress())

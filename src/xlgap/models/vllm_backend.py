@@ -222,6 +222,9 @@ class VLLMBackend(Backend):
             lowered = model.lower()
             is_chat = bool(getattr(self.tokenizer, "chat_template", None)) and any(
                 tag in lowered for tag in ("-it", "instruct", "chat"))
+        elif is_chat and not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(f"model {model!r}: a chat template was asked for "
+                             "(--chat-template yes), but its tokenizer has none")
         self.is_chat = bool(is_chat)
         self._eos = self._eos_ids(hf_config)
         dtype_name = str(self.llm.llm_engine.model_config.dtype).replace("torch.", "")
