@@ -131,6 +131,15 @@ def _weights_signature(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _hub_snapshot(model_id: str, revision: str | None) -> Path | None:
+    """The local snapshot directory of a hub model id (what vLLM loaded), if cached."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True))
+    except Exception:  # not cached, not a hub id, no huggingface_hub: fall back
+        return None
+
 class VLLMBackend(Backend):
     """A model served by vLLM's offline engine (``vllm.LLM``) in this process.
 
@@ -246,6 +255,10 @@ class VLLMBackend(Backend):
             ident = f"embedded:{EMBEDDED_NAME}:{_package().EXPECTED_SHA256[:16]}"
         else:
             local = Path(self.path)
+            if not local.is_dir():
+                local = _hub_snapshot(self.path, revision) or local
+            # The files' signature, so an updated or re-downloaded snapshot is another model
+            # to the cache; the revision only where no snapshot is found on disk.
             weights = _weights_signature(local) if local.is_dir() else f"rev={revision}"
             config = json.dumps(hf_config.to_dict(), sort_keys=True, default=str)
             ident = hashlib.sha256(f"{self.name}|{config}|{weights}".encode()).hexdigest()[:24]
