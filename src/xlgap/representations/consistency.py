@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -84,12 +84,19 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 def rank_consistency_per_item(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
     """Per item, the Spearman correlation of the candidate ranks; NaN where it is skipped
     (fewer than 2 shared candidates, or a constant ranking: correlation undefined)."""
-    a, b = _check_scores(scores_a, scores_b, "rank_consistency")
+    return _per_item(scores_a, scores_b, _spearman, "rank_consistency")
+
+
+def _per_item(scores_a: np.ndarray, scores_b: np.ndarray,
+              statistic: Callable[[np.ndarray, np.ndarray], float], where: str) -> np.ndarray:
+    """``statistic`` of each item's candidates scored in both languages (NaN scores are
+    candidates a language lacks); NaN for items with fewer than 2 shared candidates."""
+    a, b = _check_scores(scores_a, scores_b, where)
     out = np.full(a.shape[0], np.nan)
     for i, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
         ok = ~(np.isnan(row_a) | np.isnan(row_b))
         if ok.sum() >= 2:
-            out[i] = _spearman(row_a[ok], row_b[ok])
+            out[i] = statistic(row_a[ok], row_b[ok])
     return out
 
 
@@ -125,13 +132,7 @@ def _rankc_item(x: np.ndarray, y: np.ndarray) -> float:
 
 def rankc_per_item(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
     """Per item, the RankC of its shared candidates; NaN with fewer than 2 of them."""
-    a, b = _check_scores(scores_a, scores_b, "rankc")
-    out = np.full(a.shape[0], np.nan)
-    for i, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
-        ok = ~(np.isnan(row_a) | np.isnan(row_b))
-        if ok.sum() >= 2:
-            out[i] = _rankc_item(row_a[ok], row_b[ok])
-    return out
+    return _per_item(scores_a, scores_b, _rankc_item, "rankc")
 
 
 def rankc(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
