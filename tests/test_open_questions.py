@@ -131,7 +131,51 @@ def test_open_questions_sampled_and_diagnosed(tmp_path: Path) -> None:
     share = diag["pairs"]["fr"]["variance_share_l2"]
     # each language repeats one answer K times: no spread, so the gap is all bias
     assert share["estimate"] == pytest.approx(0.0, abs=1e-6)
-    assert "variance share" in verdict(diag) or verdict(diag).startswith("no verdict")
+    # wrong free-text answers are answers: no "names no candidate" veto on open items
+    assert not diag["checks"]["mostly_other"] and not diag["checks"]["mostly_no_answer"]
+    assert diag["checks"]["no_answer_share"]["ja"] == 0.0
+    assert "variance share" in verdict(diag)
+    assert diag["l2_embedder"] == "self:2:mean_no_bos"  # the last of its 3 layers
+
+
+class EmptyInJapanese(OpenAnswers):
+    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=16, seed=0, stop=("\n",)):
+        got = super().generate(prompts, n, temperature, max_new_tokens, seed, stop)
+        return [["" for _ in outs] if outs[0] == " 誰か" else outs for outs in got]
+
+
+def test_open_answers_mostly_empty_give_no_verdict(tmp_path: Path) -> None:
+    data = load_dataset(open_data(tmp_path / "open.jsonl"))
+    out = make_run(EmptyInJapanese(), data, tmp_path / "run", source="en",
+                   targets=["fr", "ja"], options=SamplingOptions(samples=4, shots=1),
+                   progress=False)
+    diag = diagnose(load_run(out), n_boot=50, fit_model=False)
+    assert diag["checks"]["no_answer_share"]["ja"] == 1.0
+    assert diag["checks"]["no_answer_share"]["fr"] == 0.0
+    assert diag["checks"]["mostly_no_answer"]
+    assert verdict(diag).startswith("no verdict: most answers to the open questions are empty")
+
+
+def test_another_embedder_embeds_every_answer_again(tmp_path: Path) -> None:
+    from xlgap.sampling import write_sample_embeddings
+
+    data = load_dataset(open_data(tmp_path / "open.jsonl", n=4))
+    out = make_run(OpenAnswers(), data, tmp_path / "run", source="en", targets=["fr"],
+                   options=SamplingOptions(samples=2, shots=1), progress=False)
+
+    def constant(value: float, name: str):
+        def embed(texts):
+            return np.full((len(texts), 3), value)
+        embed.name = name
+        return embed
+
+    write_sample_embeddings(constant(1.0, "a"), out)
+    assert load_run(out).answer_embedder == "a"
+    write_sample_embeddings(constant(2.0, "a"), out)  # same embedder: nothing redone
+    assert np.all(load_run(out).answer_vectors["fr"] == 1.0)
+    write_sample_embeddings(constant(2.0, "b"), out)  # another one: everything redone
+    run = load_run(out)
+    assert run.answer_embedder == "b" and np.all(run.answer_vectors["fr"] == 2.0)
 
 
 def test_a_judge_decides_open_answers(tmp_path: Path) -> None:

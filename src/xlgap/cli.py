@@ -47,8 +47,8 @@ class SampleConfig(RunConfig):
     judge: str = opt("", "open questions: a model (any --model value) that judges each free-"
                      "text answer against the gold answers, instead of alias matching")
     embedder: str = opt("self", "open questions: the answer embedder for the L2 distance: "
-                        "'self' (the model's own last-layer state) or a Hugging Face encoder "
-                        "(hub id in the local cache, or a path)")
+                        "'self' (the model's own last-layer state), 'self:LAYER', or a "
+                        "Hugging Face encoder (hub id in the local cache, or a path)")
     shots: int | None = opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
                             "when --exact scores cloze sentences, which need no format cue)")
     max_new_tokens: int = opt(16, "longest sampled answer, in tokens")

@@ -420,6 +420,9 @@ class Run:
     #: ``sample_embeddings.npz`` read into (Q, K, d) per language (NaN where a pair has
     #: none): an embedding of every sampled answer of the open items
     answer_vectors: dict[str, np.ndarray] | None = None
+    #: what made ``answer_vectors`` (``self:17:mean_no_bos``, ``embedder:PATH``); None
+    #: in files written before it was recorded
+    answer_embedder: str | None = None
 
     @property
     def n_items(self) -> int:
@@ -434,11 +437,28 @@ class Run:
         """O: candidate columns plus other-answer concepts."""
         return next(iter(self.probs.values())).shape[1] if self.probs else self.m_max
 
+    def _open_mask(self) -> np.ndarray:
+        return self.is_open if self.is_open is not None else np.zeros(self.n_items, bool)
+
     def other_share(self, lang: str) -> float:
-        """Share of ``lang``'s answer mass on no candidate, over its present items."""
-        p = self.probs[lang][self.present[lang]]
+        """Share of ``lang``'s answer mass on no candidate, over its present candidate
+        items (NaN without any: an open item has no candidates to name)."""
+        p = self.probs[lang][self.present[lang] & ~self._open_mask()]
         return float(p[:, self.m_max:].sum() / p.sum()) if p.size and p.sum() > 0 \
             else float("nan")
+
+    def no_answer_share(self, lang: str) -> float:
+        """Share of ``lang``'s sampled answers to open items that are empty or unparseable
+        (its "no answer" concept); NaN without open items or sampled answers."""
+        rows = np.flatnonzero(self.present[lang] & self._open_mask())
+        if self.mode != "sample" or self.counts is None or not rows.size:
+            return float("nan")
+        counts = self.counts[lang]
+        empty = sum(int(counts[i, self.m_max + j]) for i in rows
+                    for j, label in enumerate(self.other_labels[i])
+                    if label == f"(no answer, {lang})")
+        total = int(counts[rows].sum())
+        return empty / total if total else float("nan")
 
     def pair_mask(self, target: str) -> np.ndarray:
         """Items present in both the source and ``target``."""
@@ -633,24 +653,27 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                 raise DataError(f"{emb_path}: array {item_id!r} has shape {arr.shape}, "
                                 f"expected ({ms[index[item_id]]}, d)")
 
-    answer_vectors = _load_sample_embeddings(run_dir / SAMPLE_EMBEDDINGS_FILE, index,
-                                             languages, int(k)) if mode == "sample" else None
+    answer_vectors, answer_embedder = _load_sample_embeddings(
+        run_dir / SAMPLE_EMBEDDINGS_FILE, index, languages, int(k)) if mode == "sample" \
+        else (None, None)
     return Run(source=source, targets=targets, languages=languages, mode=mode, item_ids=ids,
                n_options=n_options, gold=np.asarray(golds, dtype=np.int64), counts=counts,
                samples=samples, probs=probs, present=present, embeddings=embeddings,
                k=int(k), meta=meta, missing=missing, warnings=warnings, path=run_dir,
                other_labels=other_labels, is_open=np.asarray(open_flags, dtype=bool),
-               answer_vectors=answer_vectors)
+               answer_vectors=answer_vectors, answer_embedder=answer_embedder)
 
 
 def _load_sample_embeddings(path: Path, index: dict[str, int], languages: list[str],
-                            k: int) -> dict[str, np.ndarray] | None:
-    """``sample_embeddings.npz`` as (Q, K, d) arrays per language (NaN where absent)."""
+                            k: int) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``sample_embeddings.npz`` as (Q, K, d) arrays per language (NaN where absent), and
+    the name of the embedder that made them."""
     if not path.exists():
-        return None
+        return None, None
     try:
         with np.load(path) as npz:
             pairs, vectors = npz["pairs"], np.asarray(npz["vectors"], dtype=np.float64)
+            embedder = str(npz["embedder"]) if "embedder" in npz.files else None
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from exc
     if vectors.ndim != 3 or pairs.shape != (vectors.shape[0], 2) or vectors.shape[1] != k:
@@ -660,7 +683,7 @@ def _load_sample_embeddings(path: Path, index: dict[str, int], languages: list[s
     for (item_id, lang), vec in zip(pairs, vectors, strict=True):
         if str(item_id) in index and str(lang) in out:
             out[str(lang)][index[str(item_id)]] = vec
-    return out
+    return out, embedder
 
 
 def open_item_texts(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], list[str]]:

@@ -20,7 +20,7 @@ from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError
 from xlgap.judging import Judge
 from xlgap.models.base import Backend
-from xlgap.models.embedder import Embedder, self_embedder
+from xlgap.models.embedder import Embedder, embedder_name, self_embedder
 from xlgap.progress import progress_bar
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import data_hash, entry_hash, provenance
@@ -258,11 +258,14 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     if not texts:
         return
     path = run_dir / SAMPLE_EMBEDDINGS_FILE
+    name = embedder_name(embedder)
     done: dict[tuple[str, str], np.ndarray] = {}
     if path.exists():
         with np.load(path) as old:
-            done = {(str(i), str(lang)): v
-                    for (i, lang), v in zip(old["pairs"], old["vectors"], strict=True)}
+            # vectors of another embedder are not comparable with new ones: redo them all
+            if "embedder" in old.files and str(old["embedder"]) == name:
+                done = {(str(i), str(lang)): v
+                        for (i, lang), v in zip(old["pairs"], old["vectors"], strict=True)}
     todo = [key for key in texts if key not in done]
     if todo:
         flat = [t for key in todo for t in texts[key]]
@@ -273,7 +276,7 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     keys = sorted(done)
     tmp = run_dir / "sample_embeddings.tmp.npz"
     np.savez(tmp, pairs=np.array(keys, dtype=str).reshape(len(keys), 2),
-             vectors=np.stack([done[key] for key in keys]))
+             vectors=np.stack([done[key] for key in keys]), embedder=np.array(name))
     tmp.replace(path)
 
 

@@ -1,7 +1,9 @@
 """Answer embedders: text -> vector, for the L2 distance between answers.
 
-``--embedder self`` (the default) uses the model under study: the mean-pooled last-layer
-hidden state of the answer text, through its backend (so it is cached like every call).
+``--embedder self`` (the default) uses the model under study: the last-layer hidden state
+of the answer text, mean-pooled without BOS, through its backend (so it is cached like
+every call); ``self:LAYER`` takes another layer (middle layers are the most shared across
+languages, see ``xlgap ilo``).
 Any other value names a Hugging Face encoder (a sentence-embedding model by hub id or local
 path): its last hidden state mean-pooled over the tokens, cached in the result store under
 the embedder's own name.
@@ -22,13 +24,26 @@ from xlgap.models.base import Backend
 Embedder = Callable[[Sequence[str]], np.ndarray]
 
 
-def self_embedder(backend: Backend) -> Embedder:
-    """The backend's own mean-pooled last-layer state of each text."""
-    def embed(texts: Sequence[str]) -> np.ndarray:
-        last = backend.n_layers - 1
-        return backend.hidden_states(list(texts), layers=[last], pooling="mean")[:, 0]
+def self_embedder(backend: Backend, layer: int | None = None) -> Embedder:
+    """The backend's own state of each text at ``layer`` (default: the last), mean-pooled
+    over the text's tokens without the BOS token: BOS states are the same for every text
+    and, in many models, far larger than the rest, so with them in the mean a distance
+    would mostly measure how many tokens two answers have."""
+    chosen = backend.n_layers - 1 if layer is None else int(layer)
+    if not 0 <= chosen < backend.n_layers:
+        raise ModelError(f"--embedder self:{layer}: the model has layers 0..{backend.n_layers - 1}")
 
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        return backend.hidden_states(list(texts), layers=[chosen], pooling="mean_no_bos")[:, 0]
+
+    embed.name = f"self:{chosen}:mean_no_bos"  # type: ignore[attr-defined]
     return embed
+
+
+def embedder_name(embedder: Embedder) -> str:
+    """What made a set of answer embeddings (kept with them: a resumed run must not mix
+    two embedders)."""
+    return str(getattr(embedder, "name", "") or type(embedder).__name__)
 
 
 class HFEncoderEmbedder:
@@ -86,8 +101,16 @@ class HFEncoderEmbedder:
 
 def open_embedder(spec: str, backend: Backend, *, store: Any = None,
                   device: str = "cpu") -> Embedder | None:
-    """The embedder ``--embedder`` names (``self``: the model's own states; None where the
-    backend has none)."""
-    if spec in ("", "self"):
-        return self_embedder(backend) if backend.supports_white_box else None
+    """The embedder ``--embedder`` names (``self`` or ``self:LAYER``: the model's own
+    states; None where the backend has none)."""
+    if spec in ("", "self") or spec.startswith("self:"):
+        if not backend.supports_white_box:
+            if spec.startswith("self:"):
+                raise ModelError(f"--embedder {spec}: this model has no hidden states to "
+                                 "embed with; give an encoder (path or cached hub id)")
+            return None
+        layer = spec.partition(":")[2]
+        if layer and not layer.lstrip("-").isdigit():
+            raise ModelError(f"--embedder {spec}: use self or self:LAYER (a number)")
+        return self_embedder(backend, int(layer) if layer else None)
     return HFEncoderEmbedder(spec, store=store, device=device)

@@ -225,7 +225,7 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
             "overall": overall, "confidence_vs_agreement": conf_bins,
             "pi": {"mismatch": overall["pi_mismatch"], "model": model},
             "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed,
-            "provenance": run_provenance(run)}
+            "l2_embedder": run.answer_embedder, "provenance": run_provenance(run)}
 
 
 def run_provenance(run: Run) -> dict[str, Any]:
@@ -243,18 +243,27 @@ OTHER_SHARE_LIMIT = 0.5  # above this share of answers naming no candidate, no v
 def verdict_checks(run: Run, source_accuracy: dict[str, Any], targets: list[str]
                    ) -> dict[str, Any]:
     """What a verdict rests on: a source that knows (accuracy above chance, 1/M per item,
-    with its CI) and answers that name candidates (share of answer mass on none)."""
+    with its CI) and answers that can be compared: on candidate items, answers that name
+    a candidate (share of answer mass on none); on open items, answers at all (share of
+    empty or unparseable ones; a free-text answer that is wrong is still an answer)."""
     # guessing names one of M candidates; it never hits a free-text answer
     is_open = run.is_open if run.is_open is not None else np.zeros(run.n_items, bool)
     per_item = np.where(is_open, 0.0, 1.0 / np.maximum(run.n_options, 1))
     chance = float(np.mean(per_item)) if run.n_items else float("nan")
     lo = (source_accuracy.get("ci") or [None])[0]
-    other = {lang: finite(run.other_share(lang)) for lang in [run.source, *targets]}
-    shares = [v for v in other.values() if v is not None]
+    langs = [run.source, *targets]
+    other = {lang: finite(run.other_share(lang)) for lang in langs}
+    no_answer = {lang: finite(run.no_answer_share(lang)) for lang in langs}
+
+    def above(shares: dict[str, float | None]) -> bool:
+        return any(v is not None and v > OTHER_SHARE_LIMIT for v in shares.values())
+
     return {"chance_accuracy": finite(chance),
             "source_above_chance": bool(lo is not None and lo > chance),
             "other_share": other,
-            "mostly_other": bool(shares) and max(shares) > OTHER_SHARE_LIMIT}
+            "mostly_other": above(other),
+            "no_answer_share": no_answer,
+            "mostly_no_answer": above(no_answer)}
 
 
 def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: bool,
@@ -333,11 +342,14 @@ def verdict(diag: dict[str, Any]) -> str:
     tail = f"; ensembling removes {drop:.0%} of the one-answer distance" if drop is not None else ""
     checks = diag.get("checks") or {}
     if checks.get("mostly_other"):
-        worst = max((kv for kv in checks["other_share"].items() if kv[1] is not None),
-                    key=lambda kv: kv[1])
-        return (f"no verdict: most answers name no candidate ({worst[1]:.0%} in {worst[0]}), "
+        lang, share = _worst(checks["other_share"])
+        return (f"no verdict: most answers name no candidate ({share:.0%} in {lang}), "
                 "so source and target answers cannot be compared; check the prompt format "
                 "or score the candidates (--exact)")
+    if checks.get("mostly_no_answer"):
+        lang, share = _worst(checks["no_answer_share"])
+        return (f"no verdict: most answers to the open questions are empty or unparseable "
+                f"({share:.0%} in {lang}); check the prompt format and --max-new-tokens")
     if checks and not checks.get("source_above_chance", True):
         acc = diag["accuracy"].get(diag["source"]) or {}
         return (f"no verdict: the source is not above chance (accuracy {_fmt(acc)} against "
@@ -358,6 +370,10 @@ def verdict(diag: dict[str, Any]) -> str:
                 f"{tail}")
     where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
     return _share_verdict(where, ci, tail)
+
+
+def _worst(shares: dict[str, float | None]) -> tuple[str, float]:
+    return max(((k, v) for k, v in shares.items() if v is not None), key=lambda kv: kv[1])
 
 
 def _share_verdict(where: str, ci: list[float], tail: str) -> str:
@@ -381,10 +397,12 @@ def format_summary(diag: dict[str, Any]) -> str:
         lines.append(f"{lang:<10} {_fmt(acc):<24} "
                      f"{_fmt(diag['mode_accuracy'].get(lang)):<24}{mark}")
     lines.append("")
-    other = (diag.get("checks") or {}).get("other_share") or {}
-    if other:
-        lines.append("answers naming no candidate: " + ", ".join(
-            f"{lang} {v:.0%}" for lang, v in other.items() if v is not None))
+    checks = diag.get("checks") or {}
+    for key, label in (("other_share", "answers naming no candidate"),
+                       ("no_answer_share", "open answers empty or unparseable")):
+        shares = {lang: v for lang, v in (checks.get(key) or {}).items() if v is not None}
+        if shares:
+            lines.append(f"{label}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     lines.append("")
     head = (f"{'pair':<10} {'agreement':<24} {'transfer':<24} {'chi2':<24} {'drop':>5} "
             f"{'pi(mism)':>8} {'pi(model)':>22} {'var. share (L2)':>22}")
