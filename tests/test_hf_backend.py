@@ -130,3 +130,27 @@ def test_samples_do_not_depend_on_batch_size_when_rows_finish_early(tiny_backend
     assert together == alone
     lengths = {len(s) for x in together for s in x}
     assert len(lengths) > 2  # rows really finished at different steps
+
+
+def test_a_registered_backend_gets_only_the_options_it_takes(monkeypatch) -> None:
+    import xlgap.models
+    from xlgap.models import load_backend, register_backend
+
+    seen = {}
+
+    def narrow(name: str, *, device: str = "cpu"):
+        seen.update(name=name, device=device)
+        return "narrow"
+
+    def wide(name: str, **options):
+        seen.update(options)
+        return "wide"
+
+    monkeypatch.setattr(xlgap.models, "_REGISTRY", dict(xlgap.models._REGISTRY))
+    monkeypatch.setitem(__import__("sys").modules, "plugin_for_test", type(
+        "M", (), {"narrow": staticmethod(narrow), "wide": staticmethod(wide)}))
+    register_backend("narrow", "plugin_for_test:narrow")
+    register_backend("wide", "plugin_for_test:wide")
+    assert load_backend("narrow:x", device="cuda", is_chat=True, batch_size=4) == "narrow"
+    assert seen == {"name": "x", "device": "cuda"}
+    assert load_backend("wide:y", is_chat=True) == "wide" and seen["is_chat"] is True

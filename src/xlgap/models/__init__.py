@@ -48,9 +48,22 @@ def load_backend(spec: str = "embedded", **options: Any) -> Backend:
         if prefix == "hf":
             return _resolve(_REGISTRY["hf"])(rest, **_only(options, "device", "dtype",
                                                            "batch_size", "is_chat"))
-        return _resolve(_REGISTRY[prefix])(rest, **options)
+        factory = _resolve(_REGISTRY[prefix])
+        return factory(rest, **_accepted(factory, options))
     return _resolve(_REGISTRY["hf"])(spec, **_only(options, "device", "dtype", "batch_size",
                                                    "is_chat"))
+
+
+def _accepted(factory: Callable[..., Backend], options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``factory`` takes (all of them when it takes ``**kwargs``), so a
+    registered backend never fails on an option meant for another."""
+    import inspect
+
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params}
+    return {k: v for k, v in options.items() if k in names}
 
 
 def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
