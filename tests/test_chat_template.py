@@ -12,9 +12,10 @@ import pytest
 from conftest import make_tiny_gemma
 from test_interventions import write_data
 from xlgap.cli import SampleConfig
-from xlgap.errors import ModelError
+from xlgap.errors import ModelError, XlgapError
 from xlgap.prompting.templates import PromptBuilder
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEMPLATE = ("{% for m in messages %}<turn>{{ m['role'] }}\n{{ m['content'] }}</turn>\n"
             "{% endfor %}{% if add_generation_prompt %}<turn>model\n{% endif %}")
 
@@ -50,6 +51,25 @@ def test_asking_for_a_template_the_tokenizer_lacks_is_an_error(tiny_tokenizer, t
     model = _save_model(tiny_tokenizer, tmp_path / "plain", None)
     with pytest.raises(ModelError, match="chat template"):
         _backend(model, "yes", tmp_path)
+    with pytest.raises(XlgapError, match="no such file"):
+        _backend(model, str(tmp_path / "missing.jinja"), tmp_path)
+
+
+def test_a_template_file_serves_a_tokenizer_without_one(tiny_tokenizer, tmp_path):
+    """The shipped Gemma turn format, given as a file to a model whose tokenizer has no
+    template (as the embedded model's GGUF conversion)."""
+    from xlgap.data import load_dataset
+
+    model = _save_model(tiny_tokenizer, tmp_path / "plain", None)
+    backend = _backend(model, str(EXAMPLES / "chat-templates" / "gemma-turns.jinja"),
+                       tmp_path)
+    assert backend.is_chat
+    dataset = load_dataset(write_data(tmp_path / "colors.jsonl", n=2, langs=["en", "fr"]))
+    prompt = PromptBuilder(backend, dataset.items, shots=1).generation_prompt(
+        dataset.items[0], "fr")
+    assert prompt.startswith("<bos><start_of_turn>user\n")
+    assert prompt.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert backend.encode(prompt)[:2] != [2, 2]  # BOS once: it is in the text already
 
 
 def test_a_chat_model_is_sampled_and_scored_through_its_template(tiny_tokenizer, tmp_path):

@@ -58,9 +58,9 @@ class RunConfig:
                          "for base models)")
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
     chat_template: str = opt("auto", "local models: wrap prompts in the tokenizer's chat "
-                             "template: auto (names with -it, instruct or chat), yes or no "
-                             "(--api-chat is the openai: equivalent)",
-                             choices=("auto", "yes", "no"))
+                             "template: auto (names with -it, instruct or chat), yes, no, or "
+                             "a Jinja template file to use instead of the tokenizer's "
+                             "(--api-chat is the openai: equivalent)")
     store: str = opt("", "result store directory (default: $XLGAP_CACHE/store)")
     steer: str = opt("", "steer the model with FILE[:NAME] (vectors from xlgap steer; NAME: "
                      "shared.fr, source.ja or a language) at every prompt of the command")

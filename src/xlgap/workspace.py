@@ -30,6 +30,18 @@ def open_store(cfg: RunConfig):
 CHAT_TEMPLATE: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
 
 
+def chat_template_options(value: str) -> dict[str, Any]:
+    """``--chat-template`` as backend options: ``is_chat``, and ``chat_template`` (the
+    template's text) when the value is a file."""
+    if value in CHAT_TEMPLATE:
+        return {"is_chat": CHAT_TEMPLATE[value]}
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise XlgapError(f"--chat-template {value!r}: use auto, yes, no, or a Jinja template "
+                         "file (no such file)")
+    return {"is_chat": True, "chat_template": path.read_text(encoding="utf-8")}
+
+
 def open_backend(cfg: RunConfig):
     """The backend ``--model`` names, behind the result store."""
     from xlgap.models import load_backend
@@ -38,7 +50,7 @@ def open_backend(cfg: RunConfig):
     store = open_store(cfg)
     options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
                                "batch_size": cfg.batch_size,
-                               "is_chat": CHAT_TEMPLATE[getattr(cfg, "chat_template", "auto")]}
+                               **chat_template_options(getattr(cfg, "chat_template", "auto"))}
     if cfg.model.startswith("openai:"):
         if not cfg.base_url:
             raise XlgapError("--model openai:NAME needs --base-url URL "

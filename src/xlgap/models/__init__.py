@@ -42,16 +42,18 @@ def load_backend(spec: str = "embedded", **options: Any) -> Backend:
     """Build the backend a ``--model`` value names. Unknown options are ignored per backend."""
     if spec == "embedded":
         return _resolve(_REGISTRY["embedded"])(**_only(options, "device", "dtype", "batch_size",
-                                                          "cache_dir", "is_chat"))
+                                                          "cache_dir", "is_chat",
+                                                          "chat_template"))
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in _REGISTRY and prefix not in ("embedded",):
         if prefix == "hf":
             return _resolve(_REGISTRY["hf"])(rest, **_only(options, "device", "dtype",
-                                                           "batch_size", "is_chat"))
+                                                           "batch_size", "is_chat",
+                                                           "chat_template"))
         factory = _resolve(_REGISTRY[prefix])
         return factory(rest, **_accepted(factory, options))
     return _resolve(_REGISTRY["hf"])(spec, **_only(options, "device", "dtype", "batch_size",
-                                                   "is_chat"))
+                                                   "is_chat", "chat_template"))
 
 
 def _accepted(factory: Callable[..., Backend], options: dict[str, Any]) -> dict[str, Any]:

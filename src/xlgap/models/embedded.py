@@ -114,14 +114,16 @@ def ensure_converted(root: Path | None = None) -> Path:
 
 
 def load_embedded(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                  cache_dir: str | None = None, is_chat: bool | None = None):
-    """The embedded model; a base model, so prompts are plain text unless ``is_chat`` asks
-    for its tokenizer's chat template."""
+                  cache_dir: str | None = None, is_chat: bool | None = None,
+                  chat_template: str | None = None):
+    """The embedded model; a base model whose tokenizer has no chat template, so prompts
+    are plain text unless ``is_chat`` with a ``chat_template`` asks for one."""
     from xlgap.models.hf import HFBackend
 
     path = ensure_converted(Path(cache_dir) if cache_dir else None)
     backend = HFBackend.from_pretrained(str(path), device=device, dtype=dtype,
-                                        batch_size=batch_size, is_chat=bool(is_chat))
+                                        batch_size=batch_size, is_chat=bool(is_chat),
+                                        chat_template=chat_template)
     pkg = _package()
     backend.name = "embedded"
     backend._fingerprint = f"embedded:{EMBEDDED_NAME}:{pkg.EXPECTED_SHA256[:16]}:" + str(

@@ -113,7 +113,8 @@ class HFBackend(Backend):
                 tag in lowered for tag in ("-it", "instruct", "chat"))
         elif is_chat and not getattr(tokenizer, "chat_template", None):
             raise ModelError(f"model {name!r}: a chat template was asked for "
-                             "(--chat-template yes), but its tokenizer has none")
+                             "(--chat-template yes), but its tokenizer has none; give one "
+                             "as a file (--chat-template FILE.jinja)")
         self.is_chat = is_chat
         self._fingerprint = fingerprint or weights_fingerprint(model, name)
         #: tags of modifications active on the model (steering hooks, adapters); they are
@@ -133,7 +134,9 @@ class HFBackend(Backend):
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str = "auto", dtype: str = "auto",
-                        batch_size: int = 16, is_chat: bool | None = None) -> HFBackend:
+                        batch_size: int = 16, is_chat: bool | None = None,
+                        chat_template: str | None = None) -> HFBackend:
+        """``chat_template``: a Jinja template to use instead of the tokenizer's own."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dev = resolve_device(device)
@@ -156,6 +159,8 @@ class HFBackend(Backend):
                              f"weights, or a hub id. ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200]})") from exc
         model.to(dev)
+        if chat_template:
+            tok.chat_template = chat_template
         return cls(model, tok, name=name_or_path, batch_size=batch_size, is_chat=is_chat)
 
     # -- properties --------------------------------------------------------------------

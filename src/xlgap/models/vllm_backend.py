@@ -158,7 +158,7 @@ class VLLMBackend(Backend):
                  pipeline_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
                  kv_cache_gib: float | None = None, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, enforce_eager: bool | None = None,
-                 revision: str | None = None,
+                 revision: str | None = None, chat_template: str | None = None,
                  engine_args: dict[str, Any] | None = None) -> None:
         del batch_size  # vLLM's scheduler batches by its token budget
         if int(data_parallel_size) > 1:
@@ -225,6 +225,8 @@ class VLLMBackend(Backend):
                              "max_model_len)") from exc
         self.engine_options = {k: v for k, v in kwargs.items() if k != "model"}
         self.tokenizer = self.llm.get_tokenizer()
+        if chat_template:  # instead of the tokenizer's own (--chat-template FILE)
+            self.tokenizer.chat_template = chat_template
         hf_config = self.llm.llm_engine.model_config.hf_config
         if is_chat is None:
             # as the HF backend: a chat template alone does not make a chat model
@@ -233,7 +235,8 @@ class VLLMBackend(Backend):
                 tag in lowered for tag in ("-it", "instruct", "chat"))
         elif is_chat and not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(f"model {model!r}: a chat template was asked for "
-                             "(--chat-template yes), but its tokenizer has none")
+                             "(--chat-template yes), but its tokenizer has none; give one "
+                             "as a file (--chat-template FILE.jinja)")
         self.is_chat = bool(is_chat)
         self._eos = self._eos_ids(hf_config)
         dtype_name = str(self.llm.llm_engine.model_config.dtype).replace("torch.", "")
