@@ -420,7 +420,7 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         scoring_progress,
     )
     from xlgap.representations.cli import candidate_scores, parallel_texts
-    from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
+    from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
     from xlgap.stats.metrics import accuracy_per_item, transfer_parts
 
     with scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
@@ -434,17 +434,14 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
     for t in targets:
         num[t], den[t] = transfer_parts(probs[source], probs[t], g)
 
-    def ratio(n: np.ndarray, d: np.ndarray) -> dict[str, Any]:
-        ok = np.isfinite(n) & np.isfinite(d)
-        est = float(n[ok].sum() / d[ok].sum()) if d[ok].sum() > 0 else float("nan")
-        return summary(est, ratio_ci(n, d, n_boot=n_boot, seed=seed), int(ok.sum()))
-
     result: dict[str, Any] = {
         "accuracy": {lang: mean_with_ci(v, n_boot=n_boot, seed=seed)
                      for lang, v in acc_items.items()},
-        "transfer": {"all": ratio(np.stack([num[t] for t in targets], 1),
-                                  np.stack([den[t] for t in targets], 1)) if targets else None,
-                     "per_target": {t: ratio(num[t], den[t]) for t in targets}},
+        "transfer": {"all": ratio_with_ci(np.stack([num[t] for t in targets], 1),
+                                          np.stack([den[t] for t in targets], 1),
+                                          n_boot=n_boot, seed=seed) if targets else None,
+                     "per_target": {t: ratio_with_ci(num[t], den[t], n_boot=n_boot,
+                                                     seed=seed) for t in targets}},
         "_parts": {"accuracy": acc_items, "num": num, "den": den}}
     if with_states:
         states = hidden_by_language(backend, parallel_texts(dataset, list(languages)), pooling)

@@ -394,16 +394,10 @@ def distributions(logps: np.ndarray) -> np.ndarray:
     return np.concatenate([p, np.zeros((len(p), 1))], axis=1)
 
 
-def rankc_per_item(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """RankC of each item (NaN where fewer than two candidates are shared)."""
-    from xlgap.representations.consistency import rankc
-
-    return np.array([rankc(a[i:i + 1], b[i:i + 1]) for i in range(len(a))], dtype=np.float64)
-
-
 def pair_parts(source: np.ndarray, target: np.ndarray, gold: np.ndarray
                ) -> dict[str, np.ndarray]:
     """Per-item parts of every reported metric for one target, from log-probabilities."""
+    from xlgap.representations.consistency import rankc_per_item
     from xlgap.stats.metrics import accuracy_per_item, agreement_per_item, transfer_parts
 
     p, q = distributions(source), distributions(target)
@@ -420,13 +414,10 @@ def stack_parts(parts: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.n
 
 def point_estimates(parts: Mapping[str, np.ndarray]) -> dict[str, float]:
     """The four metrics without intervals (the sweep needs only these)."""
-    from xlgap.stats.bootstrap import nan_mean
+    from xlgap.stats.bootstrap import nan_mean, pooled_ratio
 
-    num, den = parts["transfer_num"], parts["transfer_den"]
-    ok = np.isfinite(num) & np.isfinite(den)
-    d = float(den[ok].sum())
     return {"accuracy": nan_mean(parts["accuracy"]), "agreement": nan_mean(parts["agreement"]),
-            "transfer": float(num[ok].sum()) / d if d > 0 else float("nan"),
+            "transfer": pooled_ratio(parts["transfer_num"], parts["transfer_den"]),
             "rankc": nan_mean(parts["rankc"])}
 
 
@@ -438,8 +429,7 @@ def with_intervals(parts: Mapping[str, np.ndarray], baseline: Mapping[str, np.nd
         mean_with_ci,
         paired_bootstrap_pvalue,
         paired_ratio_pvalue,
-        ratio_ci,
-        summary,
+        ratio_with_ci,
     )
 
     def per_item(x: np.ndarray) -> np.ndarray:
@@ -457,9 +447,7 @@ def with_intervals(parts: Mapping[str, np.ndarray], baseline: Mapping[str, np.nd
                                                           per_item(baseline[key]),
                                                           n_boot=n_boot, seed=seed)
     num, den = parts["transfer_num"], parts["transfer_den"]
-    est = point_estimates(parts)["transfer"]
-    out["transfer"] = summary(est, ratio_ci(num, den, n_boot=n_boot, seed=seed),
-                              int(np.isfinite(num).sum()))
+    out["transfer"] = ratio_with_ci(num, den, n_boot=n_boot, seed=seed)
     if baseline is not None:
         out["transfer"]["p_value"] = paired_ratio_pvalue(
             num, den, baseline["transfer_num"], baseline["transfer_den"], n_boot=n_boot,

@@ -35,6 +35,7 @@ import torch
 from xlgap.errors import ModelError
 from xlgap.models.base import POOLINGS, Backend, check_normalize
 from xlgap.models.layers import apply_logit_head
+from xlgap.models.tokens import adds_special_tokens, joint_tokens, resolve_is_chat
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -105,17 +106,7 @@ class HFBackend(Backend):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
-        if is_chat is None:
-            # A chat template alone does not make a chat model (base Gemma ships one);
-            # instruction-tuned checkpoints say so in their name.
-            lowered = name.lower()
-            is_chat = bool(getattr(tokenizer, "chat_template", None)) and any(
-                tag in lowered for tag in ("-it", "instruct", "chat"))
-        elif is_chat and not getattr(tokenizer, "chat_template", None):
-            raise ModelError(f"model {name!r}: a chat template was asked for "
-                             "(--chat-template yes), but its tokenizer has none; give one "
-                             "as a file (--chat-template FILE.jinja)")
-        self.is_chat = is_chat
+        self.is_chat = resolve_is_chat(tokenizer, name, is_chat)
         self._fingerprint = fingerprint or weights_fingerprint(model, name)
         #: tags of modifications active on the model (steering hooks, adapters); they are
         #: part of the fingerprint, so a modified model never shares cache entries with
@@ -186,9 +177,7 @@ class HFBackend(Backend):
 
     # -- tokenisation helpers ----------------------------------------------------------
     def _add_special(self, text: str) -> bool:
-        # Chat-formatted prompts already hold the BOS token as text.
-        bos = self.tokenizer.bos_token
-        return not (self.is_chat and bos and text.startswith(bos))
+        return adds_special_tokens(self.tokenizer, self.is_chat, text)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         add = add_special_tokens and self._add_special(text)
@@ -323,50 +312,13 @@ class HFBackend(Backend):
     # -- score -------------------------------------------------------------------------
     def _joint_request(self, prompt: str, continuations: Sequence[str]
                        ) -> tuple[list[int], list[list[int]], list[int]]:
-        """Joint tokenization of one request: the shared token prefix, each candidate's
-        tokens after it, and the UTF-8 bytes of the text those tokens cover.
-
-        ``prompt + continuation`` is tokenized as one text, as the model would have
-        written it (in scripts without spaces a prompt's last characters and an answer's
-        first often merge into one token). The prefix is the longest run of tokens that
-        the prompt alone and every candidate's joint tokenization share, so all the
-        candidates of a request are scored from the same point over text they cover.
-        """
-        prompt_ids = self.encode(prompt)
-        joint = []
-        for cont in continuations:
-            ids, offsets = self._encode_offsets(prompt + cont)
-            joint.append((ids, offsets))
-        cut = len(prompt_ids)
-        for ids, _ in joint:
-            same = 0
-            for a, b in zip(prompt_ids, ids, strict=False):
-                if a != b:
-                    break
-                same += 1
-            cut = min(cut, same)
-        if cut == 0 and continuations:
-            raise ModelError(f"cannot score continuations of prompt {prompt[:40]!r}: its "
-                             "first token already depends on the continuation (no BOS)")
-        tails = [ids[cut:] for ids, _ in joint]
-        sizes = []
-        for cont, (ids, offsets) in zip(continuations, joint, strict=True):
-            text = prompt + cont
-            if offsets is not None and cut < len(ids):
-                sizes.append(len(text[offsets[cut][0]:].encode("utf-8")))
-            else:
-                sizes.append(len(self.tokenizer.decode(ids[cut:]).encode("utf-8")))
-        return prompt_ids[:cut], tails, sizes
-
-    def _encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
-        """Token ids as :meth:`encode` gives them, with character offsets when the
-        tokenizer is a fast one (None otherwise)."""
-        try:
-            enc = self.tokenizer(text, add_special_tokens=self._add_special(text),
-                                 return_offsets_mapping=True)
-        except (NotImplementedError, ValueError, TypeError):
-            return self.encode(text), None
-        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        """Joint tokenization of one request (:func:`xlgap.models.tokens.joint_tokens`):
+        the shared token prefix, each candidate's tokens after it, and the UTF-8 bytes of
+        the text those tokens cover."""
+        cut, joint, sizes = joint_tokens(self.tokenizer, prompt, continuations,
+                                         self._add_special(prompt))
+        prefix = joint[0][:cut] if joint else self.encode(prompt)
+        return prefix, [ids[cut:] for ids in joint], sizes
 
     @torch.inference_mode()
     def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]],

@@ -36,6 +36,7 @@ from typing import Any
 
 from xlgap.errors import ConfigError, ModelError
 from xlgap.models.base import Backend, check_normalize
+from xlgap.models.tokens import adds_special_tokens, joint_tokens, resolve_is_chat
 
 #: KV cache reserved on CPU (GiB) when neither ``kv_cache_gib`` nor
 #: ``gpu_memory_utilization`` is given: vLLM's default share of memory (0.92) is meant for
@@ -72,47 +73,6 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
             if pos >= 0:
                 text = text[:pos]
     return text
-
-
-def joint_tokens(tokenizer: Any, prompt: str, continuations: Sequence[str],
-                 add_special: bool) -> tuple[int, list[list[int]], list[int]]:
-    """The joint tokenization of one scoring request (the rule of
-    :meth:`xlgap.models.base.Backend.score_batch`).
-
-    Returns ``cut``, each candidate's joint token ids (``prompt + continuation`` as one
-    text) and the UTF-8 bytes of the text its scored tokens cover. ``cut`` is the length
-    of the longest token prefix that the prompt alone and every joint tokenization share;
-    a candidate's score is the sum over its tokens from ``cut`` on.
-    """
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
-    joint: list[tuple[list[int], list[tuple[int, int]] | None]] = []
-    for cont in continuations:
-        text = prompt + cont
-        try:
-            enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-            offsets = [tuple(o) for o in enc["offset_mapping"]]
-        except (NotImplementedError, ValueError, TypeError):  # a slow tokenizer
-            enc, offsets = tokenizer(text, add_special_tokens=add_special), None
-        joint.append((list(enc["input_ids"]), offsets))
-    cut = len(prompt_ids)
-    for ids, _ in joint:
-        shared = 0
-        while shared < min(cut, len(ids)) and ids[shared] == prompt_ids[shared]:
-            shared += 1
-        cut = shared
-    if cut == 0 and continuations:
-        raise ModelError(f"cannot score continuations of prompt {prompt[:40]!r}: its first "
-                         "token already depends on the continuation (no BOS)")
-    sizes = []
-    for cont, (ids, offsets) in zip(continuations, joint, strict=True):
-        text = prompt + cont
-        if cut >= len(ids):
-            sizes.append(0)
-        elif offsets is not None:
-            sizes.append(len(text[offsets[cut][0]:].encode("utf-8")))
-        else:
-            sizes.append(len(tokenizer.decode(ids[cut:]).encode("utf-8")))
-    return cut, [ids for ids, _ in joint], sizes
 
 
 def _weights_signature(path: Path) -> str:
@@ -228,16 +188,7 @@ class VLLMBackend(Backend):
         if chat_template:  # instead of the tokenizer's own (--chat-template FILE)
             self.tokenizer.chat_template = chat_template
         hf_config = self.llm.llm_engine.model_config.hf_config
-        if is_chat is None:
-            # as the HF backend: a chat template alone does not make a chat model
-            lowered = model.lower()
-            is_chat = bool(getattr(self.tokenizer, "chat_template", None)) and any(
-                tag in lowered for tag in ("-it", "instruct", "chat"))
-        elif is_chat and not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(f"model {model!r}: a chat template was asked for "
-                             "(--chat-template yes), but its tokenizer has none; give one "
-                             "as a file (--chat-template FILE.jinja)")
-        self.is_chat = bool(is_chat)
+        self.is_chat = resolve_is_chat(self.tokenizer, model, is_chat)
         self._eos = self._eos_ids(hf_config)
         dtype_name = str(self.llm.llm_engine.model_config.dtype).replace("torch.", "")
         self._fingerprint = self._make_fingerprint(hf_config, dtype_name, revision)
@@ -282,9 +233,7 @@ class VLLMBackend(Backend):
 
     # -- tokenization (the HF backend's rule) -------------------------------------------
     def _add_special(self, text: str) -> bool:
-        # chat-formatted prompts already hold the BOS token as text
-        bos = getattr(self.tokenizer, "bos_token", None)
-        return not (self.is_chat and bos and text.startswith(bos))
+        return adds_special_tokens(self.tokenizer, self.is_chat, text)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=self._add_special(text))

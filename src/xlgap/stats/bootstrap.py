@@ -105,6 +105,25 @@ def summary(estimate: float, ci: tuple[float, float], n: int | None = None
     return out
 
 
+def pooled_ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """``sum(num) / sum(den)`` over the entries where both are finite (NaN when that
+    denominator is 0): a pooled rate such as transfer."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    ok = np.isfinite(num) & np.isfinite(den)
+    total = float(den[ok].sum())
+    return float(num[ok].sum()) / total if total > 0 else float("nan")
+
+
+def ratio_with_ci(num: np.ndarray, den: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+                  alpha: float = 0.05) -> dict[str, Any]:
+    """:func:`summary` of :func:`pooled_ratio` and its :func:`ratio_ci`; ``n`` counts the
+    entries with both parts."""
+    n = int((np.isfinite(np.asarray(num, dtype=np.float64))
+             & np.isfinite(np.asarray(den, dtype=np.float64))).sum())
+    return summary(pooled_ratio(num, den),
+                   ratio_ci(num, den, n_boot=n_boot, seed=seed, alpha=alpha), n)
+
+
 def mean_with_ci(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
                  alpha: float = 0.05) -> dict[str, Any]:
     """:func:`summary` of the NaN-aware mean of per-item values and its bootstrap CI."""

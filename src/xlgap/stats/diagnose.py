@@ -22,7 +22,7 @@ from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
 from xlgap.provenance import provenance
 from xlgap.runs import Run, load_run
-from xlgap.stats.bootstrap import mean_with_ci, ratio_ci, summary
+from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
 from xlgap.stats.ensembling import (
     per_item_curves,
     samples_from_probs,
@@ -105,11 +105,7 @@ def summarise_pair(per: dict[str, np.ndarray | None], n_boot: int, seed: int
         out[key] = None if vals is None else mean_with_ci(vals, n_boot=n_boot, seed=seed)
     num, den = per["transfer_num"], per["transfer_den"]
     assert num is not None and den is not None
-    ok = np.isfinite(num) & np.isfinite(den)
-    total = float(den[ok].sum())
-    est = float(num[ok].sum()) / total if total > 0 else float("nan")
-    out["transfer"] = summary(est, ratio_ci(num, den, n_boot=n_boot, seed=seed),
-                              int(ok.sum()))
+    out["transfer"] = ratio_with_ci(num, den, n_boot=n_boot, seed=seed)
     mism = per["mismatch"]
     assert mism is not None
     m = mean_with_ci(mism, n_boot=n_boot, seed=seed)
