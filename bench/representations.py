@@ -154,7 +154,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bmlam
 
 def _bmlama_texts(data: Path, n: int, langs: list[str] | None = None) -> dict[str, list[str]]:
     from xlgap.data import load_dataset
-    from xlgap.representations.cli import parallel_texts
+    from xlgap.prompting.scoring import parallel_texts
 
     dataset = load_dataset(str(data))
     langs = langs or dataset.languages

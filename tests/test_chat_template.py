@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_tiny_gemma
 from test_interventions import write_data
-from xlgap.cli import SampleConfig
+from xlgap.cli.commands.sample import SampleConfig
 from xlgap.errors import ModelError, XlgapError
 from xlgap.prompting.templates import PromptBuilder
 
@@ -32,7 +32,7 @@ def _save_model(tiny_tokenizer, path: Path, template: str | None) -> Path:
 
 
 def _backend(model: Path, chat_template: str, tmp_path: Path):
-    from xlgap.workspace import open_backend
+    from xlgap.cli.workspace import open_backend
 
     return open_backend(SampleConfig(model=str(model), chat_template=chat_template,
                                      store=str(tmp_path / "store")))

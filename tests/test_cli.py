@@ -163,12 +163,12 @@ def test_demo_covers_three_lines_writes_a_report_and_reruns_for_free(tmp_path, m
                                                                      capsys, tiny_backend):
     """The main job end to end on a tiny model: a diagnosed run, the strategy table, the
     look inside, one report page; a second run computes nothing."""
-    import xlgap.cli
+    import xlgap.cli.workspace
     from xlgap.models.cached import CachedBackend
 
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
-    monkeypatch.setattr(xlgap.cli, "open_backend", lambda cfg: cached)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
     out = tmp_path / "demo"
     args = ("demo", "--no-progress", "--limit", "8", "--targets", "fr,ja", "--n-boot", "50",
             "--out", str(out))

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import xlgap.cli
-import xlgap.workspace
+import xlgap.cli.workspace
 from xlgap.errors import ConfigError
 from xlgap.interventions.finetune import (
     CHECKPOINT,
@@ -181,7 +181,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_tokenizer, tmp_path, method
 def test_finetune_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
-    monkeypatch.setattr(xlgap.workspace, "open_backend", lambda cfg: cached)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
     out = tmp_path / "ft"
     fingerprint = tiny_backend.fingerprint
     flags = [p.requires_grad for p in tiny_backend.model.parameters()]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import xlgap.cli
-import xlgap.workspace
+import xlgap.cli.workspace
 from fake_backend import FakeBackend
 from xlgap.data.languages import language_name
 from xlgap.errors import ConfigError
@@ -130,7 +130,7 @@ def brute_force(run_dir: Path, ids: set[str] | None = None) -> tuple[float, floa
 def fake(monkeypatch):
     backend = KnowsEnglish()
     backend.name = "knows-english"
-    monkeypatch.setattr(xlgap.workspace, "open_backend", lambda cfg: backend)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: backend)
     return backend
 
 
@@ -294,7 +294,7 @@ def test_intervene_smoke_on_tiny_hf_model(tmp_path, monkeypatch, tiny_backend):
     data = write_data(tmp_path / "tiny.jsonl", n=2, langs=["en", "fr"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
-    monkeypatch.setattr(xlgap.workspace, "open_backend", lambda cfg: cached)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
     out = tmp_path / "smoke"
     assert xlgap.cli.run(["intervene", "--no-progress", "--data", str(data), "--targets", "fr",
                           "--strategies", "baseline,tta-1,tea", "--samples", "2", "--shots",

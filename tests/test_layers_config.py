@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from xlgap.config import RunConfig, add_config_arguments, build_config, read_config_file
+from xlgap.cli.config import RunConfig, add_config_arguments, build_config, read_config_file
 from xlgap.errors import ConfigError, ModelError
 from xlgap.models.layers import ARCHITECTURES, apply_logit_head, blocks, guess_layout, layout_for
 

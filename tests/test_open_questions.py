@@ -220,7 +220,7 @@ def test_lettered_options_shuffle_per_language_and_map_back() -> None:
 
 def test_intervene_exact_has_no_parse_failures(tmp_path, monkeypatch, tiny_backend) -> None:
     import xlgap.cli
-    import xlgap.workspace
+    import xlgap.cli.workspace
     from test_interventions import write_data
     from xlgap.models.cached import CachedBackend
     from xlgap.store import Store
@@ -228,7 +228,7 @@ def test_intervene_exact_has_no_parse_failures(tmp_path, monkeypatch, tiny_backe
     data = write_data(tmp_path / "colors.jsonl", n=6, langs=["en", "fr", "ja"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
-    monkeypatch.setattr(xlgap.workspace, "open_backend", lambda cfg: cached)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
     out = tmp_path / "iv"
     args = ["intervene", "--no-progress", "--data", str(data), "--targets", "fr,ja",
             "--strategies", "baseline,tren-1,tta-1,tea,vote-3", "--exact", "--shots", "1",

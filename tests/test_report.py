@@ -180,7 +180,7 @@ def test_partial_and_unknown_files_become_notes(results, tmp_path):
 
 
 def test_report_shows_steering_results(tmp_path):
-    from xlgap.study import find_command
+    from xlgap.cli.registry import find_command
 
     if find_command("steer") is None:
         pytest.skip("this xlgap has no steer command yet")

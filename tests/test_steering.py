@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import xlgap.cli
-import xlgap.workspace
+import xlgap.cli.workspace
+from xlgap.cli.commands.sample import SampleConfig
 from xlgap.errors import ConfigError
 from xlgap.interventions.steering import (
     Setting,
@@ -248,7 +249,7 @@ def test_layer_module_follows_the_declared_layout(tiny_backend):
 def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
-    monkeypatch.setattr(xlgap.workspace, "open_backend", lambda cfg: cached)
+    monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
     out = tmp_path / "steer"
     args = ["steer", "--no-progress", "--data", "builtin", "--limit", "30", "--targets",
             "fr,de", "--directions", "shared,source", "--layers", "1,0+2", "--alphas", "0.5,2",
@@ -340,7 +341,7 @@ def test_any_command_runs_steered_with_the_steer_options(tiny_tokenizer, tmp_pat
     assert run["config"]["steer_alpha"] == 2 and run["fingerprint"] != json.loads(
         (tmp_path / "plain" / "run.json").read_text())["fingerprint"]
     with pytest.raises(XlgapError, match="--steer"):
-        xlgap.workspace.open_backend(xlgap.cli.SampleConfig(
+        xlgap.cli.workspace.open_backend(SampleConfig(
             model="openai:m", base_url="http://127.0.0.1:1/v1", steer=str(path)))
     with pytest.raises(SystemExit):  # refused by steer itself, before anything loads
         xlgap.cli.main(["steer", "--data", str(data), "--steer", str(path), "--no-progress"])

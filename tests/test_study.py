@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 import xlgap.cli
-from xlgap.config import build_config
+from xlgap.cli.config import build_config
+from xlgap.cli.registry import command_line, find_command
+from xlgap.cli.study import load_study
 from xlgap.errors import ConfigError
 from xlgap.models import register_backend
 from xlgap.progress import LineProgress, StepPlan, format_duration, progress_bar, progress_mode
-from xlgap.study import command_line, find_command, load_study
 
 register_backend("fake", "fake_backend:make")
 register_backend("tinyhf", "test_study:make_tiny_hf")
@@ -311,7 +312,7 @@ def test_positional_arguments_when_wired(tmp_path, bmlama, capsys):
 
 
 def test_command_line_rebuilds_the_config(tmp_path):
-    cls, _ = find_command("intervene")
+    cls = find_command("intervene").config
     cfg = build_config(cls, None, {"model": "fake:x", "data": "my data/dir", "targets": "fr",
                                    "samples": 2, "other_scripts": True, "api_chat": False,
                                    "out": str(tmp_path / "o")})
@@ -321,7 +322,7 @@ def test_command_line_rebuilds_the_config(tmp_path):
     assert "--temperature" not in line  # defaults are left out
     parser, commands = xlgap.cli.build_parser()
     args = parser.parse_args(shlex.split(line)[1:])
-    again = build_config(commands["intervene"][0], args)
+    again = build_config(commands["intervene"].config, args)
     assert again == cfg
 
 

@@ -17,6 +17,26 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+# Bumped when a result file's layout changes incompatibly; readers check it with the tag.
+FORMAT_VERSION = 1
+
+# The command line being run, set once by the CLI; library calls leave it None.
+_command: str | None = None
+
+
+def set_command(line: str | None) -> None:
+    """Record the command line that the results written from now on come from."""
+    global _command
+    _command = line
+
+
+def tagged(kind: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """``result`` with its ``format`` tag first: the kind of result file it is ("run",
+    "diagnosis", "interventions", "steering", "finetune", "ilo", "similarity",
+    "logit_lens", "consistency", "study"), which readers such as the report dispatch on."""
+    return {"format": kind, "format_version": FORMAT_VERSION,
+            **{k: v for k, v in result.items() if k not in ("format", "format_version")}}
+
 
 @cache
 def versions() -> dict[str, str | None]:
@@ -57,7 +77,7 @@ def data_hash(items: Iterable[Any], languages: Iterable[str] | None = None) -> s
 def provenance(config: Mapping[str, Any] | None = None, *, data: str | None = None,
                data_hash: str | None = None, **extra: Any) -> dict[str, Any]:
     """The ``provenance`` block of a result file."""
-    out: dict[str, Any] = {"versions": versions()}
+    out: dict[str, Any] = {"versions": versions(), "command": _command}
     if config is not None:
         out["config"] = dict(config)
     if data is not None:

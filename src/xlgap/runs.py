@@ -26,8 +26,9 @@ import numpy as np
 from xlgap.errors import DataError
 from xlgap.io import dump_json
 from xlgap.prompting.answers import normalize
+from xlgap.provenance import FORMAT_VERSION
 
-FORMAT = "xlgap-run/1"
+FORMAT = "run"  # the format tag (older runs say "xlgap-run/1", still read)
 RUN_FILE = "run.json"
 ITEMS_FILE = "items.jsonl"
 SAMPLES_FILE = "samples.jsonl"
@@ -214,6 +215,7 @@ class RunWriter:
         meta.setdefault("options", {})
         meta.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
         meta["format"] = FORMAT
+        meta["format_version"] = FORMAT_VERSION
         if meta["mode"] not in ("sample", "exact"):
             raise DataError(f"run meta: mode must be 'sample' or 'exact', not {meta['mode']!r}")
         if meta["mode"] == "sample":
@@ -365,7 +367,7 @@ def read_meta(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected a JSON object")
     fmt = meta.get("format", FORMAT)
-    if not str(fmt).startswith("xlgap-run/"):
+    if fmt != FORMAT and not str(fmt).startswith("xlgap-run/"):
         raise DataError(f"{path}: unknown format {fmt!r}")
     if meta.get("mode", "sample") not in ("sample", "exact"):
         raise DataError(f"{path}: mode must be 'sample' or 'exact', not {meta.get('mode')!r}")

@@ -278,19 +278,3 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     np.savez(tmp, pairs=np.array(keys, dtype=str).reshape(len(keys), 2),
              vectors=np.stack([done[key] for key in keys]), embedder=np.array(name))
     tmp.replace(path)
-
-
-def accuracy_table(run_dir: str | Path) -> dict[str, float]:
-    """Per-language accuracy straight from a run (mean probability of the gold answer over
-    the items that language answered), for the quick table before the diagnosis."""
-    from xlgap.runs import load_run
-    from xlgap.stats.bootstrap import nan_mean
-    from xlgap.stats.metrics import accuracy_per_item
-
-    run = load_run(run_dir)
-    out: dict[str, float] = {}
-    for lang in run.languages:
-        per_item = accuracy_per_item(run.probs[lang], run.gold).astype(float)
-        per_item[~run.present[lang]] = np.nan
-        out[lang] = nan_mean(per_item)
-    return out

@@ -419,7 +419,7 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         inside_summary,
         scoring_progress,
     )
-    from xlgap.representations.cli import candidate_scores, parallel_texts
+    from xlgap.prompting.scoring import candidate_scores, parallel_texts
     from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
     from xlgap.stats.metrics import accuracy_per_item, transfer_parts
 

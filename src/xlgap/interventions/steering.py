@@ -553,7 +553,7 @@ def setting_scores(backend: Any, dataset: Any, targets: Sequence[str], shots: in
                    ) -> dict[str, np.ndarray]:
     """Candidate log-probabilities ``(Q, M)`` of each target, each under its own vector
     (no steering when ``setting`` is None)."""
-    from xlgap.representations.cli import candidate_scores
+    from xlgap.prompting.scoring import candidate_scores
 
     out: dict[str, np.ndarray] = {}
     for t in targets:

@@ -763,7 +763,7 @@ def command_for(art: Artifact) -> str | None:
     config = _first(_provenance_blocks(art), "config")
     if isinstance(config, Mapping):
         try:
-            from xlgap.study import command_line
+            from xlgap.cli.study import command_line
 
             return command_line(_command_name(art, config), config)
         except Exception:  # a config of another version must not stop the page

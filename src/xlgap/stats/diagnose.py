@@ -5,7 +5,7 @@
 agreement, ECLeKTic overall success and transfer, chi-square and L2 distances, the
 ensembling curve and both pi estimates, the same pooled over all targets, and source
 confidence against agreement. Every mean comes with a 95% percentile bootstrap CI over
-items. :func:`diagnose_dir` also writes ``diagnosis.json`` and the plots;
+items. :func:`diagnose_dir` also writes ``diagnosis.json`` (plots are drawn by the CLI);
 :func:`format_summary` renders the dict as a short text report with a one-line verdict.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
-from xlgap.provenance import provenance
+from xlgap.provenance import FORMAT_VERSION, provenance
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
 from xlgap.stats.ensembling import (
@@ -43,7 +43,7 @@ from xlgap.stats.metrics import (
 )
 from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model, mismatch_per_item
 
-FORMAT = "xlgap-diagnosis/1"
+FORMAT = "diagnosis"  # the format tag of diagnosis.json
 EXACT_K = 20  # answers drawn per distribution for exact-mode ensembling curves
 LIKELY_BIAS_LISTED = 10  # item ids listed per target as the likeliest bias items
 
@@ -214,7 +214,8 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
                                 ": the fit is unstable on these items")
     checks = verdict_checks(run, accuracy[src], targets)
 
-    return {"format": FORMAT, "source": src, "targets": targets, "n_items": run.n_items,
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "source": src,
+            "targets": targets, "n_items": run.n_items,
             "mode": run.mode, "k": run.k if run.mode == "sample" else None,
             "model": run.meta.get("model"), "strategy": run.meta.get("strategy"),
             "accuracy": accuracy, "mode_accuracy": mode_accuracy, "pairs": pairs,
@@ -289,19 +290,20 @@ def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: b
     return out
 
 
-def diagnose_dir(run_dir: str | os.PathLike[str], *, plots: bool = True, **kw: Any
-                 ) -> dict[str, Any]:
-    """Load the run in ``run_dir``, diagnose it, write ``diagnosis.json`` and ``plots/``."""
+def diagnose_dir(run_dir: str | os.PathLike[str], **kw: Any) -> dict[str, Any]:
+    """Load the run in ``run_dir``, diagnose it and write ``diagnosis.json``, with the
+    verdict in words under ``verdict`` (readers show it; they never recompute it)."""
     run_dir = Path(run_dir)
     diag = diagnose(load_run(run_dir), **kw)
-    if plots:
-        from xlgap.report.diagnosis_plots import write_plots
+    diag["verdict"] = verdict(diag)
+    write_diagnosis(diag, run_dir)
+    return diag
 
-        diag["plots"] = [p.name for p in write_plots(diag, run_dir / "plots")]
-    write_text_atomic(run_dir / "diagnosis.json",
+
+def write_diagnosis(diag: dict[str, Any], run_dir: str | os.PathLike[str]) -> None:
+    write_text_atomic(Path(run_dir) / "diagnosis.json",
                        json.dumps(_rounded(diag), indent=1, ensure_ascii=False,
                                   allow_nan=False) + "\n")
-    return diag
 
 
 def _rounded(obj: Any, digits: int = 6) -> Any:

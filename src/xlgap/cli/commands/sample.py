@@ -1,36 +1,33 @@
-"""The ``xlgap`` command line. Each subcommand is a typed config (see :mod:`xlgap.config`)
-plus a function; errors that users can fix print one clear line, not a traceback."""
+"""``sample``, ``diagnose``, ``simulate`` and ``demo``: the bias-or-variance line and the
+main job."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from xlgap.config import (
-    RunConfig,
-    add_config_arguments,
-    build_config,
-    config_to_dict,
-    opt,
-    read_config_file,
-)
+import numpy as np
+
+from xlgap.cli import workspace
+from xlgap.cli.commands.inside import demo_section
+from xlgap.cli.commands.intervene import InterveneConfig, cmd_intervene
+from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.registry import command
+from xlgap.data.languages import language_name
 from xlgap.errors import XlgapError
 from xlgap.models.embedder import open_embedder
-from xlgap.workspace import (
-    default_out,
-    open_backend,
-    open_dataset,
-    open_judge,
-    open_store,
-)
-
-# -- configs -------------------------------------------------------------------------------
+from xlgap.progress import format_duration, step
+from xlgap.report.diagnosis_plots import write_plots
+from xlgap.report.html import write_report
+from xlgap.runs import load_run
+from xlgap.sampling import SamplingOptions, default_shots, make_run
+from xlgap.stats.bootstrap import nan_mean
+from xlgap.stats.diagnose import diagnose_dir, format_summary, write_diagnosis
+from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.simulate import simulate_run
 
 
 @dataclass
@@ -98,8 +95,6 @@ class SimulateConfig:
 
 
 def _sampling_options(cfg: SampleConfig, dataset: Any):
-    from xlgap.sampling import SamplingOptions, default_shots
-
     shots = cfg.shots if cfg.shots is not None else default_shots(dataset, cfg.exact)
     return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
                            max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
@@ -107,10 +102,19 @@ def _sampling_options(cfg: SampleConfig, dataset: Any):
                            normalize=cfg.normalize, shuffle_options=cfg.shuffle_options)
 
 
-def _print_accuracy(run_dir: Path) -> None:
-    from xlgap.data.languages import language_name
-    from xlgap.sampling import accuracy_table
+def accuracy_table(run_dir: str | Path) -> dict[str, float]:
+    """Per-language accuracy straight from a run (mean probability of the gold answer over
+    the items that language answered), for the quick table before the diagnosis."""
+    run = load_run(run_dir)
+    out: dict[str, float] = {}
+    for lang in run.languages:
+        per_item = accuracy_per_item(run.probs[lang], run.gold).astype(float)
+        per_item[~run.present[lang]] = np.nan
+        out[lang] = nan_mean(per_item)
+    return out
 
+
+def _print_accuracy(run_dir: Path) -> None:
     acc = accuracy_table(run_dir)
     print("\nAccuracy per language")
     for lang, value in sorted(acc.items(), key=lambda kv: -kv[1]):
@@ -118,23 +122,18 @@ def _print_accuracy(run_dir: Path) -> None:
         print(f"  {lang:<8} {language_name(lang):<22} {value:6.1%}  {bar}")
 
 
-# -- commands ------------------------------------------------------------------------------
-
-
 def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, Any, str,
                                                                             list[str]]:
     """Make (or resume) a run in ``out`` and diagnose it; shared by ``sample`` and ``demo``."""
-    from xlgap.sampling import make_run
-
-    dataset, source, targets = open_dataset(cfg)
-    backend = open_backend(cfg)
+    dataset, source, targets = workspace.open_dataset(cfg)
+    backend = workspace.open_backend(cfg)
     print(f"[xlgap] {label}: model {cfg.model}, {len(dataset)} items, {source} -> "
           f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; "
           f"run dir {out}", file=sys.stderr)
     make_run(backend, dataset, out, source=source, targets=targets,
              options=_sampling_options(cfg, dataset), meta={"config": config_to_dict(cfg)},
-             progress=cfg.show_progress(), judge=open_judge(cfg),
-             embedder=open_embedder(cfg.embedder, backend, store=open_store(cfg),
+             progress=cfg.show_progress(), judge=workspace.open_judge(cfg),
+             embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
                                     device=cfg.device if cfg.device != "auto" else "cpu"))
     _print_accuracy(out)
     if cfg.diagnose:
@@ -142,23 +141,28 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
     return backend, dataset, source, targets
 
 
+@command("sample", SampleConfig, "sample (or score) answers in every language into a run "
+         "directory, then diagnose it", analysis=True)
 def cmd_sample(cfg: SampleConfig) -> int:
-    sample_and_diagnose(cfg, Path(cfg.out) if cfg.out else default_out("sample"), "sample")
+    out = Path(cfg.out) if cfg.out else workspace.default_out("sample")
+    sample_and_diagnose(cfg, out, "sample")
     return 0
 
 
 def _diagnose(run_dir: Path, n_boot: int, seed: int, *, fit_model: bool,
               progress: bool) -> dict[str, Any]:
-    from xlgap.stats.diagnose import diagnose_dir, format_summary
-
     diag = diagnose_dir(run_dir, n_boot=n_boot, seed=seed, fit_model=fit_model,
                         progress=progress)
+    diag["plots"] = [p.name for p in write_plots(diag, run_dir / "plots")]
+    write_diagnosis(diag, run_dir)
     print()
     print(format_summary(diag))
     print(f"\n[xlgap] wrote {run_dir / 'diagnosis.json'} and plots in {run_dir / 'plots'}")
     return diag
 
 
+@command("diagnose", DiagnoseConfig, "bias or variance: metrics, ensembling curves and pi "
+         "for a run directory")
 def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     if not cfg.run_dir:
         raise XlgapError("xlgap diagnose RUN_DIR: give the run directory")
@@ -167,10 +171,10 @@ def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     return 0
 
 
+@command("simulate", SimulateConfig, "write a run drawn from the bias/variance generative "
+         "model")
 def cmd_simulate(cfg: SimulateConfig) -> int:
-    from xlgap.stats.simulate import simulate_run
-
-    out = Path(cfg.out) if cfg.out else default_out("simulate")
+    out = Path(cfg.out) if cfg.out else workspace.default_out("simulate")
     targets = [f"t{i + 1}" for i in range(cfg.targets)]
     simulate_run(out, pi=cfg.pi, tau=cfg.tau, eta=cfg.eta, questions=cfg.questions,
                  samples=cfg.samples, options=cfg.options, seed=cfg.seed, targets=targets)
@@ -180,23 +184,18 @@ def cmd_simulate(cfg: SimulateConfig) -> int:
     return 0
 
 
+@command("demo", DemoConfig, "the main job: sample, diagnose and look inside, on the "
+         "embedded model and the built-in set")
 def cmd_demo(cfg: DemoConfig) -> int:
     """The main job on the three research lines: bias or variance (a run and its
     diagnosis), what helps (prompt strategies against the baseline), inside the model
     (ILO and similarity by layer); then one report page over all of it."""
-    from dataclasses import replace
-
-    from xlgap.progress import format_duration, step
-    from xlgap.report.html import write_report
-
     started = time.time()
     out = Path(cfg.out) if cfg.out else Path("runs") / "demo"
     with step("1/3 bias or variance: answers and their diagnosis"):
         backend, dataset, source, targets = sample_and_diagnose(
             replace(cfg, out=str(out / "run")), out / "run", "demo")
     with step("2/3 what helps: prompt strategies against the baseline"):
-        from xlgap.interventions.cli import InterveneConfig, cmd_intervene
-
         fields = {k: getattr(cfg, k) for k in InterveneConfig.__dataclass_fields__
                   if hasattr(cfg, k)}
         cmd_intervene(InterveneConfig(**{**fields, "out": str(out / "intervene"),
@@ -205,8 +204,6 @@ def cmd_demo(cfg: DemoConfig) -> int:
                       backend=backend)
     if cfg.represent and backend.supports_white_box:
         with step("3/3 inside the model: ILO and similarity by layer"):
-            from xlgap.representations.cli import demo_section
-
             print(demo_section(cfg, backend, dataset, [source, *targets], out / "inside",
                                n_boot=min(cfg.n_boot, 100)))
     report = write_report([out], out / "report.html", f"xlgap demo: {cfg.model}")
@@ -216,111 +213,3 @@ def cmd_demo(cfg: DemoConfig) -> int:
     return 0
 
 
-def cmd_data_show(path: str, on_missing: str, on_error: str = "fail") -> int:
-    from xlgap.data import describe, format_description, load_dataset
-    from xlgap.workspace import report_problems
-
-    dataset = load_dataset(None if path in ("builtin", "demo") else path, on_missing=on_missing,
-                           on_error=on_error)
-    report_problems(dataset.problems, dataset.name)
-    print(format_description(describe(dataset)))
-    return 0
-
-
-def cmd_convert(_: argparse.Namespace) -> int:
-    from xlgap.models.embedded import ensure_converted
-
-    print(ensure_converted())
-    return 0
-
-
-# -- parser --------------------------------------------------------------------------------
-
-COMMANDS: dict[str, tuple[type | None, Callable[..., int], str]] = {
-    "demo": (DemoConfig, cmd_demo, "the main job: sample, diagnose and look inside, on the "
-             "embedded model and the built-in set"),
-    "sample": (SampleConfig, cmd_sample, "sample (or score) answers in every language into a "
-               "run directory, then diagnose it"),
-    "diagnose": (DiagnoseConfig, cmd_diagnose, "bias or variance: metrics, ensembling curves "
-                 "and pi for a run directory"),
-    "simulate": (SimulateConfig, cmd_simulate, "write a run drawn from the bias/variance "
-                 "generative model"),
-}
-
-
-def _extra_commands() -> dict[str, tuple[type | None, Callable[..., int], str]]:
-    """Commands that live with their own module (registered there to keep cli.py small)."""
-    extra: dict[str, tuple[type | None, Callable[..., int], str]] = {}
-    for module in ("xlgap.interventions.cli", "xlgap.representations.cli",
-                   "xlgap.interventions.inside_cli", "xlgap.report.cli", "xlgap.study"):
-        extra.update(importlib.import_module(module).COMMANDS)
-    return extra
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        prog="xlgap", description="Measure, explain and reduce the cross-lingual gap of "
-        "language models.")
-    from xlgap import __version__
-
-    parser.add_argument("--version", action="version", version=f"xlgap {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands = {**COMMANDS, **_extra_commands()}
-    for name, (cls, _, help_text) in commands.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        # a command's config may name one positional argument (``xlgap run FILE``)
-        positional = getattr(cls, "positional", None)
-        if positional:
-            dest, nargs = positional
-            p.add_argument(dest, nargs=nargs, default=argparse.SUPPRESS,
-                           metavar=dest.upper())
-        if cls is not None:
-            add_config_arguments(p, cls)
-    data = sub.add_parser("data", help="inspect parallel data sets")
-    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
-    show = data_sub.add_parser("show", help="languages, item count and candidates per item")
-    show.add_argument("path", help="'builtin', a .jsonl file or a data directory")
-    show.add_argument("--on-missing", default="keep", choices=("fail", "skip", "keep"))
-    show.add_argument("--on-error", default="fail", choices=("fail", "skip"),
-                      help="a malformed line: fail, or skip it and report it")
-    sub.add_parser("convert", help="convert the embedded model into the cache (done "
-                   "automatically on first use)")
-    return parser, commands
-
-
-def run(argv: list[str] | None = None) -> int:
-    parser, commands = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 1
-    if args.command == "data":
-        if getattr(args, "data_command", None) != "show":
-            parser.parse_args(["data", "--help"])
-        return cmd_data_show(args.path, args.on_missing, args.on_error)
-    if args.command == "convert":
-        return cmd_convert(args)
-    cls, func, _ = commands[args.command]
-    file_values = read_config_file(args.config_file) if args.config_file else None
-    cfg = build_config(cls, args, file_values)
-    return func(cfg)
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        code = run(argv)
-    except XlgapError as exc:
-        print(f"xlgap: error: {exc}", file=sys.stderr)
-        code = 2
-    except BrokenPipeError:  # output piped into head & co.
-        sys.stderr.close()
-        code = 0
-    except KeyboardInterrupt:
-        print("\nxlgap: interrupted; results so far are saved - rerun the same command to "
-              "resume", file=sys.stderr)
-        code = 130
-    sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

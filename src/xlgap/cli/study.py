@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
 import json
 import re
-import shlex
 import sys
 import time
 import traceback
@@ -30,26 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from xlgap.config import RunConfig, build_config, config_to_dict, opt, read_config_file
+from xlgap.cli.config import RunConfig, build_config, config_to_dict, opt, read_config_file
+from xlgap.cli.registry import analyses, command, command_line, find_command
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
+from xlgap.report.html import write_report
 
-FORMAT = "xlgap-study/1"
-STEP_FORMAT = "xlgap-step/1"
+FORMAT = "study"  # the format tag every result file carries (see xlgap.provenance)
+STEP_FORMAT = "study_step"
 STEP_MARKER = ".xlgap-step.json"
-
-# Analysis name -> module whose COMMANDS registers the command of the same name. Looked up
-# when the study runs, so a command added later (steer, finetune) works without a change.
-ANALYSES: dict[str, str] = {
-    "sample": "xlgap.cli",
-    "intervene": "xlgap.interventions.cli",
-    "inside": "xlgap.representations.cli",
-    "steer": "xlgap.interventions.inside_cli",
-    "finetune": "xlgap.interventions.inside_cli",
-}
-WHITE_BOX = {"inside", "steer", "finetune"}  # need hidden states (no API models)
-COMMAND_MODULES = ("xlgap.cli", "xlgap.interventions.cli", "xlgap.representations.cli",
-                   "xlgap.interventions.inside_cli", "xlgap.report.cli", "xlgap.study")
 
 # Which RunConfig options belong where in a study file.
 MODEL_KEYS = ("model", "device", "dtype", "batch_size", "base_url", "api_chat", "api_key_env",
@@ -57,62 +44,6 @@ MODEL_KEYS = ("model", "device", "dtype", "batch_size", "base_url", "api_chat", 
 DATA_KEYS = ("data", "source", "targets", "limit", "on_missing")
 STUDY_OWNED = ("model", "data", "out", "store")  # set by the study, not per section
 TOP_KEYS = ("title", "out", "store", "analyses", "report", "defaults", "models", "data")
-
-
-# ------------------------------------------------------------------------------------------
-# command registry
-
-
-def find_command(name: str) -> tuple[type | None, Callable[..., int]] | None:
-    """The (config class, function) a command name is registered under, or None."""
-    modules = [ANALYSES[name]] if name in ANALYSES else []
-    modules += [m for m in COMMAND_MODULES if m not in modules]
-    for module in modules:
-        try:
-            commands = importlib.import_module(module).COMMANDS
-        except (ImportError, AttributeError):
-            continue
-        if name in commands:
-            cls, func, _ = commands[name]
-            return cls, func
-    return None
-
-
-def available_analyses() -> list[str]:
-    return [name for name in ANALYSES if find_command(name) is not None]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def command_line(name: str, config: Mapping[str, Any], cls: type | None = None) -> str:
-    """``xlgap NAME --opt value ...``: the command that makes the same result, with only
-    the options that differ from their defaults (all of them if the class is unknown)."""
-    if cls is None:
-        found = find_command(name)
-        cls = found[0] if found else None
-    defaults: dict[str, Any] = {}
-    known: set[str] | None = None
-    if cls is not None and dataclasses.is_dataclass(cls):
-        known = set()
-        for f in dataclasses.fields(cls):
-            known.add(f.name)
-            if f.default is not dataclasses.MISSING:
-                defaults[f.name] = f.default
-    words = ["xlgap", name]
-    for key, value in config.items():
-        if key in ("progress",) or (known is not None and key not in known):
-            continue
-        if key in defaults and defaults[key] == value:
-            continue
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            words.append(_flag(key) if value else "--no-" + key.replace("_", "-"))
-        else:
-            words += [_flag(key), shlex.quote(str(value))]
-    return " ".join(words)
 
 
 # ------------------------------------------------------------------------------------------
@@ -228,10 +159,10 @@ def _entries(path: Path, key: str, raw: Any, main_key: str, allowed: tuple[str, 
         default_name = Path(spec).name if key == "data" and spec not in ("", "builtin") \
             else spec
         name = _slug(str(item.get("name") or default_name))
-        analyses = item.get("analyses")
-        if analyses is not None:
-            analyses = _analysis_list(path, f"{where}.analyses", analyses)
-        entries.append(Entry(name, values, analyses))
+        only = item.get("analyses")
+        if only is not None:
+            only = _analysis_list(path, f"{where}.analyses", only)
+        entries.append(Entry(name, values, only))
     names = [e.name for e in entries]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -247,13 +178,9 @@ def _analysis_list(path: Path, where: str, raw: Any) -> list[str]:
         raise ConfigError(f"{path}: {where} must be a list of names, e.g. [\"sample\", "
                           "\"inside\"]")
     for name in raw:
-        if name not in ANALYSES:
+        if name not in analyses():
             raise ConfigError(f"{path}: {where}: {name!r} is not an analysis; allowed: "
-                              f"{', '.join(ANALYSES)}")
-        if find_command(name) is None:
-            raise ConfigError(f"{path}: {where}: analysis {name!r} is not available in this "
-                              f"xlgap (no {name!r} command); available: "
-                              f"{', '.join(available_analyses())}")
+                              f"{', '.join(analyses())}")
     return list(dict.fromkeys(raw))
 
 
@@ -275,25 +202,26 @@ def load_study(path: str | Path, *, out: str = "", store: str = "") -> Study:
     raw = read_config_file(path)
     # Sections alone run in the canonical order (cheap sampling first); an explicit
     # ``analyses = [...]`` runs in its own order.
-    analyses_sections = [k for k in ANALYSES if k in raw]
-    _check_keys(path, "the study file", raw, (*TOP_KEYS, *ANALYSES),
-                " (analysis sections: " + ", ".join(ANALYSES) + ")")
+    known = analyses()
+    analyses_sections = [k for k in known if k in raw]
+    _check_keys(path, "the study file", raw, (*TOP_KEYS, *known),
+                " (analysis sections: " + ", ".join(known) + ")")
     for key in ("title", "out", "store"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{path}: {key} must be a string, got {raw[key]!r}")
     if "report" in raw and not isinstance(raw["report"], bool):
         raise ConfigError(f"{path}: report must be true or false, got {raw['report']!r}")
     if "analyses" in raw:
-        analyses = _analysis_list(path, "analyses", raw["analyses"])
-        stray = [a for a in analyses_sections if a not in analyses]
+        chosen = _analysis_list(path, "analyses", raw["analyses"])
+        stray = [a for a in analyses_sections if a not in chosen]
         if stray:
             raise ConfigError(f"{path}: section [{stray[0]}] is not in analyses = "
-                              f"{analyses}; add it there or remove the section")
+                              f"{chosen}; add it there or remove the section")
     else:
-        analyses = _analysis_list(path, "analysis sections", analyses_sections)
-    if not analyses:
+        chosen = _analysis_list(path, "analysis sections", analyses_sections)
+    if not chosen:
         raise ConfigError(f"{path}: no analysis to run; add analyses = [...] or a section "
-                          f"such as [sample]; allowed: {', '.join(ANALYSES)}")
+                          f"such as [sample]; allowed: {', '.join(known)}")
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise ConfigError(f"{path}: [defaults] must be a table of options")
@@ -310,39 +238,38 @@ def load_study(path: str | Path, *, out: str = "", store: str = "") -> Study:
             raise ConfigError(f"{path}: data set {spec!r} (data.{entry.name}) does not exist")
     out_dir = Path(out or raw.get("out") or Path("runs") / _slug(path.stem))
     study = Study(path=path, title=str(raw.get("title") or path.stem), out=out_dir,
-                  store=store or str(raw.get("store") or ""), analyses=analyses, models=models,
+                  store=store or str(raw.get("store") or ""), analyses=chosen, models=models,
                   data=data, report=bool(raw.get("report", True)))
     sections: dict[str, dict[str, Any]] = {}
-    for name in analyses:
+    for name in chosen:
         section = raw.get(name) or {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"{path}: [{name}] must be a table of options")
         section = {k.replace("-", "_"): v for k, v in section.items()}
         found = find_command(name)
-        assert found is not None  # checked by _analysis_list
-        cls = found[0]
-        assert cls is not None
+        assert found is not None and found.config is not None  # checked by _analysis_list
+        cls = found.config
         allowed = [f.name for f in dataclasses.fields(cls) if f.name not in STUDY_OWNED]
         _check_keys(path, f"[{name}]", section, allowed)
         _check_values(path, name, cls, section)
         sections[name] = section
     for m in models:
         for d in data:
-            for name in analyses:
+            for name in chosen:
                 if any(e.analyses is not None and name not in e.analyses for e in (m, d)):
                     continue
                 study.steps.append(_make_step(study, m, d, name, defaults, sections[name]))
     if not study.steps:
         raise ConfigError(f"{path}: no step to run: the models' and data sets' own "
-                          f"analyses lists leave none of {analyses}")
+                          f"analyses lists leave none of {chosen}")
     return study
 
 
 def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[str, Any],
                section: Mapping[str, Any]) -> Step:
     found = find_command(name)
-    assert found is not None and found[0] is not None
-    cls, func = found
+    assert found is not None and found.config is not None
+    cls, func = found.config, found.func
     names = {f.name for f in dataclasses.fields(cls)}
     out = study.out / m.name / d.name / name
     # Later wins: defaults < data set < model < the analysis section.
@@ -355,7 +282,7 @@ def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[st
     except ConfigError as exc:
         raise ConfigError(f"{study.path}: step {m.name}/{d.name}/{name}: {exc}") from exc
     skip = ""
-    if name in WHITE_BOX and str(values.get("model", "")).startswith("openai:"):
+    if found.white_box and str(values.get("model", "")).startswith("openai:"):
         skip = f"{name} needs a white-box model (hidden states); an API model has none"
     return Step(m, d, name, cls, func, config, out, skip)
 
@@ -399,13 +326,13 @@ def _marker(step: Step, status: str, **extra: Any) -> dict[str, Any]:
 def run_study(study: Study, *, redo: bool = False, keep_going: bool = True,
               stream: typing.TextIO | None = None) -> dict[str, Any]:
     """Run every step (skipping those finished with the same config), write
-    ``OUT/study.json`` after each, and ``OUT/report.html`` at the end."""
+    ``OUT/study.json`` after each (``xlgap run`` then draws ``OUT/report.html``)."""
     from xlgap.progress import StepPlan
 
     stream = stream or sys.stderr
     study.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
-        "format": FORMAT, "title": study.title, "config_file": str(study.path),
+        "format": FORMAT, "format_version": 1, "title": study.title, "config_file": str(study.path),
         "out": str(study.out), "started": _now(), "status": "running",
         "versions": versions(), "steps": [
             {"model": s.model.name, "data": s.data.name, "analysis": s.analysis,
@@ -438,12 +365,6 @@ def run_study(study: Study, *, redo: bool = False, keep_going: bool = True,
     record["status"] = "failed" if failed else "done"
     record["finished"] = _now()
     dump_json(record, study.out / "study.json")
-    if study.report:
-        from xlgap.report.html import write_report
-
-        path = write_report([study.out], study.out / "report.html", study.title)
-        record["report"] = str(path)
-        print(f"[xlgap run] report: {path}", file=stream, flush=True)
     return record
 
 
@@ -524,6 +445,8 @@ def format_plan(study: Study) -> str:
     return "\n".join(lines)
 
 
+@command("run", StudyConfig, "run a study: models x data sets x analyses from one TOML file, "
+         "resumable, with report.html at the end")
 def cmd_run(cfg: StudyConfig) -> int:
     if not cfg.study:
         raise ConfigError("xlgap run STUDY.toml: give the study file (see examples/)")
@@ -532,6 +455,12 @@ def cmd_run(cfg: StudyConfig) -> int:
     if cfg.dry_run:
         return 0
     record = run_study(study, redo=cfg.redo, keep_going=cfg.keep_going)
+    if study.report:
+        # The runner writes results only; the page is drawn here, at the command level.
+        path = write_report([study.out], study.out / "report.html", study.title)
+        record["report"] = str(path)
+        dump_json(record, study.out / "study.json")
+        print(f"[xlgap run] report: {path}", file=sys.stderr, flush=True)
     failed = [s for s in record["steps"] if s["status"] == "failed"]
     done = sum(s["status"] in ("done", "done earlier") for s in record["steps"])
     print(f"[xlgap run] {done} of {len(record['steps'])} steps done, {len(failed)} failed; "
@@ -540,9 +469,3 @@ def cmd_run(cfg: StudyConfig) -> int:
         print(f"  failed: {s['model']} x {s['data']} x {s['analysis']}: {s.get('error')}",
               file=sys.stderr)
     return 1 if failed else 0
-
-
-COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "run": (StudyConfig, cmd_run, "run a study: models x data sets x analyses from one "
-            "TOML file, resumable, with report.html at the end"),
-}

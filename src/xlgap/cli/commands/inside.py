@@ -7,17 +7,20 @@ function, :func:`hidden_states` (extract or resume into ``OUT/hidden/``)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xlgap.config import RunConfig, opt
-from xlgap.data.items import MASK, ParallelDataset
+from xlgap.cli.config import RunConfig, opt
+from xlgap.cli.registry import command
+from xlgap.data.items import ParallelDataset
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json
+from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.provenance import tagged
 from xlgap.representations.ilo import DISTANCES, PRESETS
 from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
@@ -60,28 +63,6 @@ class InsideConfig(RunConfig):
 class IloConfig(InsideConfig):
     vectors: str = opt("", "ILO of your own vectors: an .npz with one (n, d) array per "
                        "language (rows parallel); no model is run")
-
-
-def parallel_texts(dataset: ParallelDataset, languages: Sequence[str]) -> dict[str, list[str]]:
-    """One sentence per item and language, rows parallel: cloze masks are filled with the
-    gold candidate so each row is a natural sentence. Items lacking a language are left out
-    of every language, so rows stay aligned."""
-    texts: dict[str, list[str]] = {lang: [] for lang in languages}
-    for item in dataset.items:
-        if not all(item.has(lang) for lang in languages):
-            continue
-        for lang in languages:
-            entry = item[lang]
-            text = entry.prompt
-            if MASK in text:
-                fill = (entry.candidates[entry.gold] if entry.gold is not None and
-                        entry.candidates else (entry.answers[0] if entry.answers else ""))
-                text = text.replace(MASK, fill)
-            texts[lang].append(text)
-    if not texts[languages[0]]:
-        raise ConfigError("no item has every requested language; pick --targets that the "
-                          "data set covers")
-    return texts
 
 
 def _languages(source: str, targets: Sequence[str]) -> list[str]:
@@ -131,7 +112,7 @@ def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
                           **_uncertainty(cfg))
     result = {"score": ILO_NAME, **settings, "pooling": cfg.pooling, **_uncertainty(cfg),
               "ci_level": 0.95, "chance_method": ILO_CHANCE, "layers": layers}
-    dump_json(result, out / "ilo.json")
+    dump_json(tagged("ilo", result), out / "ilo.json")
     plot_ilo_by_layer(result, out / "ilo.png")
     return result
 
@@ -145,7 +126,7 @@ def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     result = layerwise_similarity(CenteredStates(states) if center else states,
                                   pivot=cfg.pivot or cfg.source, **_uncertainty(cfg))
     result["centered"] = center
-    dump_json(result, out / "similarity.json")
+    dump_json(tagged("similarity", result), out / "similarity.json")
     plot_similarity_by_layer(result, out / "similarity.png")
     return result
 
@@ -157,32 +138,9 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
     result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot or cfg.source,
                         shots=cfg.shots, progress=cfg.show_progress())
-    dump_json(result, out / "logit_lens.json")
+    dump_json(tagged("logit_lens", result), out / "logit_lens.json")
     plot_logit_lens(result, out / "logit_lens.png")
     return result
-
-
-def candidate_scores(backend: Any, dataset: ParallelDataset, languages: Sequence[str],
-                     shots: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Log-probability of every candidate, per language: (Q, M) NaN-padded, and gold."""
-    from xlgap.prompting.templates import PromptBuilder
-
-    builder = PromptBuilder(backend, dataset.items, shots=shots)
-    width = max((it.n_candidates for it in dataset.items), default=0)
-    items = [it for it in dataset.items if all(it.has(lang) and it[lang].candidates
-                                               for lang in languages)]
-    scores: dict[str, np.ndarray] = {}
-    gold: dict[str, np.ndarray] = {}
-    for lang in languages:
-        prompts = [builder.scoring_prompt(it, lang) for it in items]
-        got = backend.score_batch([(p.prompt, list(p.continuations)) for p in prompts])
-        arr = np.full((len(items), width), np.nan)
-        for row, values in enumerate(got):
-            arr[row, :len(values)] = values
-        scores[lang] = arr
-        gold[lang] = np.array([it[lang].gold if it[lang].gold is not None else -1
-                               for it in items])
-    return scores, gold
 
 
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
@@ -192,7 +150,7 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
     result = consistency_matrix(scores, gold, **_uncertainty(cfg))
-    dump_json(result, out / "consistency.json")
+    dump_json(tagged("consistency", result), out / "consistency.json")
     for key, title in (("rank_consistency", "Rank consistency (Spearman of candidate ranks)"),
                        ("rankc", "RankC"), ("tr_plus", "Shared correct (tr+)"),
                        ("tr_minus", "Shared incorrect, same answer (tr-)")):
@@ -202,7 +160,7 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
 
 def _setup(cfg: InsideConfig, default: str) -> tuple[Any, ParallelDataset, list[str], Path]:
-    from xlgap.workspace import default_out, open_backend, open_dataset
+    from xlgap.cli.workspace import default_out, open_backend, open_dataset
 
     dataset, source, targets = open_dataset(cfg)
     out = Path(cfg.out) if cfg.out else default_out(default)
@@ -218,6 +176,8 @@ def _setup_states(cfg: InsideConfig, default: str
                                                            out)
 
 
+@command("ilo", IloConfig, "Interlingual Local Overlap (ILO) per layer, with intervals and chance "
+         "level, from a model or your own vectors (--vectors FILE.npz)")
 def cmd_ilo(cfg: IloConfig) -> int:
     if cfg.vectors:
         from xlgap.representations.ilo import ilo_from_npz
@@ -230,7 +190,7 @@ def cmd_ilo(cfg: IloConfig) -> int:
         # --vectors are used as given: no centring, whatever the preset says
         result = {"score": ILO_NAME, **settings, "centered": False, **result,
                   **_uncertainty(cfg), "ci_level": 0.95, "chance_method": ILO_CHANCE}
-        dump_json(result, out / "ilo.json")
+        dump_json(tagged("ilo", result), out / "ilo.json")
         print(format_ilo(result))
         print(f"[xlgap] wrote {out / 'ilo.json'}")
         return 0
@@ -241,6 +201,8 @@ def cmd_ilo(cfg: IloConfig) -> int:
     return 0
 
 
+@command("similarity", InsideConfig, "cross-lingual cosine, CKA and retrieval per layer, with "
+         "intervals and chance levels")
 def cmd_similarity(cfg: InsideConfig) -> int:
     _, _, _, out, states = _setup_states(cfg, "similarity")
     result = run_similarity(cfg, states, out)
@@ -249,6 +211,7 @@ def cmd_similarity(cfg: InsideConfig) -> int:
     return 0
 
 
+@command("logit-lens", InsideConfig, "answer probability and latent language at each layer")
 def cmd_logit_lens(cfg: InsideConfig) -> int:
     backend, dataset, languages, out = _setup(cfg, "logit-lens")
     result = run_logit_lens(cfg, backend, dataset, languages, out)
@@ -257,6 +220,8 @@ def cmd_logit_lens(cfg: InsideConfig) -> int:
     return 0
 
 
+@command("consistency", InsideConfig, "rank consistency and shared correct/incorrect rates across "
+         "languages")
 def cmd_consistency(cfg: InsideConfig) -> int:
     backend, dataset, languages, out = _setup(cfg, "consistency")
     print(format_consistency(run_consistency(cfg, backend, dataset, languages, out)))
@@ -264,6 +229,8 @@ def cmd_consistency(cfg: InsideConfig) -> int:
     return 0
 
 
+@command("inside", InsideConfig, "all white-box analyses: ILO, similarity, logit lens, "
+         "consistency", analysis=True, white_box=True)
 def cmd_inside(cfg: InsideConfig) -> int:
     backend, dataset, languages, out, states = _setup_states(cfg, "inside")
     print(format_ilo(run_ilo(cfg, states, out)))
@@ -364,17 +331,3 @@ def format_consistency(result: dict[str, Any]) -> str:
 
 def _f(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, int | float) else "  -  "
-
-
-COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "ilo": (IloConfig, cmd_ilo, "Interlingual Local Overlap (ILO) per layer, with intervals "
-            "and chance level, from a model or your own vectors (--vectors FILE.npz)"),
-    "similarity": (InsideConfig, cmd_similarity, "cross-lingual cosine, CKA and retrieval "
-                   "per layer, with intervals and chance levels"),
-    "logit-lens": (InsideConfig, cmd_logit_lens, "answer probability and latent language "
-                   "at each layer"),
-    "consistency": (InsideConfig, cmd_consistency, "rank consistency and shared "
-                    "correct/incorrect rates across languages"),
-    "inside": (InsideConfig, cmd_inside, "all white-box analyses: ILO, similarity, logit "
-               "lens, consistency"),
-}

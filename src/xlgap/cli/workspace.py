@@ -1,6 +1,6 @@
 """Shared plumbing of every command: where results go, which store, which backend and data.
 
-Command modules (``xlgap.cli``, ``xlgap.interventions.cli``, ``xlgap.representations.cli``
+Command modules (``xlgap.cli``, ``xlgap.cli.commands.intervene``, ``xlgap.cli.commands.inside``
 and the others) import these from here, so none of them imports another command module.
 """
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xlgap.config import RunConfig
+from xlgap.cli.config import RunConfig
 from xlgap.errors import XlgapError
 
 

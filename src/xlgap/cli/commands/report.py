@@ -7,12 +7,13 @@ Registered with the main CLI through :data:`COMMANDS`. The page itself is built 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from xlgap.config import opt
+from xlgap.cli.config import opt
+from xlgap.cli.registry import command
 from xlgap.errors import ConfigError
 
 
@@ -42,6 +43,8 @@ def default_report_path(dirs: Sequence[Path]) -> Path:
     return Path("report.html")
 
 
+@command("report", ReportConfig, "one self-contained HTML page of the results in the given "
+         "directories: verdicts, tables with CIs, figures, provenance")
 def cmd_report(cfg: ReportConfig) -> int:
     from xlgap.report.html import write_report
 
@@ -56,9 +59,3 @@ def cmd_report(cfg: ReportConfig) -> int:
     print(f"[xlgap] wrote {path} (open it in a browser; it needs no network)",
           file=sys.stderr)
     return 0
-
-
-COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "report": (ReportConfig, cmd_report, "one self-contained HTML page of the results in "
-               "the given directories: verdicts, tables with CIs, figures, provenance"),
-}

@@ -11,14 +11,16 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlgap.config import RunConfig, config_to_dict, opt
+from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.registry import command
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json
+from xlgap.provenance import tagged
 
 
 @dataclass
@@ -82,9 +84,9 @@ def _log(msg: str) -> None:
 def _open(cfg: RunConfig, command: str, extra_langs: Sequence[str] = ()) -> tuple[
         Any, Any, str, list[str], Path]:
     """Backend, data (items with every language and candidates), source, targets, out."""
+    from xlgap.cli.workspace import default_out, open_backend, open_dataset
     from xlgap.data.items import ParallelDataset
     from xlgap.data.languages import check_known
-    from xlgap.workspace import default_out, open_backend, open_dataset
 
     # Checked before anything loads: these commands hook one model in this process.
     if cfg.ray:
@@ -156,7 +158,7 @@ def _vectors(cfg: SteerConfig, backend: Any, train: Any, source: str, targets: l
         hidden_by_language,
         white_box,
     )
-    from xlgap.representations.cli import parallel_texts
+    from xlgap.prompting.scoring import parallel_texts
 
     path = out / "vectors.safetensors"
     meta = {"model": cfg.model, "fingerprint": white_box(backend).fingerprint,
@@ -176,6 +178,9 @@ def _vectors(cfg: SteerConfig, backend: Any, train: Any, source: str, targets: l
     return result, norms
 
 
+@command("steer", SteerConfig, "steering vectors toward the source or the shared space: sweep "
+         "layers x alpha on dev, report the best on test (CIs, paired p)", analysis=True,
+         white_box=True)
 def cmd_steer(cfg: SteerConfig) -> int:
     from tqdm.auto import tqdm
 
@@ -196,7 +201,7 @@ def cmd_steer(cfg: SteerConfig) -> int:
          f"{len(settings)} settings; results in {out}")
     vectors, norms = _vectors(cfg, backend, train, source, targets, out,
                               data.source_path or data.name)
-    from xlgap.representations.cli import candidate_scores
+    from xlgap.prompting.scoring import candidate_scores
 
     def source_scores(ds: Any) -> tuple[Any, Any]:
         scores, gold = candidate_scores(backend, ds, [source], shots)
@@ -237,7 +242,7 @@ def cmd_steer(cfg: SteerConfig) -> int:
                                                              None, None), test_gold)
         test_best = st.parts_for(test_src, st.setting_scores(backend, test, targets, shots,
                                                              vectors, best), test_gold)
-    from xlgap.representations.cli import parallel_texts
+    from xlgap.prompting.scoring import parallel_texts
     from xlgap.stats.bootstrap import mean_with_ci
     from xlgap.stats.metrics import accuracy_per_item
 
@@ -275,7 +280,7 @@ def cmd_steer(cfg: SteerConfig) -> int:
     vectors.meta["best"] = best.as_dict()
     vectors.save(out / "vectors.safetensors")
     result["seconds"] = round(time.time() - started, 1)
-    dump_json(result, out / "steering.json")
+    dump_json(tagged("steering", result), out / "steering.json")
     st.plot_sweep(result, out / "steering_sweep.png")
     st.plot_before_after(result, out / "steering_test.png")
     st.plot_inside(result, out / "steering_inside.png")
@@ -358,6 +363,8 @@ def _parse_freeze(text: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+@command("finetune", FinetuneConfig, "fine-tune on one language with the first N blocks frozen "
+         "(LoRA or full); ILO and transfer before/after", analysis=True, white_box=True)
 def cmd_finetune(cfg: FinetuneConfig) -> int:
     from xlgap.data.languages import check_known
     from xlgap.interventions import finetune as ft
@@ -444,7 +451,7 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
                        **({"trained_items": ft.public(base_trained)} if base_trained else {})},
               "runs": runs, "config": config_to_dict(cfg)}
     result["seconds"] = round(time.time() - started, 1)
-    dump_json(result, out / "finetune.json")
+    dump_json(tagged("finetune", result), out / "finetune.json")
     ft.plot_ilo(result, out / "finetune_ilo.png")
     ft.plot_transfer(result, out / "finetune_transfer.png")
     print(format_finetune(result))
@@ -467,11 +474,3 @@ def format_finetune(result: dict[str, Any]) -> str:
         lines.append(f"  {i:>5}  {_num(value)}  " + "  ".join(
             f"{_num(r['ilo_after'][i]):<6}" for r in result["runs"]))
     return "\n".join(lines)
-
-
-COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "steer": (SteerConfig, cmd_steer, "steering vectors toward the source or the shared "
-              "space: sweep layers x alpha on dev, report the best on test (CIs, paired p)"),
-    "finetune": (FinetuneConfig, cmd_finetune, "fine-tune on one language with the first N "
-                 "blocks frozen (LoRA or full); ILO and transfer before/after"),
-}

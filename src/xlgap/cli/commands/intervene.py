@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlgap.config import RunConfig, config_to_dict, opt
+from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.registry import command
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json, write_text_atomic
-from xlgap.provenance import data_hash, provenance
+from xlgap.provenance import data_hash, provenance, tagged
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -64,17 +64,19 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``interventions.json``, ``.md`` and ``.png`` in ``out``."""
     from xlgap.report.tables import interventions_markdown, plot_interventions
 
-    dump_json(result, out / "interventions.json")
+    dump_json(tagged("interventions", result), out / "interventions.json")
     write_text_atomic(out / "interventions.md", interventions_markdown(result))
     plot_interventions(result, out / "interventions.png")
 
 
+@command("intervene", InterveneConfig, "reduce the gap: TrEn-k, TTA-k, TEA and response ensembling "
+         "compared with baseline (transfer, overall success, CIs, paired tests)", analysis=True)
 def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
+    from xlgap.cli.workspace import default_out, open_backend, open_dataset
     from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
     from xlgap.interventions.strategies import StrategyOptions, get_strategy
     from xlgap.report.tables import format_interventions_table
-    from xlgap.workspace import default_out, open_backend, open_dataset
 
     started = time.time()
     names = strategy_names(cfg)
@@ -114,10 +116,3 @@ def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     print(f"\n[xlgap] wrote {out / 'interventions.json'}, {out / 'interventions.md'} and "
           f"{out / 'interventions.png'} in {time.time() - started:.0f} s", file=sys.stderr)
     return 0
-
-
-COMMANDS: dict[str, tuple[type, Callable[..., int], str]] = {
-    "intervene": (InterveneConfig, cmd_intervene, "reduce the gap: TrEn-k, TTA-k, TEA and "
-                  "response ensembling compared with baseline (transfer, overall success, "
-                  "CIs, paired tests)"),
-}

@@ -1,0 +1,77 @@
+"""The ``xlgap`` command line: a parser built from the command registry
+(:mod:`xlgap.cli.registry`). Each subcommand is a typed config (see :mod:`xlgap.cli.config`)
+plus a function; errors that users can fix print one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from xlgap.cli.config import add_config_arguments, build_config, read_config_file
+from xlgap.cli.registry import Command, commands
+from xlgap.errors import XlgapError
+from xlgap.provenance import set_command
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    parser = argparse.ArgumentParser(
+        prog="xlgap", description="Measure, explain and reduce the cross-lingual gap of "
+        "language models.")
+    from xlgap import __version__
+
+    parser.add_argument("--version", action="version", version=f"xlgap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registered = commands()
+    for name, cmd in registered.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if cmd.arguments is not None:  # a command with its own sub-actions (``data``)
+            cmd.arguments(p)
+            continue
+        # a command's config may name one positional argument (``xlgap run FILE``)
+        positional = getattr(cmd.config, "positional", None)
+        if positional:
+            dest, nargs = positional
+            p.add_argument(dest, nargs=nargs, default=argparse.SUPPRESS,
+                           metavar=dest.upper())
+        if cmd.config is not None:
+            add_config_arguments(p, cmd.config)
+    return parser, registered
+
+
+def run(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, registered = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
+    # Every result file written from here on records the command that made it.
+    set_command(shlex.join(["xlgap", *argv]))
+    cmd = registered[args.command]
+    if cmd.arguments is not None:
+        return cmd.func(args)
+    file_values = read_config_file(args.config_file) if args.config_file else None
+    cfg: Any = build_config(cmd.config, args, file_values) if cmd.config else args
+    return cmd.func(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except XlgapError as exc:
+        print(f"xlgap: error: {exc}", file=sys.stderr)
+        code = 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        code = 0
+    except KeyboardInterrupt:
+        print("\nxlgap: interrupted; results so far are saved - rerun the same command to "
+              "resume", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
