@@ -28,9 +28,11 @@ def _function_level_xlgap_imports(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for inner in ast.walk(node):
-                if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith(
-                        "xlgap") or isinstance(inner, ast.Import) and any(
-                        a.name.startswith("xlgap") for a in inner.names):
+                lazy_from = isinstance(inner, ast.ImportFrom) and (
+                    inner.module or "").startswith("xlgap")
+                lazy_import = isinstance(inner, ast.Import) and any(
+                    a.name.startswith("xlgap") for a in inner.names)
+                if lazy_from or lazy_import:
                     found.append(inner.lineno)
     return found
 
