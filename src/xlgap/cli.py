@@ -283,6 +283,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
     show.add_argument("--on-missing", default="keep", choices=("fail", "skip", "keep"))
     show.add_argument("--on-error", default="fail", choices=("fail", "skip"),
                       help="a malformed line: fail, or skip it and report it")
+    data_sub.add_parser("list", help="the benchmarks known by name, and which are cached")
+    get = data_sub.add_parser("get", help="download, verify and convert a benchmark into the "
+                              "cache (or --out DIR)")
+    get.add_argument("name", help="a name from `xlgap data list`")
+    get.add_argument("--out", default=None, help="folder for the converted copy (default: "
+                     "$XLGAP_CACHE/datasets/NAME)")
+    get.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                     help="take the published files from DIR instead of downloading them")
     sub.add_parser("convert", help="convert the embedded model into the cache (done "
                    "automatically on first use)")
     return parser, commands
@@ -295,7 +303,14 @@ def run(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     if args.command == "data":
-        if getattr(args, "data_command", None) != "show":
+        from xlgap.cli_data import cmd_data_get, cmd_data_list
+
+        action = getattr(args, "data_command", None)
+        if action == "list":
+            return cmd_data_list()
+        if action == "get":
+            return cmd_data_get(args.name, args.out, args.from_dir)
+        if action != "show":
             parser.parse_args(["data", "--help"])
         return cmd_data_show(args.path, args.on_missing, args.on_error)
     if args.command == "convert":

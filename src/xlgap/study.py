@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xlgap.config import RunConfig, build_config, config_to_dict, opt, read_config_file
+from xlgap.data.loaders import is_named_source
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
 
@@ -259,7 +260,7 @@ def _analysis_list(path: Path, where: str, raw: Any) -> list[str]:
 
 def _resolve_data(study_path: Path, spec: str) -> str:
     """Relative paths from the current directory, else from the study file's directory."""
-    if spec in ("", "builtin", "demo"):
+    if is_named_source(spec):  # builtin, a catalogue name or hf:...: resolved when loaded
         return spec
     p = Path(spec).expanduser()
     if p.exists() or p.is_absolute():
@@ -306,7 +307,7 @@ def load_study(path: str | Path, *, out: str = "", store: str = "") -> Study:
     for entry in data:
         entry.values["data"] = _resolve_data(path, str(entry.values["data"]))
         spec = entry.values["data"]
-        if spec not in ("", "builtin", "demo") and not Path(spec).exists():
+        if not is_named_source(spec) and not Path(spec).exists():
             raise ConfigError(f"{path}: data set {spec!r} (data.{entry.name}) does not exist")
     out_dir = Path(out or raw.get("out") or Path("runs") / _slug(path.stem))
     study = Study(path=path, title=str(raw.get("title") or path.stem), out=out_dir,

@@ -220,26 +220,35 @@ def list_datasets() -> list[dict[str, Any]]:
     return out
 
 
-def _find_local(from_dir: Path, remote: RemoteFile) -> Path:
+def _find_local(from_dir: Path, remote: RemoteFile) -> Path | None:
     direct = from_dir / remote.name
     if direct.is_file():
         return direct
     matches = sorted(from_dir.rglob(remote.name))
-    if len(matches) == 1:
-        return matches[0]
-    why = "several files" if matches else "no file"
-    raise DataError(f"{from_dir}: {why} named {remote.name!r} (download it from "
-                    f"{remote.url} and put it there)")
+    if len(matches) > 1:
+        raise DataError(f"{from_dir}: several files named {remote.name!r} "
+                        f"({', '.join(str(m) for m in matches[:3])}); keep one")
+    return matches[0] if matches else None
 
 
 def _gather(entry: DatasetInfo, folder: Path, from_dir: Path | None
             ) -> tuple[dict[str, Path], list[dict[str, Any]]]:
     """The raw files (downloaded into ``folder/raw`` or found in ``from_dir``), verified."""
+    if from_dir is not None:
+        found = {r.name: _find_local(from_dir, r) for r in entry.files}
+        missing = [r for r in entry.files if found[r.name] is None]
+        if missing:
+            shown = ", ".join(r.name for r in missing[:8])
+            more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            raise DataError(f"--from {from_dir}: no file named {shown}{more} ({len(missing)} "
+                            f"of {len(entry.files)} missing); they are published at "
+                            f"{missing[0].url.rsplit('/', 1)[0]}/")
     files: dict[str, Path] = {}
     record = []
     for remote in entry.files:
         if from_dir is not None:
-            path = _find_local(from_dir, remote)
+            path = found[remote.name]
+            assert path is not None  # checked above
             digest = check_sha256(path, remote.sha256, str(path))
         else:
             path = folder / "raw" / remote.name

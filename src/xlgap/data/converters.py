@@ -156,10 +156,10 @@ def mmmlu(files: dict[str, Path], out: Path) -> None:
             grouped[r["Subject"]].append(_mc_entry(r["Question"], [r[k] for k in "ABCD"],
                                                    r["Answer"], f"{name} row {i + 2}"))
         per_lang[lang] = grouped
-    subjects = sorted(per_lang["en"])
+    subjects = sorted({s for grouped in per_lang.values() for s in grouped})
     for lang, grouped in per_lang.items():
         for subject in subjects:
-            n_en, n = len(per_lang["en"][subject]), len(grouped.get(subject, []))
+            n_en, n = len(per_lang["en"].get(subject, [])), len(grouped.get(subject, []))
             if n != n_en:
                 raise DataError(f"MMMLU {lang}: subject {subject} has {n} questions, English "
                                 f"has {n_en}; rows cannot be aligned")

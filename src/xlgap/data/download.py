@@ -37,13 +37,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str | None, what: str) -> str:
+def check_sha256(path: Path, expected: str | None, what: str, name: str = "") -> str:
     """The file's sha256; raises :class:`ChecksumError` when ``expected`` is given and
-    differs (None: not pinned, the hash is only recorded)."""
+    differs (None: not pinned, the hash is only recorded). ``name`` is the file's name in
+    messages (a download is checked while it is still called ``NAME.part``)."""
     actual = sha256_of(path)
     if expected is not None and actual != expected.lower():
-        raise ChecksumError(f"{what}: sha256 mismatch for {path.name}: expected {expected}, "
-                            f"got {actual} ({path})")
+        raise ChecksumError(f"{name or path.name}: sha256 mismatch: expected {expected}, "
+                            f"got {actual} (from {what}; the file was removed)"
+                            if name else
+                            f"{path.name}: sha256 mismatch: expected {expected}, got "
+                            f"{actual} ({path})")
     return actual
 
 
@@ -100,7 +104,7 @@ def fetch(url: str, dest: Path, sha256: str | None = None, *, timeout: float = 6
         raise DataError(f"{url}: download stopped at {size} of {expected_size} bytes; run the "
                         "command again to resume")
     try:
-        digest = check_sha256(part, sha256, url)
+        digest = check_sha256(part, sha256, url, dest.name)
     except ChecksumError:
         part.unlink()  # a wrong file must not be resumed from
         raise
