@@ -149,7 +149,7 @@ def test_no_network_names_the_url_and_the_way_round(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9/eclektic_main.jsonl"  # discard port: nothing listens
     with pytest.raises(DataError) as err:
         fetch(url, tmp_path / "eclektic_main.jsonl", timeout=2)
-    assert url in str(err.value) and "--from DIR" in str(err.value)
+    assert url in str(err.value) and "xlgap data get NAME --from DIR" in str(err.value)
     assert "'eclektic_main.jsonl'" in str(err.value)
 
 

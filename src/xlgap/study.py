@@ -55,7 +55,7 @@ COMMAND_MODULES = ("xlgap.cli", "xlgap.interventions.cli", "xlgap.representation
 # Which RunConfig options belong where in a study file.
 MODEL_KEYS = ("model", "device", "dtype", "batch_size", "base_url", "api_chat", "api_key_env",
               "chat_template", "steer", "steer_layers", "steer_alpha")
-DATA_KEYS = ("data", "source", "targets", "limit", "on_missing")
+DATA_KEYS = ("data", "data_map", "source", "targets", "limit", "on_missing")
 STUDY_OWNED = ("model", "data", "out", "store")  # set by the study, not per section
 TOP_KEYS = ("title", "out", "store", "analyses", "report", "defaults", "models", "data")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlgap.data import converters as conv
+import xlgap.data.converters as conv
 from xlgap.data.converters import FLORES_CODES, MMMLU_LOCALES, XCOPA_LANGS
 from xlgap.data.download import check_sha256, fetch
 from xlgap.data.formats import find_format
@@ -252,7 +252,7 @@ def _gather(entry: DatasetInfo, folder: Path, from_dir: Path | None
             digest = check_sha256(path, remote.sha256, str(path))
         else:
             path = folder / "raw" / remote.name
-            digest = fetch(remote.url, path, remote.sha256)
+            digest = fetch(remote.url, path, remote.sha256, dataset=entry.name)
         files[remote.name] = path
         record.append({"name": remote.name, "url": remote.url, "sha256": digest,
                        "pinned": remote.sha256 is not None})

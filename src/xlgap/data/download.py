@@ -51,13 +51,14 @@ def check_sha256(path: Path, expected: str | None, what: str, name: str = "") ->
     return actual
 
 
-def no_network_hint(url: str, name: str, reason: object) -> str:
+def no_network_hint(url: str, name: str, reason: object, dataset: str = "NAME") -> str:
     return (f"cannot download {url} ({reason}). Without a network, download it elsewhere, "
-            f"put it in a folder as {name!r} and pass that folder with --from DIR "
-            "(xlgap data get NAME --from DIR)")
+            f"put it in a folder as {name!r} (with the data set's other files) and run "
+            f"xlgap data get {dataset} --from DIR")
 
 
-def fetch(url: str, dest: Path, sha256: str | None = None, *, timeout: float = 60.0) -> str:
+def fetch(url: str, dest: Path, sha256: str | None = None, *, timeout: float = 60.0,
+          dataset: str = "NAME") -> str:
     """Download ``url`` to ``dest`` (resuming a ``.part``), verify, rename; the sha256.
 
     An existing ``dest`` is only verified: the rename is the last step, so a file under
@@ -76,12 +77,12 @@ def fetch(url: str, dest: Path, sha256: str | None = None, *, timeout: float = 6
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # the .part is already whole (or longer): restart
             part.unlink()
-            return fetch(url, dest, sha256, timeout=timeout)
-        raise DataError(no_network_hint(url, dest.name, f"HTTP {exc.code} {exc.reason}")) \
-            from None
+            return fetch(url, dest, sha256, timeout=timeout, dataset=dataset)
+        raise DataError(no_network_hint(url, dest.name, f"HTTP {exc.code} {exc.reason}",
+                                        dataset)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(no_network_hint(url, dest.name, reason)) from None
+        raise DataError(no_network_hint(url, dest.name, reason, dataset)) from None
     with response:
         resumed = have and response.status == 206
         if have and not resumed:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from xlgap.data import catalog
+import xlgap.data.catalog as catalog
 from xlgap.data.formats import accepted, find_format
 from xlgap.data.formats.bmlama import load_bmlama_dir
 from xlgap.data.formats.jsonl import load_jsonl, parse_jsonl_text
