@@ -207,6 +207,17 @@ def test_a_failed_conversion_leaves_no_cache(server, cache: Path,
     assert load_dataset("eclektic").name == "eclektic"  # the next use converts again
 
 
+def test_get_dataset_offline_says_how_to_place_the_files(monkeypatch) -> None:
+    entry = catalog.CATALOG["xcopa"]
+    offline = replace(entry, files=tuple(replace(f, url=f"http://127.0.0.1:9/{f.name}")
+                                         for f in entry.files))
+    monkeypatch.setitem(catalog.CATALOG, "xcopa", offline)
+    with pytest.raises(DataError, match=r"127\.0\.0\.1:9/test\.et\.jsonl .*xlgap data get "
+                                        r"xcopa --from DIR"):
+        load_dataset("xcopa")
+    assert catalog.cached_path("xcopa") is None
+
+
 def test_a_checksum_mismatch_stops_get_dataset(server, monkeypatch) -> None:
     base, state = server
     entry = _served(catalog.CATALOG["eclektic"], base, state, FIXTURES, pin=True)
@@ -255,6 +266,10 @@ def test_eclektic_keeps_each_question_s_source_language(tmp_path: Path) -> None:
     assert all(it.is_open for it in ds.items)
     assert ds.items[1].meta["url"].startswith("https://ja.wikipedia.org")
     assert ds.subset(1, ["he", "en"]).items[0].source == "he"  # kept through subsets
+    groups = ds.by_source()  # one run per source language measures transfer from it
+    assert {src: [it.id for it in g.items] for src, g in groups.items()} == \
+        {"he": ["17"], "ja": ["18"]}
+    assert groups["ja"].name == "e-from-ja" and groups["ja"].languages == ds.languages
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q_id": 1, "original_lang": "ko", "en_q": "Q?", "en_a": "A"}\n')
     with pytest.raises(DataError, match="no ko_q"):

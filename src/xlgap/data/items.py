@@ -145,6 +145,20 @@ class ParallelDataset:
         """Item id -> its own source language, for the items that record one."""
         return {it.id: it.source for it in self.items if it.source}
 
+    def by_source(self) -> dict[str, ParallelDataset]:
+        """The items grouped by their own source language (``""``: items without one), each
+        group a data set of its own, in order of first appearance. A run per group measures
+        transfer from where each fact comes from (ECLeKTic's protocol) with today's
+        one-source runs."""
+        groups: dict[str, list[Item]] = {}
+        for it in self.items:
+            groups.setdefault(it.source, []).append(it)
+        return {src: ParallelDataset(f"{self.name}-from-{src}" if src else self.name,
+                                     list(self.languages), items, self.source_path,
+                                     dict(self.dropped), list(self.problems),
+                                     dict(self.original_codes))
+                for src, items in groups.items()}
+
     def subset(self, limit: int | None = None, languages: Iterable[str] | None = None
                ) -> ParallelDataset:
         """First ``limit`` items, restricted to ``languages`` (order kept)."""
