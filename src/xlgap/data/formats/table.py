@@ -66,11 +66,21 @@ def _read_local(path: Path) -> Any:
             raise DataError(f"{path}: not a save_to_disk folder ({exc})") from None
         return _pick_split(loaded, str(path)) if isinstance(loaded, ds.DatasetDict) else loaded
     builder = _SUFFIXES[path.suffix.lower()]
+    # Read with pyarrow (a dependency of datasets) and wrap: datasets.load_dataset("parquet")
+    # would first copy the file into the Hugging Face cache, for nothing.
     try:
-        return ds.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as exc:  # pyarrow/pandas raise many kinds; say which file
+        if builder == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            import pyarrow.csv as pacsv
+
+            table = pacsv.read_csv(path)
+    except Exception as exc:  # pyarrow raises many kinds; say which file
         raise DataError(f"{path}: cannot read as {builder} ({type(exc).__name__}: {exc})") \
             from None
+    return ds.Dataset(table)
 
 
 def _read_hub(spec: str) -> Any:
