@@ -393,3 +393,26 @@ def test_item_source_in_jsonl(tmp_path: Path) -> None:
         "en": {"prompt": "Q?"}}}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="'source' 'fr' is not one of the item's languages"):
         load_dataset(path)
+
+
+def test_a_study_names_data_sets_and_maps_their_columns(tmp_path: Path) -> None:
+    from xlgap.study import load_study
+
+    study = tmp_path / "s.toml"
+    study.write_text("""
+analyses = ["sample"]
+[[models]]
+model = "embedded"
+[[data]]
+data = "eclektic"
+[[data]]
+data = "hf:org/quiz@test"
+[data.map]
+id = "qid"
+prompt = "question"
+lang = "language"
+""", encoding="utf-8")
+    steps = load_study(study).steps
+    assert [s.config.data for s in steps] == ["eclektic", "hf:org/quiz@test"]
+    assert steps[1].config.data_map == "id=qid,prompt=question,lang=language"
+    assert catalog.cached_path("eclektic") is None  # nothing fetched by reading the study

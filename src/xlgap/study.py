@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from xlgap.config import RunConfig, build_config, config_to_dict, opt, read_config_file
 from xlgap.data.loaders import is_named_source
+from xlgap.data.mapping import parse_data_map
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
 
@@ -219,6 +220,10 @@ def _entries(path: Path, key: str, raw: Any, main_key: str, allowed: tuple[str, 
         if not isinstance(item, Mapping):
             raise ConfigError(f"{path}: {where} must be a table or a name, got {item!r}")
         item = {k.replace("-", "_"): v for k, v in item.items()}
+        if key == "data" and isinstance(item.get("map"), Mapping):
+            # [data.map]: the same column mapping as data_map = "id=...,prompt=..."
+            column_map = parse_data_map(item.pop("map"))
+            item["data_map"] = column_map.text() if column_map else ""
         _check_keys(path, where, item, ("name", "analyses", *allowed))
         if main_key not in item:
             raise ConfigError(f"{path}: {where} has no {main_key!r}")
