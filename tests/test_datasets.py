@@ -348,7 +348,7 @@ def test_xcopa_gives_two_lettered_options_aligned_by_idx(tmp_path: Path) -> None
 
 
 def test_every_entry_is_complete_and_honest_about_what_is_pinned() -> None:
-    assert {"bmlama17", "bmlama53", "eclektic", "mmmlu", "flores200", "xcopa"} \
+    assert {"bmlama17", "bmlama53", "eclektic", "mmmlu", "global-mmlu", "flores200", "xcopa"} \
         <= set(catalog.names())
     for entry in catalog.list_datasets():
         assert entry["licence"] and entry["citation"] and entry["source"].startswith("https")

@@ -107,3 +107,31 @@ def test_a_map_for_a_fixed_format_is_refused(tmp_path: Path) -> None:
     path.write_text('{"id": 1, "langs": {"en": {"prompt": "a"}}}\n')
     with pytest.raises(DataError, match="--data-map applies to tables"):
         load_dataset(path, data_map="id=x")
+
+
+def test_global_mmlu_aligns_by_sample_id_and_keeps_letters(tmp_path: Path) -> None:
+    # Global-MMLU's published columns ({lang}/test-00000-of-00001.parquet on
+    # huggingface.co/datasets/CohereForAI/Global-MMLU): sample_id, subject, question,
+    # option_a..option_d, answer (a letter), cultural_sensitivity_label, ...
+    from xlgap.data import converters
+
+    files = {}
+    for lang in converters.GLOBAL_MMLU_LANGS:
+        order = [1, 0] if lang == "ja" else [0, 1]  # row order may differ; sample_id aligns
+        rows = [{"sample_id": f"astronomy/test/{i}", "subject": "astronomy",
+                 "question": f"[{lang}] question {i}", "option_a": "a", "option_b": "b",
+                 "option_c": "c", "option_d": "d", "answer": "CA"[i],
+                 "cultural_sensitivity_label": "CS" if i else "", "is_annotated": True}
+                for i in order]
+        path = tmp_path / f"{lang}.test.parquet"
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+        files[path.name] = path
+    out = tmp_path / "g.jsonl"
+    converters.global_mmlu(files, out)
+    ds = load_dataset(out)
+    assert len(ds.languages) == 15 and [it.id for it in ds.items] == \
+        ["astronomy/test/0", "astronomy/test/1"]
+    second = ds.items[1]
+    assert second["ja"].prompt == "[ja] question 1" and second["ja"].gold_letter == "A"
+    assert second["en"].letters == ("A", "B", "C", "D")
+    assert second.meta == {"subject": "astronomy", "cultural_sensitivity_label": "CS"}

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import xlgap.data.converters as conv
-from xlgap.data.converters import FLORES_CODES, MMMLU_LOCALES, XCOPA_LANGS
+from xlgap.data.converters import (
+    FLORES_CODES,
+    GLOBAL_MMLU_LANGS,
+    MMMLU_LOCALES,
+    XCOPA_LANGS,
+)
 from xlgap.data.download import check_sha256, fetch
 from xlgap.data.formats import find_format
 from xlgap.errors import DataError
@@ -91,6 +96,7 @@ ECLEKTIC_LANGS = ("de", "en", "es", "fr", "he", "hi", "id", "it", "ja", "ko", "p
 _MMMLU_REV = "main"  # no commit sha could be looked up here; see DatasetInfo.notes
 
 
+_GLOBAL_MMLU_REV = "471a3c56f301ec6d1a4561f62c7dfd567fd021c9"
 _XCOPA_REV = "09e104e6adcd526aca1ee531c6813e841882bad3"
 
 
@@ -144,6 +150,23 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
               "(data.tar). Rows are aligned by subject and position within the subject; "
               "the converter checks that every subject has the same count in every "
               "language. No commit sha could be looked up offline: the URLs use 'main'."),
+    DatasetInfo(
+        name="global-mmlu", title="Global-MMLU (15 languages)",
+        measures="knowledge and reasoning, four lettered options (format mc), with culturally "
+                 "sensitive (CS) / agnostic (CA) labels in meta",
+        languages=GLOBAL_MMLU_LANGS, items="14,042 per language",
+        licence="Apache-2.0",
+        citation="Shivalika Singh, Angelika Romanou, Clémentine Fourrier, et al. Global MMLU: "
+                 "Understanding and Addressing Cultural and Linguistic Biases in "
+                 "Multilingual Evaluation. arXiv:2412.03304, 2024.",
+        homepage="https://huggingface.co/datasets/CohereForAI/Global-MMLU",
+        revision=_GLOBAL_MMLU_REV,
+        files=tuple(RemoteFile("https://huggingface.co/datasets/CohereForAI/Global-MMLU/resolve/"
+                               f"{_GLOBAL_MMLU_REV}/{lang}/test-00000-of-00001.parquet",
+                               f"{lang}.test.parquet") for lang in GLOBAL_MMLU_LANGS),
+        output="global-mmlu.jsonl", convert=conv.global_mmlu, needs=("pyarrow",),
+        notes="Parquet files: converting them needs pyarrow (pip install 'xlgap[hf]'). "
+              "Aligned by sample_id, English included."),
     DatasetInfo(
         name="flores200", title="FLORES-200 devtest (13 languages)",
         measures="parallel sentences (ILO, similarity, logit lens on natural text)",
@@ -284,12 +307,13 @@ def get_dataset(name: str, out: str | Path | None = None,
     source = Path(from_dir).expanduser() if from_dir else None
     if source is not None and not source.is_dir():
         raise DataError(f"--from {source}: not a directory")
-    files, record = _gather(entry, folder, source)
-    for module in entry.needs:
+    for module in entry.needs:  # before any download: fail fast, say what to install
         try:
             __import__(module)
         except ImportError:
-            raise DataError(f"converting {name} needs the Python package {module!r}") from None
+            raise DataError(f"converting {name} needs the Python package {module!r} "
+                            "(pip install 'xlgap[hf]')") from None
+    files, record = _gather(entry, folder, source)
     # Convert into a scratch folder beside the target, then rename: a killed conversion
     # leaves only the scratch folder, never a partial data set under its real name.
     scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder))

@@ -31,6 +31,9 @@ FLORES_CODES = ("eng_Latn", "fra_Latn", "spa_Latn", "deu_Latn", "ita_Latn", "rus
                 "zho_Hans", "jpn_Jpan", "kor_Hang", "arb_Arab", "hin_Deva", "swh_Latn",
                 "tur_Latn")
 
+# The Global-MMLU subset: its English, the MMMLU languages, and Portuguese and Yoruba.
+GLOBAL_MMLU_LANGS = ("en", "ar", "bn", "de", "es", "fr", "hi", "id", "it", "ja", "ko", "pt",
+                     "sw", "yo", "zh")
 XCOPA_LANGS = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
 
 
@@ -171,6 +174,43 @@ def mmmlu(files: dict[str, Path], out: Path) -> None:
                        "langs": {lang: grouped[subject][i] for lang, grouped in per_lang.items()}}
 
     _write_jsonl(out, items())
+
+
+def global_mmlu(files: dict[str, Path], out: Path) -> None:
+    """Global-MMLU ``{lang}/test-00000-of-00001.parquet`` (saved here as
+    ``{lang}.test.parquet``): ``sample_id`` (``subject/test/N``, the same question in every
+    language), ``subject``, ``question``, ``option_a`` ... ``option_d``, ``answer`` (a
+    letter), ``cultural_sensitivity_label`` (CS, CA or empty) and more. Aligned by
+    ``sample_id``; four lettered options; the CS/CA label is kept in ``meta``."""
+    import pyarrow.parquet as pq  # xlgap[hf]; only this converter reads Parquet
+
+    per_lang: dict[str, dict[str, dict[str, Any]]] = {}
+    meta: dict[str, dict[str, str]] = {}
+    for lang in GLOBAL_MMLU_LANGS:
+        name = f"{lang}.test.parquet"
+        rows = pq.read_table(files[name]).to_pylist()
+        entries: dict[str, dict[str, Any]] = {}
+        for i, r in enumerate(rows):
+            where = f"{name} row {i}"
+            try:
+                sid = str(r["sample_id"])
+                options = [str(r[f"option_{k}"]) for k in "abcd"]
+                entries[sid] = _mc_entry(str(r["question"]), options, str(r["answer"]), where)
+            except KeyError as exc:
+                raise DataError(f"{where}: no column {exc} (is this Global-MMLU?)") from None
+            if lang == "en":
+                meta[sid] = {k: str(r[k]) for k in ("subject", "cultural_sensitivity_label")
+                             if r.get(k)}
+        per_lang[lang] = entries
+    ids = list(per_lang["en"])
+    for lang, entries in per_lang.items():
+        if set(entries) != set(ids):
+            odd = sorted(set(entries) ^ set(ids))[:3]
+            raise DataError(f"Global-MMLU {lang}: its sample_ids differ from English's "
+                            f"(e.g. {odd}); rows cannot be aligned")
+    _write_jsonl(out, ({"id": sid, "meta": meta[sid],
+                        "langs": {lang: per_lang[lang][sid] for lang in per_lang}}
+                       for sid in ids))
 
 
 def flores200(files: dict[str, Path], out: Path) -> None:
