@@ -118,14 +118,15 @@ def test_global_mmlu_aligns_by_sample_id_and_keeps_letters(tmp_path: Path) -> No
     files = {}
     for lang in converters.GLOBAL_MMLU_LANGS:
         order = [1, 0] if lang == "ja" else [0, 1]  # row order may differ; sample_id aligns
+        (tmp_path / "hub" / lang).mkdir(parents=True)
         rows = [{"sample_id": f"astronomy/test/{i}", "subject": "astronomy",
                  "question": f"[{lang}] question {i}", "option_a": "a", "option_b": "b",
                  "option_c": "c", "option_d": "d", "answer": "CA"[i],
                  "cultural_sensitivity_label": "CS" if i else "", "is_annotated": True}
                 for i in order]
-        path = tmp_path / f"{lang}.test.parquet"
+        path = tmp_path / "hub" / lang / "test-00000-of-00001.parquet"  # as on the Hub
         datasets.Dataset.from_list(rows).to_parquet(str(path))
-        files[path.name] = path
+        files[f"{lang}.test.parquet"] = path
     out = tmp_path / "g.jsonl"
     converters.global_mmlu(files, out)
     ds = load_dataset(out)
@@ -135,3 +136,8 @@ def test_global_mmlu_aligns_by_sample_id_and_keeps_letters(tmp_path: Path) -> No
     assert second["ja"].prompt == "[ja] question 1" and second["ja"].gold_letter == "A"
     assert second["en"].letters == ("A", "B", "C", "D")
     assert second.meta == {"subject": "astronomy", "cultural_sensitivity_label": "CS"}
+    # `xlgap data get global-mmlu --from` a copy of the Hub folder, published paths as they are
+    from xlgap.data import get_dataset
+
+    got = get_dataset("global-mmlu", out=tmp_path / "gm", from_dir=tmp_path / "hub")
+    assert got.name == "global-mmlu.jsonl" and len(load_dataset(got).items) == 2

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import xlgap.data.converters as conv
 from xlgap.data.converters import (
@@ -244,9 +245,17 @@ def list_datasets() -> list[dict[str, Any]]:
 
 
 def _find_local(from_dir: Path, remote: RemoteFile) -> Path | None:
+    """``from_dir/NAME``, else the file under its published path (a copy of the repository
+    or of the Hub folder: ``en/test-00000-of-00001.parquet``), else one ``NAME`` anywhere
+    below ``from_dir``."""
     direct = from_dir / remote.name
     if direct.is_file():
         return direct
+    parts = [p for p in urlparse(remote.url).path.split("/") if p]
+    for k in range(min(len(parts), 4), 1, -1):  # the longest published tail first
+        candidate = from_dir.joinpath(*parts[-k:])
+        if candidate.is_file():
+            return candidate
     matches = sorted(from_dir.rglob(remote.name))
     if len(matches) > 1:
         raise DataError(f"{from_dir}: several files named {remote.name!r} "
