@@ -166,7 +166,7 @@ def figure_blocks(art: Artifact, specs: Sequence[FigureSpec]) -> list[Block]:
         path = by_name.get(spec.png)
         if path is not None and path not in used:
             used.add(path)
-            out.append(png_figure(path, _relative(path, art.dir)))
+            out.append(png_figure(path, f"{spec.caption} ({_relative(path, art.dir)})"))
         elif spec.draw is not None:
             out.append(draw_figure(spec.png, spec.caption, spec.draw))
     out += [png_figure(p, _relative(p, art.dir)) for p in art.pngs if p not in used]

@@ -27,6 +27,7 @@ function check(){var imgs=document.querySelectorAll('img.png'),bad=[];
   if(!s.querySelector('path,use,text')||!box.width)bad.push(s.parentNode.getAttribute(
   'data-figure'));});
  var d=document.documentElement.dataset;d.figures=imgs.length+svgs.length;
- d.brokenFigures=bad.join(' | ');d.errors=window.xlgapErrors.join(' | ');d.reportReady='1';}
+ d.brokenFigures=bad.join(' | ');
+ d.pageWidth=document.documentElement.scrollWidth;d.errors=window.xlgapErrors.join(' | ');d.reportReady='1';}
 if(document.readyState==='complete')check();else window.addEventListener('load',check);
 })();
