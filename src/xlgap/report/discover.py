@@ -100,6 +100,7 @@ class Artifact:
     anchor: str = ""
     owner: Artifact | None = None  # the run a result belongs to (the demo's inside/)
     model_name: str = ""  # the study's name for the model (``[[models]] name``), if any
+    label: str = ""  # what the page calls it: the data set, and the directory if needed
 
     def json(self, name: str) -> Any:
         """The parsed content of file ``name`` if it was read, else None."""
@@ -159,7 +160,10 @@ def _artifacts_in(d: Path, names: set[str], kinds: Mapping[str, str],
     """The results one directory holds (a directory may hold several)."""
     groups: dict[str, Artifact] = {}
     extras: list[Artifact] = []
-    for name in sorted(names):
+    # Files of the names a command writes first, so that they hold their kind in the
+    # directory and a second file of a kind (``diagnosis-layer9.json``) is the one shown
+    # on its own.
+    for name in sorted(names, key=lambda n: (n not in FILE_FORMATS, n)):
         if not name.endswith(".json") or name.startswith("."):
             continue
         loaded = load_json(d / name)
@@ -256,6 +260,7 @@ def discover(paths: Sequence[str | os.PathLike[str]], kinds: Mapping[str, str],
             artifacts.append(Artifact(FIGURES, d, pngs=left))
             claimed.update(p.resolve() for p in left)
     _attribute(artifacts)
+    _label(artifacts)
     for i, art in enumerate(artifacts):
         art.anchor = f"a{i}-{slug(art.kind)}"
     return artifacts, notes
@@ -311,6 +316,19 @@ def _attribute(artifacts: list[Artifact]) -> None:
     for art in artifacts:
         art.model = art.model or "unknown model"
         art.data = data_label(art.data)
+
+
+def _label(artifacts: list[Artifact]) -> None:
+    """Name each result by its data set, adding its directory where one model has
+    several results of one kind on one data set (runs with different options)."""
+    seen: dict[tuple[str, str, str], int] = {}
+    for art in artifacts:
+        key = (art.model, art.kind, art.data)
+        seen[key] = seen.get(key, 0) + 1
+    for art in artifacts:
+        base = art.data or art.dir.name
+        several = seen[(art.model, art.kind, art.data)] > 1
+        art.label = f"{base} ({art.dir.name})" if several and art.data else base
 
 
 def data_label(spec: str) -> str:

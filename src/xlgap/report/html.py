@@ -130,7 +130,7 @@ def _side_by_side(artifacts: Sequence[Artifact]) -> list[Block]:
     runs = [(a, s) for a in artifacts if a.kind == "run" and (s := run_summary(a))]
     if len(runs) < 2:
         return []
-    rows = [[Cell(art.model, href=art.anchor), Cell(art.data),
+    rows = [[Cell(art.model, href=art.anchor), Cell(art.label),
              Cell(str(mapping(art.get("run")).get("strategy") or "")),
              number_cell(s.get("n_items")), cell(s["source_accuracy"]),
              number_cell(s["target_accuracy"]), cell(s["transfer"]), cell(s["agreement"]),
@@ -144,13 +144,13 @@ def _side_by_side(artifacts: Sequence[Artifact]) -> list[Block]:
     for art, _ in runs:
         ens = mapping(mapping(mapping(art.get("diagnosis")).get("overall")).get("ensembling"))
         if isinstance(ens.get("chi2"), list):
-            curves.append((f"{art.model} / {art.data}"[:60],
+            curves.append((f"{art.model} / {art.label}"[:60],
                            ens.get("k") or list(range(1, len(ens["chi2"]) + 1)), ens["chi2"]))
     langs: list[str] = []
     for art, _ in runs:
         langs += [x for x in mapping(mapping(art.get("diagnosis")).get("accuracy"))
                   if x not in langs]
-    acc = Table(["language", *[f"{a.model} / {a.data}"[:40] for a, _ in runs]],
+    acc = Table(["language", *[f"{a.model} / {a.label}"[:50] for a, _ in runs]],
                 [[Cell(lang_label(lang)),
                   *[cell(mapping(mapping(a.get("diagnosis")).get("accuracy")).get(lang))
                     for a, _ in runs]] for lang in langs],
@@ -216,8 +216,7 @@ def render_report(artifacts: Sequence[Artifact], notes: Sequence[str], *, title:
                       [render(a) for a in ordered(arts)])
         groups.append(group)
         toc.append(TocItem(group.anchor, group.title, [
-            TocItem(a.anchor, f"{a.kind}: {a.data}" if a.data else a.kind)
-            for a in ordered(arts)]))
+            TocItem(a.anchor, section_for(a).toc_label(a)) for a in ordered(arts)]))
     loose = [a for a in artifacts if a.kind == FIGURES]
     if loose:
         group = Group("figures", "Other figures", [render(a) for a in loose])

@@ -73,8 +73,12 @@ class Section:
     config_at_top: bool = False  # the file records model, data and config at its top
 
     def heading(self, art: Artifact) -> str:
-        on = f" on {art.data}" if art.data else ""
+        on = f" on {art.label}" if art.data else ""
         return f"{self.title}: {art.model}{on}"
+
+    def toc_label(self, art: Artifact) -> str:
+        """The entry in the table of contents."""
+        return f"{(self.title or self.kind).lower()}: {art.label}"
 
     def summary(self, art: Artifact) -> str | None:
         """The headline: one sentence, or None when there is nothing to say."""
@@ -84,8 +88,7 @@ class Section:
         text = self.summary(art)
         if not text:
             return None
-        return CardLine(self.card_label or self.kind, art.anchor, art.data or art.dir.name,
-                        text)
+        return CardLine(self.card_label or self.kind, art.anchor, art.label, text)
 
     def body(self, art: Artifact) -> list[Block]:
         return []
@@ -127,8 +130,10 @@ def section_for(art: Artifact) -> Section:
 
 
 def ordered(artifacts: Sequence[Artifact]) -> list[Artifact]:
-    """Results in page order: by data set, then by section order."""
-    return sorted(artifacts, key=lambda a: (a.data, section_for(a).order))
+    """Results in page order: by data set (results that name none last), then by
+    section order."""
+    return sorted(artifacts, key=lambda a: (not a.data, a.data, section_for(a).order,
+                                            a.label))
 
 
 def render(art: Artifact) -> SectionView:

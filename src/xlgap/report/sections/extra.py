@@ -142,9 +142,13 @@ class ExtraSection(Section):
 
     def heading(self, art: Artifact) -> str:
         name = self._name(art)
-        self_title = name[:-5] if name.endswith(".json") else name
-        on = f" on {art.data}" if art.data else ""
-        return f"{self_title}: {art.model}{on}"
+        title = name[:-5] if name.endswith(".json") else name
+        on = f" on {art.label}" if art.data else ""
+        return f"{title}: {art.model}{on}"
+
+    def toc_label(self, art: Artifact) -> str:
+        name = self._name(art)
+        return f"{name[:-5] if name.endswith('.json') else name}: {art.label}"
 
     def card(self, art: Artifact) -> Any:
         line = super().card(art)

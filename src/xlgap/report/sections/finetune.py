@@ -82,6 +82,9 @@ class FinetuneSection(ExtraSection):
     def card(self, art: Artifact) -> Any:
         return super(ExtraSection, self).card(art)
 
+    def toc_label(self, art: Artifact) -> str:
+        return super(ExtraSection, self).toc_label(art)
+
     def command_name(self, art: Artifact, config: Mapping[str, Any]) -> str:
         return self.command
 

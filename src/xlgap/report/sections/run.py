@@ -142,7 +142,7 @@ class RunSection(Section):
         if s is None:
             return None
         strategy = mapping(art.get("run")).get("strategy")
-        target = (art.data or art.dir.name) + \
+        target = art.label + \
             (f" ({strategy})" if strategy and strategy != "baseline" else "")
         gap = ""
         if s["gap"] is not None:
