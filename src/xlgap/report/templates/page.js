@@ -17,6 +17,16 @@ document.querySelectorAll('button.dl').forEach(function(b){b.addEventListener('c
  function(){var s=b.nextElementSibling;var blob=new Blob([s.textContent],{type:
  'application/json'});var a=document.createElement('a');a.href=URL.createObjectURL(blob);
  a.download=b.getAttribute('data-name');document.body.appendChild(a);a.click();a.remove();});});
+/* A table wider than its box scrolls inside it: say so above it, as a hint. */
+function hints(){document.querySelectorAll('.tablewrap').forEach(function(w){
+ var t=w.querySelector('table'),old=w.previousElementSibling;
+ var over=w.scrollWidth>w.clientWidth+1,has=old&&old.classList.contains('scrollhint');
+ if(over&&!has){var h=document.createElement('div');h.className='scrollhint';
+  h.textContent='wider than the page: scroll sideways in the table for all '+
+  t.rows[0].cells.length+' columns \u2192';w.parentNode.insertBefore(h,w);}
+ else if(!over&&has)old.remove();});}
+hints();window.addEventListener('resize',hints);
+document.addEventListener('toggle',hints,true);
 /* Self-check, written on <html data-...> where a headless browser's DOM dump shows it:
    every image decoded, every chart has something drawn, no script errors. */
 function check(){var imgs=document.querySelectorAll('img.png'),bad=[];
