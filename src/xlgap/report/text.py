@@ -1,31 +1,29 @@
-"""The intervention table (like the paper's Table 1) as text, Markdown and a figure.
+"""Terminal and Markdown rendering of results: the intervention table (like the paper's
+Table 1). Numbers go through :mod:`xlgap.report.format`, as on the HTML page.
 
 Inputs are the JSON-serialisable result of :func:`xlgap.interventions.evaluate.compare_runs`,
-so the table and figure can be redrawn from a saved ``interventions.json``.
+so the table can be redrawn from a saved ``interventions.json`` (the figure is
+:func:`xlgap.report.plots.interventions.plot_interventions`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
+
+from xlgap.report.format import fmt_estimate, fmt_number, fmt_p, value
 
 __all__ = ["format_interventions_table", "interventions_markdown", "table_rows"]
 
 
 def _pct(x: Any) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else \
-        f"{100 * x:.1f}"
+    """A share in percent, without the sign (the header says "%")."""
+    return fmt_estimate(x, percent=True)
 
 
 def _with_ci(stat: Mapping[str, Any] | None) -> str:
     """'42.0 [38.1, 45.9]' in percent."""
-    if not stat:
-        return "-"
-    lo, hi = (stat.get("ci") or [None, None])[:2]
-    if lo is None or hi is None:
-        return _pct(stat.get("estimate"))
-    return f"{_pct(stat.get('estimate'))} [{_pct(lo)}, {_pct(hi)}]"
+    return fmt_estimate(stat, percent=True, chance=False)
 
 
 def answers_per_pair(result: Mapping[str, Any]) -> str:
@@ -34,15 +32,8 @@ def answers_per_pair(result: Mapping[str, Any]) -> str:
     return f"R = {result.get('samples')} final answers per item and language"
 
 
-def _p(x: Any) -> str:
-    if x is None:
-        return "-"
-    return "<0.001" if x < 0.001 else f"{x:.3f}"
-
-
 def _chi2(stat: Mapping[str, Any] | None) -> str:
-    est = (stat or {}).get("estimate")
-    return "-" if est is None else f"{est:.3f}"
+    return fmt_number(value(stat))
 
 
 def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -55,9 +46,10 @@ def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     for name, m in result["strategies"].items():
         acc = m.get("accuracy", {})
         rows.append([name, _with_ci(m.get("transfer")), _with_ci(m.get("overall_success")),
-                     _p(m.get("p_vs_baseline")), _chi2(m.get("chi2")),
+                     fmt_p(m.get("p_vs_baseline"), result.get("n_boot")),
+                     _chi2(m.get("chi2")),
                      str((m.get("parse_failures") or {}).get("total", 0)),
-                     *(_pct((acc.get(lang) or {}).get("estimate")) for lang in langs)])
+                     *(_pct(value(acc.get(lang))) for lang in langs)])
     return header, rows
 
 
