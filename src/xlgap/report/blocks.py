@@ -20,6 +20,7 @@ from typing import Any
 from markupsafe import Markup
 
 from xlgap.report.format import finite, fmt_estimate, fmt_number, fmt_p, pct, value
+from xlgap.report.plots.figures import figure_svg
 
 __all__ = ["Block", "Cell", "Details", "Figure", "Note", "Para", "Pre", "Provenance", "Row",
            "Table", "cell", "count_cell", "draw_figure", "p_cell", "pct_cell", "png_figure"]
@@ -177,8 +178,6 @@ _SVG_SIZE = re.compile(r'width="([0-9.]+)pt" height="([0-9.]+)pt"')
 def draw_figure(name: str, caption: str, draw: Callable[[], Any]) -> Block:
     """The figure ``draw()`` makes (a matplotlib ``Figure``, or None when the data have
     nothing to draw) as inline SVG, or a note saying why it could not be drawn."""
-    from xlgap.report.plots.figures import figure_svg
-
     try:
         fig = draw()
         if fig is None:

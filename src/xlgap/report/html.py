@@ -33,7 +33,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from xlgap import __version__
 from xlgap.io import write_text_atomic
+from xlgap.provenance import versions
 from xlgap.report import discover as _discover
 from xlgap.report.blocks import (
     Block,
@@ -48,6 +50,7 @@ from xlgap.report.blocks import (
 )
 from xlgap.report.discover import FIGURES, Artifact, slug
 from xlgap.report.format import mapping
+from xlgap.report.plots.compare import draw_ensembling_curves
 from xlgap.report.sections import (
     CardLine,
     SectionView,
@@ -157,8 +160,6 @@ def _side_by_side(artifacts: Sequence[Artifact]) -> list[Block]:
                 caption="Accuracy per language, runs side by side")
     row: list[Block] = []
     if curves:
-        from xlgap.report.plots.compare import draw_ensembling_curves
-
         row.append(draw_figure("side-by-side ensembling", "Overall chi-square as answers are "
                                "pooled, one line per run",
                                lambda: draw_ensembling_curves(curves)))
@@ -168,12 +169,8 @@ def _side_by_side(artifacts: Sequence[Artifact]) -> list[Block]:
 
 def _versions() -> dict[str, str]:
     try:
-        from xlgap.provenance import versions
-
         return {k: str(v) for k, v in versions().items() if v is not None}
     except Exception:  # the page must not depend on package metadata being readable
-        from xlgap import __version__
-
         return {"xlgap": __version__, "python": platform.python_version()}
 
 

@@ -22,8 +22,19 @@ from xlgap.report.blocks import Block, Note, Provenance, Row, draw_figure, png_f
 from xlgap.report.discover import EXTRA, FIGURES, STEP_MARKER, Artifact, load_json
 from xlgap.report.format import mapping
 
-__all__ = ["SECTIONS", "CardLine", "FigureSpec", "Section", "SectionView", "kinds",
-           "n_boot_of", "register", "render", "section_for"]
+__all__ = [
+    "SECTIONS",
+    "CardLine",
+    "FigureSpec",
+    "Section",
+    "SectionView",
+    "downloads",
+    "kinds",
+    "n_boot_of",
+    "register",
+    "render",
+    "section_for",
+]
 
 MAX_EMBED_JSON = 2_000_000  # raw JSON embedded for download up to this size
 
@@ -259,7 +270,7 @@ def command_for(art: Artifact, section: Section | None = None) -> tuple[str | No
     return None, ""
 
 
-def _downloads(art: Artifact) -> Iterator[tuple[str, Markup | None, str]]:
+def downloads(art: Artifact) -> Iterator[tuple[str, Markup | None, str]]:
     """Each result file as JSON to embed (``None`` when too large), with its size."""
     for name, loaded in art.results():
         if loaded.error is not None:
@@ -299,7 +310,7 @@ def provenance(art: Artifact, section: Section) -> Provenance:
         value = meta.get(key) or (_first(blocks, key) if key == "config" else None)
         if isinstance(value, Mapping) and value:
             configs.append((key, json.dumps(value, indent=1, ensure_ascii=False)))
-    return Provenance(rows, command, how, configs, list(_downloads(art)))
+    return Provenance(rows, command, how, configs, list(downloads(art)))
 
 
 # The modules register their sections on import; the order here does not matter.

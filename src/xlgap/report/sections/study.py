@@ -9,7 +9,7 @@ from xlgap.progress import format_duration
 from xlgap.report.blocks import Block, Cell, Note, Para, Provenance, Table
 from xlgap.report.discover import Artifact
 from xlgap.report.format import finite, mapping
-from xlgap.report.sections import Section, SectionView, _downloads, register
+from xlgap.report.sections import Section, SectionView, downloads, register
 
 __all__ = ["StudySection"]
 
@@ -63,7 +63,7 @@ class StudySection(Section):
         blocks = [Note(f"{name}: {loaded.error}", "warn") for name, loaded in art.results()
                   if loaded.error]
         blocks += self.body(art)
-        downloads = list(_downloads(art))
-        if downloads:
-            blocks.append(Provenance([], downloads=downloads))
+        files = list(downloads(art))
+        if files:
+            blocks.append(Provenance([], downloads=files))
         return SectionView(art.anchor, self.heading(art), blocks, self.kind)
