@@ -8,7 +8,7 @@ import torch
 
 from xlgap.data import load_builtin
 from xlgap.prompting.templates import PromptBuilder
-from xlgap.report.representation_plots import plot_logit_lens
+from xlgap.report.plots.representations import plot_logit_lens
 from xlgap.representations.logit_lens import answer_tokens, logit_lens
 
 

@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from xlgap.errors import ConfigError, DataError
-from xlgap.report.representation_plots import (
+from xlgap.report.plots.representations import (
     plot_ilo_by_layer,
     plot_pair_heatmap,
     plot_similarity_by_layer,

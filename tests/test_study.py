@@ -402,7 +402,6 @@ def test_the_example_studies_are_valid(monkeypatch, tmp_path):
     # Load BMLAMA-17 by its name as the steps will, from what this machine can reach: the
     # shared copy next to the checkout, else BMLAMA-shaped stand-in files.
     from xlgap.cli.workspace import open_dataset
-
     from xlgap.data import get_dataset
     from xlgap.data.catalog import BMLAMA17_LANGS, CATALOG, read_manifest
 

@@ -47,14 +47,18 @@ def run(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 1
-    # Every result file written from here on records the command that made it.
-    set_command(shlex.join(["xlgap", *argv]))
     cmd = registered[args.command]
-    if cmd.arguments is not None:
-        return cmd.func(args)
-    file_values = read_config_file(args.config_file) if args.config_file else None
-    cfg: Any = build_config(cmd.config, args, file_values) if cmd.config else args
-    return cmd.func(cfg)
+    # Every result file written while the command runs records the command that made it
+    # (and nothing written afterwards by library calls in the same process does).
+    set_command(shlex.join(["xlgap", *argv]))
+    try:
+        if cmd.arguments is not None:
+            return cmd.func(args)
+        file_values = read_config_file(args.config_file) if args.config_file else None
+        cfg: Any = build_config(cmd.config, args, file_values) if cmd.config else args
+        return cmd.func(cfg)
+    finally:
+        set_command(None)
 
 
 def main(argv: list[str] | None = None) -> None:

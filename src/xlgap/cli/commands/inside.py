@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xlgap.cli.config import RunConfig, opt
 from xlgap.cli.registry import command
 from xlgap.data.items import ParallelDataset
@@ -21,6 +19,12 @@ from xlgap.errors import ConfigError
 from xlgap.io import dump_json
 from xlgap.prompting.scoring import candidate_scores, parallel_texts
 from xlgap.provenance import tagged
+from xlgap.report.text import (
+    format_consistency,
+    format_ilo,
+    format_logit_lens,
+    format_similarity,
+)
 from xlgap.representations.ilo import DISTANCES, PRESETS
 from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
@@ -102,7 +106,7 @@ def _uncertainty(cfg: InsideConfig) -> dict[str, int]:
 
 
 def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-    from xlgap.report.representation_plots import plot_ilo_by_layer
+    from xlgap.report.plots.representations import plot_ilo_by_layer
     from xlgap.representations.extract import CenteredStates
     from xlgap.representations.ilo import ilo_by_layer
 
@@ -118,7 +122,7 @@ def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
 
 
 def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-    from xlgap.report.representation_plots import plot_similarity_by_layer
+    from xlgap.report.plots.representations import plot_similarity_by_layer
     from xlgap.representations.extract import CenteredStates
     from xlgap.representations.similarity import layerwise_similarity
 
@@ -133,7 +137,7 @@ def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
 
 def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                    languages: Sequence[str], out: Path) -> dict[str, Any]:
-    from xlgap.report.representation_plots import plot_logit_lens
+    from xlgap.report.plots.representations import plot_logit_lens
     from xlgap.representations.logit_lens import logit_lens
 
     result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot or cfg.source,
@@ -145,7 +149,7 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                     languages: Sequence[str], out: Path) -> dict[str, Any]:
-    from xlgap.report.representation_plots import plot_pair_heatmap
+    from xlgap.report.plots.representations import plot_pair_heatmap
     from xlgap.representations.consistency import consistency_matrix
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
@@ -254,80 +258,3 @@ def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
     sim_text = format_similarity(run_similarity(inside, states, out))
     return f"\n{ilo_text}\n\n{sim_text}\n[xlgap] plots: {out / 'ilo.png'}, " \
            f"{out / 'similarity.png'}"
-
-
-# -- text summaries ------------------------------------------------------------------------
-
-
-def _ci(fig: dict[str, Any] | None) -> str:
-    """`` [lo, hi]`` of a figure, or nothing without an interval."""
-    ci = (fig or {}).get("ci")
-    if not ci or ci[0] is None:
-        return ""
-    return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def _chance(fig: dict[str, Any] | None) -> str:
-    c = (fig or {}).get("chance")
-    return f"{c:.3f}" if isinstance(c, int | float) else "  -  "
-
-
-def format_ilo(result: dict[str, Any]) -> str:
-    layers = result["layers"]
-    best = max(layers, key=lambda entry: entry["mean"])
-    how = (f"preset {result.get('preset', 'xlgap')}: {result.get('metric', 'cosine')}, "
-           f"k={result['k']}, t={result['t']}"
-           + (", centred" if result.get("centered") else ""))
-    lines = [f"Interlingual Local Overlap (ILO) by layer ({how}); mean over languages, "
-             "95% CI, chance = language labels shuffled:"]
-    for e in layers:
-        fig = e.get("summary", {}).get("mean")
-        lines.append(f"  layer {e['layer']:>2}  {e['mean']:.3f}{_ci(fig):<17}  chance "
-                     f"{_chance(fig)}  {'#' * round(e['mean'] * 30)}")
-    lines.append(f"  most shared: layer {best['layer']} (ILO {best['mean']:.3f})")
-    return "\n".join(lines)
-
-
-def format_similarity(result: dict[str, Any]) -> str:
-    pivot = result.get("pivot")
-    lines = ["Cross-lingual similarity by layer (means over language pairs"
-             + (f" with {pivot}" if pivot else "") + "; 95% CI; chance = rows shuffled):",
-             "  layer  cos par  cos other  CKA (debiased)                   "
-             "retrieval@1"]
-    for e in result["layers"]:
-        mean, summ = e["mean"], e.get("summary", {})
-        cka = f"{_f(mean.get('cka'))}{_ci(summ.get('cka'))}"
-        ret = f"{_f(mean.get('retrieval'))}{_ci(summ.get('retrieval'))}"
-        lines.append(f"  {e['layer']:>5}  {_f(mean.get('cos_parallel')):>7}  "
-                     f"{_f(mean.get('cos_non_parallel')):>9}  {cka:<22} "
-                     f"ch {_chance(summ.get('cka'))}  {ret:<22} "
-                     f"ch {_chance(summ.get('retrieval'))}")
-    return "\n".join(lines)
-
-
-def format_logit_lens(result: dict[str, Any]) -> str:
-    lines = [f"Logit lens: P(gold first token) at the last layers, and the {result['pivot']} "
-             "share of answer mass at its peak layer:"]
-    for lang, c in result["languages"].items():
-        share = c.get("pivot_share")
-        peak = (f"{max(share):.2f} at layer {int(np.argmax(share))}" if share else "n/a")
-        lines.append(f"  {lang:<6} P(gold) final {c['p_gold'][-1]:.3f}  "
-                     f"{result['pivot']}-share peak {peak}")
-    return "\n".join(lines)
-
-
-def format_consistency(result: dict[str, Any]) -> str:
-    lines = ["Consistency across languages (candidate scoring; 95% CI; chance = items "
-             "shuffled):",
-             "  pair      Spearman                  RankC                     tr+     tr-"]
-    for row in result["pairs"]:
-        summ = row.get("summary", {})
-        spear = f"{_f(row['rank_consistency'])}{_ci(summ.get('rank_consistency'))}"
-        rc = f"{_f(row['rankc'])}{_ci(summ.get('rankc'))}"
-        lines.append(f"  {row['a']}-{row['b']:<6} {spear:<24}  {rc:<24}  "
-                     f"{_f(row['tr_plus']):>6}  {_f(row['tr_minus']):>6}")
-    return "\n".join(lines)
-
-
-def _f(v: Any) -> str:
-    return f"{v:.3f}" if isinstance(v, int | float) else "  -  "

@@ -22,11 +22,8 @@ from xlgap.interventions.experiment import run_interventions
 from xlgap.interventions.strategies import StrategyOptions, parse_strategy_list
 from xlgap.io import dump_json, write_text_atomic
 from xlgap.provenance import tagged
-from xlgap.report.tables import (
-    format_interventions_table,
-    interventions_markdown,
-    plot_interventions,
-)
+from xlgap.report.plots.interventions import plot_interventions
+from xlgap.report.text import format_interventions_table, interventions_markdown
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 

@@ -20,8 +20,8 @@ from xlgap.data.languages import language_name
 from xlgap.errors import XlgapError
 from xlgap.models.embedder import open_embedder
 from xlgap.progress import format_duration, step
-from xlgap.report.diagnosis_plots import write_plots
 from xlgap.report.html import write_report
+from xlgap.report.plots.diagnosis import write_plots
 from xlgap.runs import load_run
 from xlgap.sampling import SamplingOptions, default_shots, make_run
 from xlgap.stats.bootstrap import nan_mean

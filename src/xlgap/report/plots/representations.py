@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import DataError
-from xlgap.report.figures import new_figure, save_figure
+from xlgap.report.plots.figures import new_figure, save_figure
 
-__all__ = ["plot_ilo_by_layer", "plot_pair_heatmap", "plot_similarity_by_layer"]
+__all__ = ["draw_ilo_by_layer", "draw_logit_lens", "draw_pair_heatmap", "draw_similarity_by_layer",
+           "plot_ilo_by_layer", "plot_logit_lens", "plot_pair_heatmap", "plot_similarity_by_layer"]
 
 
 def _layers_list(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -63,9 +64,8 @@ def _draw_band(ax: Any, x: list[int], band: tuple[list[float], list[float], list
         ax.plot(x, chance, ls=":", lw=1.5, color=color, label=chance_label)
 
 
-def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-                      path: str | Path,
-                      title: str = "Interlingual Local Overlap (ILO) by layer") -> Path:
+def draw_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+                      title: str = "Interlingual Local Overlap (ILO) by layer") -> Any:
     """One line per language's ILO across layers, plus the mean in bold with its 95% CI
     band and its chance level (language labels shuffled) when the result has them."""
     layers = _layers_list(layers_json, "plot_ilo_by_layer")
@@ -93,11 +93,11 @@ def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, An
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=max(1, (len(langs) + 4) // 12), loc="center left",
               bbox_to_anchor=(1.01, 0.5))
-    return save_figure(fig, path, dpi=150)
+    return fig
 
 
-def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
-                             title: str = "Cross-lingual similarity by layer") -> Path:
+def draw_similarity_by_layer(sim: Mapping[str, Any],
+                             title: str = "Cross-lingual similarity by layer") -> Any:
     """Mean over language pairs, per layer: parallel vs non-parallel cosine, CKA (debiased,
     and the biased estimator faintly), retrieval; with 95% CI bands and chance levels
     (rows shuffled) when the result has them.
@@ -143,12 +143,12 @@ def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
         ax.grid(alpha=0.3)
     pivot = sim.get("pivot") if isinstance(sim, Mapping) else None
     fig.suptitle(title + (f" (pairs with {pivot})" if pivot else " (mean over pairs)"))
-    return save_figure(fig, path, dpi=150)
+    return fig
 
 
-def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
-                      langs: Sequence[str], title: str, path: str | Path,
-                      vmin: float | None = None, vmax: float | None = None) -> Path:
+def draw_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
+                      langs: Sequence[str], title: str,
+                      vmin: float | None = None, vmax: float | None = None) -> Any:
     """Language x language heat map (e.g. a consistency matrix); None cells are blank."""
     m = np.array([[_nan(v) for v in row] for row in matrix], dtype=np.float64)
     if m.shape != (len(langs), len(langs)):
@@ -170,10 +170,10 @@ def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
                             color="black" if m[i, j] > mid else "white")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
-    return save_figure(fig, path, dpi=150)
+    return fig
 
 
-def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
+def draw_logit_lens(result: Mapping[str, Any]) -> Any:
     """Two panels: P(gold answer's first token) by layer, and the pivot language's share
     of the answer mass (the latent language) by layer."""
     fig = new_figure(11, 4)
@@ -193,4 +193,28 @@ def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_figure(fig, path, dpi=150)
+    return fig
+
+
+# -- the same figures written to files (what the commands call) -----------------------------
+
+
+def plot_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+                      path: str | Path,
+                      title: str = "Interlingual Local Overlap (ILO) by layer") -> Path:
+    return save_figure(draw_ilo_by_layer(layers_json, title), path, dpi=150)
+
+
+def plot_similarity_by_layer(sim: Mapping[str, Any], path: str | Path,
+                             title: str = "Cross-lingual similarity by layer") -> Path:
+    return save_figure(draw_similarity_by_layer(sim, title), path, dpi=150)
+
+
+def plot_pair_heatmap(matrix: Sequence[Sequence[float | None]] | np.ndarray,
+                      langs: Sequence[str], title: str, path: str | Path,
+                      vmin: float | None = None, vmax: float | None = None) -> Path:
+    return save_figure(draw_pair_heatmap(matrix, langs, title, vmin, vmax), path, dpi=150)
+
+
+def plot_logit_lens(result: Mapping[str, Any], path: str | Path) -> Path:
+    return save_figure(draw_logit_lens(result), path, dpi=150)

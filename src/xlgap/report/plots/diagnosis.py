@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.report.figures import new_figure
+from xlgap.report.plots.figures import new_figure
 
 
 def _new(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
@@ -33,7 +33,7 @@ def _values(xs: list[float | None]) -> np.ndarray:
     return np.array([np.nan if x is None else x for x in xs], dtype=float)
 
 
-def plot_ensembling(diag: dict[str, Any], path: Path) -> Path:
+def draw_ensembling(diag: dict[str, Any]) -> Any:
     has_l2 = (diag["overall"].get("ensembling") or {}).get("l2") is not None
     fig, axes = _new(9.0 if has_l2 else 5.5, 3.8, 2 if has_l2 else 1)
     axes = np.atleast_1d(axes)
@@ -55,11 +55,10 @@ def plot_ensembling(diag: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Source-target distance as answers are pooled")
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def plot_confidence(diag: dict[str, Any], path: Path) -> Path:
+def draw_confidence(diag: dict[str, Any]) -> Any:
     cva = diag["confidence_vs_agreement"]
     fig, ax = _new(5.5, 3.8)
     centres = [0.5 * (lo + hi) for lo, hi in cva["bins"]]
@@ -73,11 +72,10 @@ def plot_confidence(diag: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(0, 1.1)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Agreement by source confidence")
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def plot_accuracy(diag: dict[str, Any], path: Path) -> Path:
+def draw_accuracy(diag: dict[str, Any]) -> Any:
     langs = [diag["source"], *diag["targets"]]
     metrics = ["accuracy", "mode accuracy", "agreement", "overall success", "transfer"]
     grid = np.full((len(langs), len(metrics)), np.nan)
@@ -101,11 +99,10 @@ def plot_accuracy(diag: dict[str, Any], path: Path) -> Path:
                                       for lang in langs])
     fig.colorbar(img, ax=ax, shrink=0.8)
     ax.set_title("Accuracy and transfer per language")
-    fig.savefig(path)
-    return path
+    return fig
 
 
-def plot_pi(diag: dict[str, Any], path: Path) -> Path | None:
+def draw_pi(diag: dict[str, Any]) -> Any | None:
     model = (diag.get("pi") or {}).get("model")
     if not model:
         return None
@@ -135,6 +132,28 @@ def plot_pi(diag: dict[str, Any], path: Path) -> Path | None:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
     ax.set_title("Variance share of the gap")
+    return fig
+
+
+def plot_ensembling(diag: dict[str, Any], path: Path) -> Path:
+    draw_ensembling(diag).savefig(path)
+    return path
+
+
+def plot_confidence(diag: dict[str, Any], path: Path) -> Path:
+    draw_confidence(diag).savefig(path)
+    return path
+
+
+def plot_accuracy(diag: dict[str, Any], path: Path) -> Path:
+    draw_accuracy(diag).savefig(path)
+    return path
+
+
+def plot_pi(diag: dict[str, Any], path: Path) -> Path | None:
+    fig = draw_pi(diag)
+    if fig is None:
+        return None
     fig.savefig(path)
     return path
 
