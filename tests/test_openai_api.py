@@ -24,7 +24,7 @@ from fake_openai_server import (
     with_bos,
 )
 from xlgap.errors import BackendError, ConfigError
-from xlgap.models.openai_api import (
+from xlgap.models.openai import (
     CANNOT_SCORE,
     MAX_REDIRECTS,
     PROBE_TEXT,
@@ -32,7 +32,6 @@ from xlgap.models.openai_api import (
     OpenAIBackend,
     ScoringUnsupported,
     backoff_delay,
-    cut_at_stop,
     derive_seed,
     echo_layout,
     joint_scores,
@@ -41,6 +40,7 @@ from xlgap.models.openai_api import (
     parse_retry_after,
     same_server,
 )
+from xlgap.models.tokens import cut_at_stop
 from xlgap.store import Store
 
 MODEL = "fake-model"
