@@ -50,6 +50,9 @@ _REGISTRY: dict[str, str] = {
 _CLASSES: dict[str, str] = {"embedded": "xlgap.models.hf:HFBackend"}
 #: the backend of a ``--model`` value that names no registered prefix
 DEFAULT_BACKEND = "hf"
+#: objects registered by the decorator, by their target (a class defined where no import
+#: path reaches it, e.g. inside a function, still resolves in this process)
+_OBJECTS: dict[str, Any] = {}
 
 
 @overload
@@ -72,19 +75,23 @@ def register_backend(name: str, target: str | None = None) -> Callable[[B], B] |
 
     def decorate(obj: B) -> B:
         # stored by import path, so a fresh process (a Ray worker) can find it again
-        _REGISTRY[name] = f"{obj.__module__}:{obj.__qualname__}"
+        target = f"{obj.__module__}:{obj.__qualname__}"
+        _REGISTRY[name] = target
+        _OBJECTS[target] = obj
         return obj
 
     return decorate
 
 
-def registered() -> list[str]:
-    """The registered prefixes (backends discovered from ``xlgap.models.<x>`` appear
-    once used)."""
-    return sorted(_REGISTRY)
+def registry() -> dict[str, str]:
+    """A copy of the registry, prefix -> ``"module:attr"`` (backends discovered from
+    ``xlgap.models.<x>`` appear once used), for a fresh process to register the same."""
+    return dict(_REGISTRY)
 
 
 def _resolve(target: str) -> Callable[..., Backend]:
+    if target in _OBJECTS:
+        return _OBJECTS[target]
     module, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
@@ -273,4 +280,4 @@ def parse_model_args(values: str | Iterable[str] | Mapping[str, Any] | None) -> 
 
 
 __all__ = ["Backend", "backend_class", "check_model_args", "declared", "load_backend",
-           "parse_model_args", "register_backend", "split_spec"]
+           "parse_model_args", "register_backend", "registry", "split_spec"]

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import BackendError, ConfigError
-from xlgap.models import _REGISTRY, check_model_args, declared, load_backend, register_backend
+from xlgap.models import check_model_args, declared, load_backend, register_backend, registry
 from xlgap.models.base import Backend
 
 #: Environment variables a worker needs to find the same model cache and offline mode as
@@ -76,7 +76,7 @@ class _Worker:
     """One actor: one backend, built in the actor's process from the driver's spec."""
 
     def __init__(self, spec: str, options: dict[str, Any], threads: int | None,
-                 registry: dict[str, str], model_args: dict[str, Any] | None = None) -> None:
+                 known: dict[str, str], model_args: dict[str, Any] | None = None) -> None:
         # A constructor that raises kills the actor, and the driver would see only "actor
         # died"; the error (model not found, bad option) is kept and raised by every call
         # instead, so it reaches the user as itself.
@@ -91,7 +91,7 @@ class _Worker:
                 torch.set_num_threads(int(threads))
             # Backends the driver registered at run time (plugins, test doubles) exist in
             # its registry only; the worker is a fresh process.
-            for prefix, target in registry.items():
+            for prefix, target in known.items():
                 register_backend(prefix, target)
             self.backend = load_backend(spec, model_args, **options)
         except Exception as exc:
@@ -198,8 +198,8 @@ class RayBackend(Backend):
             max_restarts=int(max_restarts), max_task_retries=0)
         opts = dict(options or {})
         # Backends the driver registered at run time exist in its registry only.
-        registry = dict(_REGISTRY)
-        self._actors = [actor_cls.remote(spec, opts, self.threads, registry, model_args)
+        known = registry()
+        self._actors = [actor_cls.remote(spec, opts, self.threads, known, model_args)
                         for _ in range(self.workers)]
         try:
             infos = self._gather("describe", [((), {})] * self.workers)
