@@ -126,23 +126,16 @@ def _require(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], w
 
 
 def _lock_dir(run_dir: Path) -> FileLock:
-    """Take the run directory's exclusive lock (an OS lock, released when it is released
-    or the process dies, so a crashed writer never leaves a stale lock). The holder
-    writes its process id into the lock file so that a second writer can say who holds it.
-    """
-    path = run_dir / LOCK_FILE
-    lock = FileLock(str(path))
+    """Take the run directory's exclusive OS lock (it goes with a crashed writer's process:
+    never stale); the holder notes its process id in the file for a second writer's error."""
+    lock, path = FileLock(str(run_dir / LOCK_FILE)), run_dir / LOCK_FILE
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        try:
-            holder = path.read_text(encoding="utf-8").strip()
-        except OSError:
-            holder = ""
+        holder = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
         raise DataError(f"{run_dir} is being written by {holder or 'another process'}; wait "
                         "for it to finish, or choose another --out") from None
-    # the note is for messages only (Windows locks the file's first byte: no note there)
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # a note only (Windows locks the file's first byte)
         path.write_text(f"process {os.getpid()}", encoding="utf-8")
     return lock
 

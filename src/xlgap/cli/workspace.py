@@ -77,7 +77,7 @@ def open_backend(cfg: RunConfig):
         backend = RayBackend(cfg.model, options, model_args=model_args, address=cfg.ray,
                              workers=cfg.workers, num_gpus=1.0 if on_gpu else 0.0)
     else:
-        backend = load_backend(cfg.model, model_args, **options)
+        backend = load_backend(cfg.model, model_args=model_args, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
     if backend.caches_itself:
         return backend  # it stores every HTTP request itself (finer-grained resume)
