@@ -138,8 +138,8 @@ def open_judge(cfg: Any):
 
     from xlgap.judging import Judge
 
-    # The judge is its own model: neither the studied model's steering nor its chat
-    # template choice applies to it.
-    return Judge(open_backend(replace(cfg, model=cfg.judge, chat_template="auto", steer="")),
-                 cfg.judge)
+    # The judge is its own model: neither the studied model's steering, its chat template
+    # choice nor its backend options (--model-arg) apply to it.
+    return Judge(open_backend(replace(cfg, model=cfg.judge, chat_template="auto", steer="",
+                                      model_args={})), cfg.judge)
 
