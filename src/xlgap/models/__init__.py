@@ -50,6 +50,8 @@ _REGISTRY: dict[str, str] = {
 _CLASSES: dict[str, str] = {"embedded": "xlgap.models.hf:HFBackend"}
 #: the backend of a ``--model`` value that names no registered prefix
 DEFAULT_BACKEND = "hf"
+#: options that the caller gives as objects, never as ``--model-arg`` text
+NOT_MODEL_ARGS = frozenset({"store"})
 #: objects registered by the decorator, by their target (a class defined where no import
 #: path reaches it, e.g. inside a function, still resolves in this process)
 _OBJECTS: dict[str, Any] = {}
@@ -184,8 +186,9 @@ def check_model_args(spec: str, model_args: Mapping[str, Any]) -> dict[str, Any]
     prefix, name = split_spec(spec)
     factory = _resolve(_REGISTRY[prefix])
     names, any_name = _parameters(factory, named=name is not None)
+    names -= NOT_MODEL_ARGS
     unknown = sorted(k for k in model_args if k not in names)
-    if unknown and not any_name:
+    if unknown and (not any_name or set(unknown) & NOT_MODEL_ARGS):
         label = getattr(factory, "__qualname__", prefix)
         raise ConfigError(f"--model-arg {', '.join(unknown)}: backend {prefix!r} ({label}) "
                           f"does not take {'it' if len(unknown) == 1 else 'them'}; it takes: "
