@@ -323,3 +323,21 @@ def test_the_retry_wait_honours_retry_after_and_backs_off_otherwise() -> None:
     assert wait(_state(1, Transient("429", retry_after=7.0))) == 7.0
     assert wait(_state(1, Transient("429", retry_after=1e6))) == max(30.0, RETRY_AFTER_CAP)
     assert wait(_state(6, Transient("429", retry_after=0.1))) >= 0.5 * 2 ** 5 / 2
+
+
+def test_a_ray_worker_builds_its_backend_with_the_drivers_registry_and_model_args() -> None:
+    """What each Ray actor runs, without Ray: the driver's registry (run-time
+    registrations included) and the checked model_args reach the worker's backend."""
+    from xlgap.models import registry
+    from xlgap.models.ray import _Worker
+
+    register_backend("rec", f"{__name__}:Recorder")
+    worker = _Worker("rec:m", {"device": "cuda", "dtype": "bf16"}, None, registry(),
+                     {"timeout": 3})
+    info = worker.describe()
+    assert Recorder.built == {"name": "m", "timeout": 3, "concurrency": 8, "device": "cuda"}
+    assert (info["white_box"], info["scores"], info["needs_gpu"], info["n_layers"]) == \
+        (False, True, False, 3)
+    broken = _Worker("rec:m", {}, None, registry(), {"timout": 3})
+    with pytest.raises(ConfigError, match="timout"):
+        broken.describe()  # the worker keeps the error and raises it on every call
