@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import warnings
 from pathlib import Path
 
 import pytest
@@ -384,22 +385,49 @@ def test_progress_mode_and_silent_bar(monkeypatch):
     assert format_duration(3725) == "1 h 02 min"
 
 
-def test_the_example_studies_are_valid(monkeypatch):
+def test_the_example_studies_are_valid(monkeypatch, tmp_path):
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
+    monkeypatch.setenv("XLGAP_CACHE", str(tmp_path / "cache"))
     small = load_study(root / "examples" / "small-study.toml")
     assert [s.analysis for s in small.steps] == ["sample", "intervene", "inside"]
     assert small.steps[0].config.model == "embedded"
-    try:
-        real = load_study(root / "examples" / "realistic-study.toml")
-    except ConfigError as exc:
-        if "does not exist" in str(exc):
-            pytest.skip(f"the realistic example's data sets are not here: {exc}")
-        raise
+    # The realistic study names its data sets, so it is valid on any machine; nothing is
+    # fetched until a step loads its data.
+    real = load_study(root / "examples" / "realistic-study.toml")
     api = [s for s in real.steps if s.model.name == "gpt-4o-mini"]
     assert {s.analysis for s in api} == {"sample", "intervene"}
     assert {(s.data.name, s.analysis) for s in real.steps if s.model.name == "qwen2.5-1.5b"} \
-        == {("bmlama17", "sample"), ("bmlama17", "intervene"), ("flores100", "inside")}
+        == {("bmlama17", "sample"), ("bmlama17", "intervene"), ("flores200", "inside")}
+    # Load BMLAMA-17 by its name as the steps will, from what this machine can reach: the
+    # shared copy next to the checkout, else BMLAMA-shaped stand-in files.
+    from xlgap.cli.workspace import open_dataset
+
+    from xlgap.data import get_dataset
+    from xlgap.data.catalog import BMLAMA17_LANGS, CATALOG, read_manifest
+
+    shared = root.parent / "shared" / "data" / "bmlama17"
+    if shared.is_dir():
+        local = shared
+    else:
+        local = tmp_path / "bmlama17"
+        local.mkdir()
+        for lang in BMLAMA17_LANGS:
+            (local / f"{lang}.tsv").write_text(
+                "Prompt\tAns\tCandidate Ans\tSubject\n"
+                f"[{lang}] X was born in <mask>.\tParis\tLondon, Paris\tX\n", encoding="utf-8")
+    get_dataset("bmlama17", from_dir=local)
+    step = next(s for s in real.steps if s.data.name == "bmlama17")
+    dataset, source, targets = open_dataset(step.config)
+    assert step.config.data == "bmlama17" and source == "en"
+    assert targets == ["fr", "es", "ru", "ja", "ar", "zh"]
+    assert len(dataset.items) == (min(500, 6792) if shared.is_dir() else 1)
+    assert read_manifest("bmlama17")["language_count"] == 17
+    # FLORES-200 comes as one archive from its publisher: nothing here stands in for it.
+    assert CATALOG["flores200"].files[0].url.startswith("https://")
+    warnings.warn("realistic study: flores200 not loaded here (needs its download); "
+                  f"bmlama17 read from "
+                  f"{'the shared copy' if shared.is_dir() else 'stand-in files'}", stacklevel=1)
 
 
 def test_steer_runs_through_the_registry(tmp_path, capsys):

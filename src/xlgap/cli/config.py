@@ -40,8 +40,12 @@ class RunConfig:
 
     model: str = opt("embedded", "model: 'embedded' (Gemma 3 270M, default), a Hugging Face "
                      "id or local path, or openai:NAME")
-    data: str = opt("builtin", "parallel data: 'builtin', a .jsonl file, or a directory of "
-                    "{lang}.tsv (BMLAMA) or {lang}.txt (sentences)")
+    data: str = opt("builtin", "parallel data: 'builtin', a catalogue name (xlgap data list), "
+                    "hf:ORG/NAME[:CONFIG][@SPLIT], a .jsonl/.parquet/.csv file, or a "
+                    "directory of {lang}.tsv (BMLAMA) or {lang}.txt (sentences)")
+    data_map: str = opt("", "table columns -> item fields for hf:, .parquet, .csv and "
+                        "save_to_disk data, e.g. id=qid,prompt=question,answers=answer,"
+                        "candidates=choices,gold=label,lang=language (see docs/data.md)")
     source: str = opt("en", "source language (BCP 47)")
     targets: str = opt("", "comma-separated target languages (default: all others)")
     limit: int | None = opt(None, "use only the first N items")

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 from xlgap.cli.config import RunConfig, build_config, config_to_dict, opt, read_config_file
 from xlgap.cli.registry import analyses, command, command_line, find_command
+from xlgap.data.loaders import is_named_source
+from xlgap.data.mapping import parse_data_map
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
 from xlgap.models import check_model_args, declared, split_spec
@@ -42,7 +44,7 @@ STEP_MARKER = ".xlgap-step.json"
 # Which RunConfig options belong where in a study file.
 MODEL_KEYS = ("model", "device", "dtype", "batch_size", "base_url", "api_chat", "api_key_env",
               "model_args", "chat_template", "steer", "steer_layers", "steer_alpha")
-DATA_KEYS = ("data", "source", "targets", "limit", "on_missing")
+DATA_KEYS = ("data", "data_map", "source", "targets", "limit", "on_missing")
 STUDY_OWNED = ("model", "data", "out", "store")  # set by the study, not per section
 TOP_KEYS = ("title", "out", "store", "analyses", "report", "defaults", "models", "data")
 
@@ -155,6 +157,10 @@ def _entries(path: Path, key: str, raw: Any, main_key: str, allowed: tuple[str, 
         if not isinstance(item, Mapping):
             raise ConfigError(f"{path}: {where} must be a table or a name, got {item!r}")
         item = {k.replace("-", "_"): v for k, v in item.items()}
+        if key == "data" and isinstance(item.get("map"), Mapping):
+            # [data.map]: the same column mapping as data_map = "id=...,prompt=..."
+            column_map = parse_data_map(item.pop("map"))
+            item["data_map"] = column_map.text() if column_map else ""
         _check_keys(path, where, item, ("name", "analyses", *allowed))
         if main_key not in item:
             raise ConfigError(f"{path}: {where} has no {main_key!r}")
@@ -192,7 +198,7 @@ def _analysis_list(path: Path, where: str, raw: Any) -> list[str]:
 
 def _resolve_data(study_path: Path, spec: str) -> str:
     """Relative paths from the current directory, else from the study file's directory."""
-    if spec in ("", "builtin", "demo"):
+    if is_named_source(spec):  # builtin, a catalogue name or hf:...: resolved when loaded
         return spec
     p = Path(spec).expanduser()
     if p.exists() or p.is_absolute():
@@ -240,7 +246,7 @@ def load_study(path: str | Path, *, out: str = "", store: str = "") -> Study:
     for entry in data:
         entry.values["data"] = _resolve_data(path, str(entry.values["data"]))
         spec = entry.values["data"]
-        if spec not in ("", "builtin", "demo") and not Path(spec).exists():
+        if not is_named_source(spec) and not Path(spec).exists():
             raise ConfigError(f"{path}: data set {spec!r} (data.{entry.name}) does not exist")
     out_dir = Path(out or raw.get("out") or Path("runs") / _slug(path.stem))
     study = Study(path=path, title=str(raw.get("title") or path.stem), out=out_dir,

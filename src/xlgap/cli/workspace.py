@@ -109,8 +109,8 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     from xlgap.data import load_dataset, validate_language
     from xlgap.data.languages import check_known
 
-    dataset = load_dataset(None if cfg.data in ("", "builtin") else cfg.data,
-                           on_missing=cfg.on_missing, on_error=cfg.on_error)
+    dataset = load_dataset(cfg.data or None, on_missing=cfg.on_missing,
+                           on_error=cfg.on_error, data_map=getattr(cfg, "data_map", "") or None)
     report_problems(dataset.problems, dataset.name)
     if getattr(cfg, "as_open", False):
         dataset = dataset.as_open()

@@ -81,6 +81,10 @@ class Item:
     id: str
     langs: dict[str, LangEntry] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    # The language the item was written in, when the data set records it (ECLeKTic: the
+    # language of the one Wikipedia that has the fact), so transfer can be measured from
+    # there rather than from one --source for all; "" when the data set does not say.
+    source: str = ""
 
     def __getitem__(self, lang: str) -> LangEntry:
         return self.langs[lang]
@@ -136,14 +140,33 @@ class ParallelDataset:
     def has_open_items(self) -> bool:
         return any(it.is_open for it in self.items)
 
+    @property
+    def item_sources(self) -> dict[str, str]:
+        """Item id -> its own source language, for the items that record one."""
+        return {it.id: it.source for it in self.items if it.source}
+
+    def by_source(self) -> dict[str, ParallelDataset]:
+        """The items grouped by their own source language (``""``: items without one), each
+        group a data set of its own, in order of first appearance. A run per group measures
+        transfer from where each fact comes from (ECLeKTic's protocol) with today's
+        one-source runs."""
+        groups: dict[str, list[Item]] = {}
+        for it in self.items:
+            groups.setdefault(it.source, []).append(it)
+        return {src: ParallelDataset(f"{self.name}-from-{src}" if src else self.name,
+                                     list(self.languages), items, self.source_path,
+                                     dict(self.dropped), list(self.problems),
+                                     dict(self.original_codes))
+                for src, items in groups.items()}
+
     def subset(self, limit: int | None = None, languages: Iterable[str] | None = None
                ) -> ParallelDataset:
         """First ``limit`` items, restricted to ``languages`` (order kept)."""
         langs = list(languages) if languages is not None else list(self.languages)
         items = self.items if limit is None else self.items[:limit]
         keep = set(langs)
-        items = [Item(it.id, {k: v for k, v in it.langs.items() if k in keep}, it.meta)
-                 for it in items]
+        items = [Item(it.id, {k: v for k, v in it.langs.items() if k in keep}, it.meta,
+                      it.source) for it in items]
         codes = {k: v for k, v in self.original_codes.items() if k in keep}
         return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped),
                                list(self.problems), codes)
@@ -161,7 +184,7 @@ class ParallelDataset:
                 if answers:
                     langs[lang] = LangEntry(e.prompt, answers=answers)
             if langs:
-                items.append(Item(it.id, langs, it.meta))
+                items.append(Item(it.id, langs, it.meta, it.source))
         return ParallelDataset(self.name + " (open)", list(self.languages), items,
                                self.source_path, dict(self.dropped), list(self.problems),
                                dict(self.original_codes))

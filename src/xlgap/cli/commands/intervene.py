@@ -1,9 +1,9 @@
 """``xlgap intervene``: run prompt strategies and compare them with the baseline.
 
-Registered with the main CLI through :data:`COMMANDS` (``xlgap.cli`` imports it when the
-module exists). Writes, under ``--out DIR``, one run directory per strategy
-(``DIR/<strategy>/``, so ``xlgap diagnose DIR/tta-1`` works) and the comparison
-``DIR/interventions.json``, ``DIR/interventions.md`` and ``DIR/interventions.png``.
+A thin wrapper over :func:`xlgap.interventions.experiment.run_interventions`. Writes, under
+``--out DIR``, one run directory per strategy (``DIR/<strategy>/``, so ``xlgap diagnose
+DIR/tta-1`` works) and the comparison ``DIR/interventions.json``, ``DIR/interventions.md``
+and ``DIR/interventions.png``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, config_to_dict, opt
 from xlgap.cli.registry import command
-from xlgap.errors import ConfigError
+from xlgap.data.languages import check_known
+from xlgap.interventions.experiment import run_interventions
+from xlgap.interventions.strategies import StrategyOptions, parse_strategy_list
 from xlgap.io import dump_json, write_text_atomic
-from xlgap.provenance import data_hash, provenance, tagged
+from xlgap.provenance import tagged
+from xlgap.report.tables import (
+    format_interventions_table,
+    interventions_markdown,
+    plot_interventions,
+)
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -47,23 +55,17 @@ class InterveneConfig(RunConfig):
 
 def strategy_names(cfg: InterveneConfig) -> list[str]:
     """``--strategies`` parsed, with ``baseline`` first (added when missing)."""
-    from xlgap.interventions.strategies import parse_strategy_list
-
     names = parse_strategy_list(cfg.strategies)
     return ["baseline", *[n for n in names if n != "baseline"]]
 
 
 def _translation_langs(cfg: InterveneConfig, known: list[str]) -> tuple[str, ...]:
-    from xlgap.data.languages import check_known
-
     codes = [c.strip() for c in cfg.translation_langs.split(",") if c.strip()]
     return tuple(check_known(codes, known, "the data set (--translation-langs)"))
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
     """``interventions.json``, ``.md`` and ``.png`` in ``out``."""
-    from xlgap.report.tables import interventions_markdown, plot_interventions
-
     dump_json(tagged("interventions", result), out / "interventions.json")
     write_text_atomic(out / "interventions.md", interventions_markdown(result))
     plot_interventions(result, out / "interventions.png")
@@ -73,43 +75,25 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
          "compared with baseline (transfer, overall success, CIs, paired tests)", analysis=True)
 def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
-    from xlgap.cli.workspace import default_out, open_backend, open_dataset
-    from xlgap.interventions.evaluate import evaluate_dirs, run_items, run_strategy
-    from xlgap.interventions.strategies import StrategyOptions, get_strategy
-    from xlgap.report.tables import format_interventions_table
-
     started = time.time()
     names = strategy_names(cfg)
     # Translations may use any language of the data set, not only the run's.
-    full, source, targets = open_dataset(cfg, all_languages=True)
-    if not targets:
-        raise ConfigError("xlgap intervene needs at least one target language (--targets)")
-    if not full.has_candidates:
-        raise ConfigError(f"data set {full.name} has no answer candidates; xlgap intervene "
-                          "needs items with candidates (e.g. BMLAMA or the built-in set)")
+    full, source, targets = workspace.open_dataset(cfg, all_languages=True)
     options = StrategyOptions(
         samples=cfg.samples, temperature=cfg.temperature, shots=cfg.shots, seed=cfg.seed,
         source=source, translations=cfg.translations, other_scripts=cfg.other_scripts,
         translation_langs=_translation_langs(cfg, full.languages),
         max_new_tokens=cfg.max_new_tokens, exact=cfg.exact)
-    out = Path(cfg.out) if cfg.out else default_out("intervene")
-    backend = backend if backend is not None else open_backend(cfg)
-    strategies = [get_strategy(name, backend, full, options) for name in names]
+    out = Path(cfg.out) if cfg.out else workspace.default_out("intervene")
+    backend = backend if backend is not None else workspace.open_backend(cfg)
     print(f"[xlgap] intervene: {len(full)} items, {source} -> {', '.join(targets)}, "
           f"strategies {', '.join(names)}, "
           f"{'exact distributions' if cfg.exact else f'R={cfg.samples}'}; results in {out}",
           file=sys.stderr)
-    meta = {"config": config_to_dict(cfg)}
-    for strategy in strategies:
-        run_strategy(strategy, full, out / strategy.name, source=source, targets=targets,
-                     meta=meta, progress=cfg.show_progress())
-    item_ids = [it.id for it in run_items(full.items, [source, *targets])]
-    result = evaluate_dirs(out, names, n_boot=cfg.n_boot, seed=cfg.seed, item_ids=item_ids)
-    result.update({"model": cfg.model, "data": full.source_path or full.name,
-                   "config": config_to_dict(cfg),
-                   "provenance": provenance(config_to_dict(cfg),
-                                            data=full.source_path or full.name,
-                                            data_hash=data_hash(full.items, full.languages))})
+    result = run_interventions(backend, full, out, strategies=names, targets=targets,
+                               options=options, n_boot=cfg.n_boot, seed=cfg.seed,
+                               progress=cfg.show_progress(), config=config_to_dict(cfg))
+    result["model"] = cfg.model
     write_outputs(result, out)
     print()
     print(format_interventions_table(result))
