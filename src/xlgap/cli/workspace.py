@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xlgap import models
 from xlgap.cli.config import RunConfig
 from xlgap.errors import XlgapError
+from xlgap.models.cached import CachedBackend
+from xlgap.models.ray import RayBackend
 
 
 def default_out(command: str) -> Path:
@@ -47,11 +50,8 @@ def open_backend(cfg: RunConfig):
 
     What the backend can do is read from its class before it is built (its declared
     capabilities), so a wrong combination fails before a model is loaded."""
-    from xlgap.models import check_model_args, declared, load_backend, split_spec
-    from xlgap.models.cached import CachedBackend
-
     store = open_store(cfg)
-    model_args = check_model_args(cfg.model, getattr(cfg, "model_args", None) or {})
+    model_args = models.check_model_args(cfg.model, getattr(cfg, "model_args", None) or {})
     # Generic options: every backend takes those its factory names (the API options only
     # an API backend does; ``store`` goes to a backend that caches itself).
     options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
@@ -59,25 +59,24 @@ def open_backend(cfg: RunConfig):
                                "api_key_env": cfg.api_key_env, "chat": cfg.api_chat,
                                "store": store,
                                **chat_template_options(getattr(cfg, "chat_template", "auto"))}
-    kind = split_spec(cfg.model)[0]
-    if getattr(cfg, "steer", "") and (declared(cfg.model, "in_process") is False
-                                       or declared(cfg.model, "white_box") is False
+    kind = models.split_spec(cfg.model)[0]
+    if getattr(cfg, "steer", "") and (models.declared(cfg.model, "in_process") is False
+                                       or models.declared(cfg.model, "white_box") is False
                                        or getattr(cfg, "ray", "")):
         raise XlgapError(f"--steer hooks a model's layers in this process: not with backend "
                          f"{kind!r} (it declares no white-box model in this process) or "
                          "--ray")
     if getattr(cfg, "ray", ""):
-        from xlgap.models.ray import RayBackend
-
         # One GPU per worker where the model runs on GPUs (a backend that needs one; any
         # with --device cuda): Ray then gives each actor its own device through
         # CUDA_VISIBLE_DEVICES. RayBackend refuses a backend that is not in_process.
-        on_gpu = bool(declared(cfg.model, "needs_gpu")) or cfg.device.startswith("cuda")
+        on_gpu = bool(models.declared(cfg.model, "needs_gpu")) or cfg.device.startswith("cuda")
         options.pop("store", None)  # the workers' results are stored here, once
         backend = RayBackend(cfg.model, options, model_args=model_args, address=cfg.ray,
                              workers=cfg.workers, num_gpus=1.0 if on_gpu else 0.0)
     else:
-        backend = load_backend(cfg.model, model_args=model_args, **options)
+        # through the module, so that tests can swap the loader
+        backend = models.load_backend(cfg.model, model_args=model_args, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
     if backend.caches_itself:
         return backend  # it stores every HTTP request itself (finer-grained resume)

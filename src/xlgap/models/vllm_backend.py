@@ -37,6 +37,7 @@ from typing import Any
 from xlgap.errors import ConfigError, ModelError
 from xlgap.models import register_backend
 from xlgap.models.base import Backend, check_normalize
+from xlgap.models.embedded import EMBEDDED_NAME, _package, ensure_converted
 from xlgap.models.tokens import adds_special_tokens, cut_at_stop, joint_tokens, resolve_is_chat
 
 #: KV cache reserved on CPU (GiB) when neither ``kv_cache_gib`` nor
@@ -193,8 +194,6 @@ class VLLMBackend(Backend):
         self.name = model
         path = model
         if model == "embedded":
-            from xlgap.models.embedded import ensure_converted
-
             path = str(ensure_converted())
         local = Path(path).expanduser()
         self.path = str(local) if local.exists() else path
@@ -228,8 +227,6 @@ class VLLMBackend(Backend):
         # Sampling streams are vLLM's own: a different major.minor may draw differently.
         version = ".".join(str(getattr(vllm, "__version__", "0")).split(".")[:2])
         if self.name == "embedded":
-            from xlgap.models.embedded import EMBEDDED_NAME, _package
-
             ident = f"embedded:{EMBEDDED_NAME}:{_package().EXPECTED_SHA256[:16]}"
         else:
             local = Path(self.path)
