@@ -81,8 +81,8 @@ def main() -> None:
     import ray
     import torch
 
-    from xlgap.distributed import RayBackend
     from xlgap.models import load_backend
+    from xlgap.models.ray import RayBackend
 
     prompts, requests = workload(args)
     cpus = os.cpu_count() or 1

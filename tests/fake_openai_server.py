@@ -1,6 +1,6 @@
 """A real OpenAI-compatible HTTP server on loopback, with faults injected on demand.
 
-Tests of :mod:`xlgap.models.openai_api` run the backend against this server over real
+Tests of :mod:`xlgap.models.openai` run the backend against this server over real
 sockets, so retries, timeouts, dropped connections and truncated bodies are exercised
 exactly as a remote server would produce them.
 

@@ -24,7 +24,7 @@ from fake_openai_server import (
     with_bos,
 )
 from xlgap.errors import BackendError, ConfigError
-from xlgap.models.openai_api import (
+from xlgap.models.openai import (
     CANNOT_SCORE,
     MAX_REDIRECTS,
     PROBE_TEXT,
@@ -32,7 +32,6 @@ from xlgap.models.openai_api import (
     OpenAIBackend,
     ScoringUnsupported,
     backoff_delay,
-    cut_at_stop,
     derive_seed,
     echo_layout,
     joint_scores,
@@ -41,6 +40,7 @@ from xlgap.models.openai_api import (
     parse_retry_after,
     same_server,
 )
+from xlgap.models.tokens import cut_at_stop
 from xlgap.store import Store
 
 MODEL = "fake-model"
@@ -167,6 +167,19 @@ def test_retry_after_is_honoured() -> None:
         assert time.perf_counter() - t0 >= 0.2
         assert server.count() == 2 and server.faults["429"] == 1
         assert out == expected(PROMPTS[:1], 1, 0, temperature=1.0)
+
+
+def test_a_sibling_failure_cuts_a_retry_after_wait_short() -> None:
+    """Retries run through tenacity; its sleep is the batch's abort flag, so a request
+    waiting out a long Retry-After stops as soon as another request fails for good."""
+    with FakeOpenAIServer(fail_prompts=["poison"], permanent_fault="401") as server:
+        b = backend(server)
+        b.generate(PROMPTS[:1], n=1)  # the server answers: requests now go concurrently
+        server.fault_rate, server.fault_kinds, server.retry_after = 1.0, ("429",), 30.0
+        t0 = time.perf_counter()
+        with pytest.raises(BackendError, match="401"):
+            b.generate([*PROMPTS[1:4], "poison"], n=1)
+        assert time.perf_counter() - t0 < 10.0  # not the 30 s the server asked for
 
 
 def test_backoff_grows_exponentially() -> None:

@@ -1,4 +1,4 @@
-"""Sharding over Ray actors (xlgap.distributed): same results as one process, and a worker
+"""Sharding over Ray actors (xlgap.models.ray): same results as one process, and a worker
 killed mid-run loses nothing and duplicates nothing.
 
 The tests that start a Ray cluster are marked ``servers`` (``make test-servers``); they
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from fake_backend import FakeBackend
-from xlgap.distributed import RayBackend, shard_bounds
 from xlgap.errors import ConfigError
 from xlgap.models import register_backend
+from xlgap.models.ray import RayBackend, shard_bounds
 
 TESTS_DIR = Path(__file__).resolve().parent
 

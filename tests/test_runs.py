@@ -222,3 +222,29 @@ def test_item_without_candidates_is_set_aside(tmp_path: Path) -> None:
     run = load_run(w.dir)
     assert run.item_ids == ["a", "b", "c"]
     assert any("no candidates" in msg for msg in run.warnings)
+
+
+def test_another_process_holding_the_run_is_named_and_its_death_frees_it(tmp_path: Path
+                                                                         ) -> None:
+    """The run lock is an OS lock (filelock): a second writer in another process gets
+    a clear error naming the holder; when the holder dies (no close), the lock goes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from xlgap.runs import RunWriter\n"
+            f"w = RunWriter({str(tmp_path / 'run')!r}, {META!r})\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match=f"is being written by process {holder.pid}"):
+            RunWriter(tmp_path / "run", META)
+    finally:
+        holder.kill()
+        holder.wait()
+    RunWriter(tmp_path / "run", META).close()

@@ -15,7 +15,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from xlgap.models.vllm_backend import cut_at_stop, joint_tokens, prompt_seed
+from xlgap.models.tokens import cut_at_stop, joint_tokens
+from xlgap.models.vllm_backend import prompt_seed
 
 LANGS = ["en", "fr", "es", "ru", "ja", "ar"]
 

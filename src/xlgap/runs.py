@@ -12,7 +12,7 @@ directory, and :meth:`RunWriter.done_keys` tells a resumed run what to skip.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from xlgap.errors import DataError
 from xlgap.io import dump_json
@@ -124,23 +125,19 @@ def _require(obj: Mapping[str, Any], key: str, types: type | tuple[type, ...], w
     return value
 
 
-def _lock_dir(run_dir: Path) -> Any:
-    """Take the run directory's exclusive lock (released when the handle is closed or the
-    process dies, so a crashed writer never leaves a stale lock)."""
-    fh = (run_dir / LOCK_FILE).open("a+")
+def _lock_dir(run_dir: Path) -> FileLock:
+    """Take the run directory's exclusive OS lock (it goes with a crashed writer's process:
+    never stale); the holder notes its process id in the file for a second writer's error."""
+    lock, path = FileLock(str(run_dir / LOCK_FILE)), run_dir / LOCK_FILE
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise DataError(f"{run_dir} is being written by {holder}; wait for it to finish, "
-                        "or choose another --out") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"process {os.getpid()}")
-    fh.flush()
-    return fh
+        lock.acquire(timeout=0)
+    except Timeout:
+        holder = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        raise DataError(f"{run_dir} is being written by {holder or 'another process'}; wait "
+                        "for it to finish, or choose another --out") from None
+    with contextlib.suppress(OSError):  # a note only (Windows locks the file's first byte)
+        path.write_text(f"process {os.getpid()}", encoding="utf-8")
+    return lock
 
 
 # --------------------------------------------------------------------------------------
@@ -165,7 +162,7 @@ class RunWriter:
     def __init__(self, run_dir: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = _lock_dir(self.dir)
+        self._lock_fh: FileLock | None = _lock_dir(self.dir)
         try:
             self._open(meta)
         except BaseException:
@@ -175,7 +172,7 @@ class RunWriter:
     def close(self) -> None:
         """Release the directory's lock (idempotent)."""
         if self._lock_fh is not None:
-            self._lock_fh.close()
+            self._lock_fh.release()
             self._lock_fh = None
 
     def __enter__(self) -> RunWriter:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from xlgap.errors import ConfigError
+from xlgap.models import parse_model_args
 
 T = TypeVar("T")
 
@@ -25,6 +26,12 @@ T = TypeVar("T")
 def opt(default: Any, help: str, **kw: Any) -> Any:
     """A config field with its help text (and optional short flag via ``flag=``)."""
     return field(default=default, metadata={"help": help, **kw})
+
+
+def table_opt(help: str, flag: str) -> Any:
+    """A ``KEY=VALUE`` table field: ``--FLAG KEY=VALUE`` on the command line (repeatable,
+    or a comma-separated list), a table in a config or study file."""
+    return field(default_factory=dict, metadata={"help": help, "flag": flag})
 
 
 @dataclass
@@ -61,6 +68,12 @@ class RunConfig:
     api_chat: bool = opt(True, "openai: the chat endpoint (--no-api-chat: plain completions, "
                          "for base models)")
     api_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the API key")
+    model_args: dict[str, Any] = table_opt(  # noqa: RUF009 - returns a field()
+        "an option of the model's backend, KEY=VALUE (repeatable, or a comma-separated list; "
+        "a model_args table in a config or study file): vLLM engine arguments such as "
+        "tensor_parallel_size=2, max_model_len=4096, gpu_memory_utilization=0.8; API "
+        "concurrency=16, timeout=120, max_retries=4. A key the backend does not take is an "
+        "error that lists the ones it does", "model-arg")
     chat_template: str = opt("auto", "local models: wrap prompts in the tokenizer's chat "
                              "template: auto (names with -it, instruct or chat), yes, no, or "
                              "a Jinja template file to use instead of the tokenizer's "
@@ -104,6 +117,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
                                   "help": f"{f.metadata.get('help', '')} (default: {default})"}
+        if _is_table(tp):
+            # repeatable; the KEY=VALUE strings are parsed in build_config
+            kwargs.update(action="append", metavar="KEY=VALUE",
+                          help=str(f.metadata.get("help", "")))
+            group.add_argument("--" + f.metadata.get("flag", f.name.replace("_", "-")),
+                               **kwargs)
+            continue
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
@@ -131,9 +151,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
+def _is_table(tp: Any) -> bool:
+    return typing.get_origin(tp) is dict or tp is dict
+
+
 def _coerce(name: str, value: Any, tp: Any) -> Any:
     """A config-file value as the field's type (TOML and JSON give strings or numbers)."""
     base = _base_type(tp)
+    if _is_table(base):
+        return parse_model_args(value)  # a table, or KEY=VALUE strings
     if value is None or (isinstance(value, base) and not (base is int and isinstance(value, bool))):
         return value
     try:
@@ -167,7 +193,13 @@ def build_config(cls: type[T], args: argparse.Namespace | None = None,
                               f"known: {', '.join(sorted(names))}")
         values.update({k: _coerce(k, v, hints[k]) for k, v in file_values.items()})
     if args is not None:
-        values.update({k: v for k, v in vars(args).items() if k in names})
+        for key, value in vars(args).items():
+            if key not in names:
+                continue
+            if _is_table(_base_type(hints[key])):
+                # command-line KEY=VALUE pairs add to (and override) the file's table
+                value = {**values.get(key, {}), **parse_model_args(value)}
+            values[key] = value
     for name, low in MINIMUMS.items():
         value = values.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value < low:

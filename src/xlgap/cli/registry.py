@@ -97,6 +97,7 @@ def command_line(name: str, config: Mapping[str, Any], cls: type | None = None) 
         found = find_command(name)
         cls = found.config if found else None
     defaults: dict[str, Any] = {}
+    flags: dict[str, str] = {}
     known: set[str] | None = None
     if cls is not None and dataclasses.is_dataclass(cls):
         known = set()
@@ -104,6 +105,8 @@ def command_line(name: str, config: Mapping[str, Any], cls: type | None = None) 
             known.add(f.name)
             if f.default is not dataclasses.MISSING:
                 defaults[f.name] = f.default
+            if "flag" in f.metadata:
+                flags[f.name] = "--" + str(f.metadata["flag"])
     words = ["xlgap", name]
     for key, value in config.items():
         if key in ("progress",) or (known is not None and key not in known):
@@ -111,6 +114,11 @@ def command_line(name: str, config: Mapping[str, Any], cls: type | None = None) 
         if key in defaults and defaults[key] == value:
             continue
         if value is None:
+            continue
+        if isinstance(value, Mapping):  # a KEY=VALUE table: one flag per pair
+            for k, v in value.items():
+                text = str(v).lower() if isinstance(v, bool) else str(v)
+                words += [flags.get(key, _flag(key)), shlex.quote(f"{k}={text}")]
             continue
         if isinstance(value, bool):
             words.append(_flag(key) if value else "--no-" + key.replace("_", "-"))

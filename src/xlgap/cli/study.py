@@ -34,6 +34,7 @@ from xlgap.data.loaders import is_named_source
 from xlgap.data.mapping import parse_data_map
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
+from xlgap.models import check_model_args, declared, split_spec
 from xlgap.report.html import write_report
 
 FORMAT = "study"  # the format tag every result file carries (see xlgap.provenance)
@@ -42,7 +43,7 @@ STEP_MARKER = ".xlgap-step.json"
 
 # Which RunConfig options belong where in a study file.
 MODEL_KEYS = ("model", "device", "dtype", "batch_size", "base_url", "api_chat", "api_key_env",
-              "chat_template", "steer", "steer_layers", "steer_alpha")
+              "model_args", "chat_template", "steer", "steer_layers", "steer_alpha")
 DATA_KEYS = ("data", "data_map", "source", "targets", "limit", "on_missing")
 STUDY_OWNED = ("model", "data", "out", "store")  # set by the study, not per section
 TOP_KEYS = ("title", "out", "store", "analyses", "report", "defaults", "models", "data")
@@ -116,6 +117,11 @@ def _check_values(path: Path, where: str, cls: type, values: Mapping[str, Any]) 
             raise ConfigError(f"{path}: {where}.{key} = {value!r} is not allowed; choose one "
                               f"of {', '.join(map(repr, choices))}")
         base = hints[key]
+        if typing.get_origin(base) is dict:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{path}: {where}.{key} must be a table, e.g. {key} = "
+                                  "{ max_model_len = 4096 }, got " + repr(value))
+            continue
         args = [a for a in typing.get_args(base) if a is not type(None)]
         expected = args[0] if args else base
         if expected is str and not isinstance(value, str):
@@ -278,8 +284,14 @@ def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[st
     cls, func = found.config, found.func
     names = {f.name for f in dataclasses.fields(cls)}
     out = study.out / m.name / d.name / name
-    # Later wins: defaults < data set < model < the analysis section.
-    values = {**defaults, **d.values, **m.values, **section, "out": str(out)}
+    # Later wins: defaults < data set < model < the analysis section (tables key by key).
+    layers = (defaults, d.values, m.values, section)
+    values = {k: v for layer in layers for k, v in layer.items()}
+    values["out"] = str(out)
+    tables = [layer["model_args"] for layer in layers if isinstance(layer.get("model_args"),
+                                                                     Mapping)]
+    if tables:
+        values["model_args"] = {k: v for t in tables for k, v in t.items()}
     if study.store:
         values["store"] = study.store
     values = {k: v for k, v in values.items() if k in names}
@@ -287,9 +299,16 @@ def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[st
         config = build_config(cls, None, values)
     except ConfigError as exc:
         raise ConfigError(f"{study.path}: step {m.name}/{d.name}/{name}: {exc}") from exc
+    model = str(values.get("model", ""))
+    try:
+        check_model_args(model, getattr(config, "model_args", {}) or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{study.path}: model {m.name}: {exc}") from exc
     skip = ""
-    if found.white_box and str(values.get("model", "")).startswith("openai:"):
-        skip = f"{name} needs a white-box model (hidden states); an API model has none"
+    # decided from the backend's declared capability, before any model is loaded
+    if found.white_box and declared(model, "white_box") is False:
+        skip = (f"{name} needs a white-box model (hidden states); backend "
+                f"{split_spec(model)[0]!r} has none")
     return Step(m, d, name, cls, func, config, out, skip)
 
 

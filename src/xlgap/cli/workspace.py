@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from xlgap import models
 from xlgap.cli.config import RunConfig
 from xlgap.errors import XlgapError
+from xlgap.models.cached import CachedBackend
+from xlgap.models.ray import RayBackend
 
 
 def default_out(command: str) -> Path:
@@ -43,37 +46,39 @@ def chat_template_options(value: str) -> dict[str, Any]:
 
 
 def open_backend(cfg: RunConfig):
-    """The backend ``--model`` names, behind the result store."""
-    from xlgap.models import load_backend
-    from xlgap.models.cached import CachedBackend
+    """The backend ``--model`` names, behind the result store.
 
+    What the backend can do is read from its class before it is built (its declared
+    capabilities), so a wrong combination fails before a model is loaded."""
     store = open_store(cfg)
+    model_args = models.check_model_args(cfg.model, getattr(cfg, "model_args", None) or {})
+    # Generic options: every backend takes those its factory names (the API options only
+    # an API backend does; ``store`` goes to a backend that caches itself).
     options: dict[str, Any] = {"device": cfg.device, "dtype": cfg.dtype,
-                               "batch_size": cfg.batch_size,
+                               "batch_size": cfg.batch_size, "base_url": cfg.base_url,
+                               "api_key_env": cfg.api_key_env, "chat": cfg.api_chat,
+                               "store": store,
                                **chat_template_options(getattr(cfg, "chat_template", "auto"))}
-    if cfg.model.startswith("openai:"):
-        if not cfg.base_url:
-            raise XlgapError("--model openai:NAME needs --base-url URL "
-                             "(e.g. http://127.0.0.1:8000/v1)")
-        options = {"base_url": cfg.base_url, "api_key_env": cfg.api_key_env, "store": store,
-                   "chat": cfg.api_chat}
-    if getattr(cfg, "steer", "") and (cfg.model.startswith("openai:") or getattr(cfg, "ray", "")):
-        raise XlgapError("--steer hooks a model in this process: not with an openai: server "
-                         "or --ray")
+    kind = models.split_spec(cfg.model)[0]
+    if getattr(cfg, "steer", "") and (models.declared(cfg.model, "in_process") is False
+                                       or models.declared(cfg.model, "white_box") is False
+                                       or getattr(cfg, "ray", "")):
+        raise XlgapError(f"--steer hooks a model's layers in this process: not with backend "
+                         f"{kind!r} (it declares no white-box model in this process) or "
+                         "--ray")
     if getattr(cfg, "ray", ""):
-        if cfg.model.startswith("openai:"):
-            raise XlgapError("--ray shards local backends; an openai: server batches itself")
-        from xlgap.distributed import RayBackend
-
-        # One GPU per worker where the model runs on GPUs (vLLM always; HF with --device
-        # cuda): Ray then gives each actor its own device through CUDA_VISIBLE_DEVICES.
-        on_gpu = cfg.model.startswith("vllm:") or cfg.device.startswith("cuda")
-        backend = RayBackend(cfg.model, options, address=cfg.ray, workers=cfg.workers,
-                             num_gpus=1.0 if on_gpu else 0.0)
+        # One GPU per worker where the model runs on GPUs (a backend that needs one; any
+        # with --device cuda): Ray then gives each actor its own device through
+        # CUDA_VISIBLE_DEVICES. RayBackend refuses a backend that is not in_process.
+        on_gpu = bool(models.declared(cfg.model, "needs_gpu")) or cfg.device.startswith("cuda")
+        options.pop("store", None)  # the workers' results are stored here, once
+        backend = RayBackend(cfg.model, options, model_args=model_args, address=cfg.ray,
+                             workers=cfg.workers, num_gpus=1.0 if on_gpu else 0.0)
     else:
-        backend = load_backend(cfg.model, **options)
+        # through the module, so that tests can swap the loader
+        backend = models.load_backend(cfg.model, model_args=model_args, **options)
     backend.name = cfg.model  # type: ignore[attr-defined]
-    if cfg.model.startswith("openai:"):
+    if backend.caches_itself:
         return backend  # it stores every HTTP request itself (finer-grained resume)
     cached = CachedBackend(backend, store)
     cached.name = cfg.model  # type: ignore[attr-defined]
@@ -132,8 +137,8 @@ def open_judge(cfg: Any):
 
     from xlgap.judging import Judge
 
-    # The judge is its own model: neither the studied model's steering nor its chat
-    # template choice applies to it.
-    return Judge(open_backend(replace(cfg, model=cfg.judge, chat_template="auto", steer="")),
-                 cfg.judge)
+    # The judge is its own model: neither the studied model's steering, its chat template
+    # choice nor its backend options (--model-arg) apply to it.
+    return Judge(open_backend(replace(cfg, model=cfg.judge, chat_template="auto", steer="",
+                                      model_args={})), cfg.judge)
 

@@ -6,31 +6,94 @@
 * ``openai:NAME``: any OpenAI-compatible server (``base_url`` option);
 * ``vllm:NAME_OR_PATH``: vLLM's offline engine in this process (``embedded`` for the
   embedded model's weights; needs the optional ``vllm`` package);
-* anything else: a Hugging Face causal LM by hub id or local directory.
+* ``PREFIX:NAME`` for any other registered backend;
+* anything else: a Hugging Face causal LM by hub id or local directory (``hf``).
+
+Adding a backend is one file: ``models/<x>.py`` holding a :class:`Backend` subclass (or a
+factory) decorated with ``@register_backend("x")``. ``--model x:NAME`` imports
+``xlgap.models.x`` on first use, which registers it; a backend from another package is
+registered by importing its module (the decorator), or lazily with
+``register_backend("x", "package.module:factory")``. What a backend can do is declared
+on its class (see :data:`xlgap.models.base.CAPABILITIES`); :func:`backend_class` reads
+it from a ``--model`` value without building the model.
+
+Options reach a backend two ways. Generic ones (device, dtype, batch size, chat template,
+the result store) go to every backend and each takes those its factory's signature
+names. ``model_args`` (``--model-arg KEY=VALUE``, a study's ``model_args`` table) are
+meant for one backend: a key its factory does not take is an error naming the keys it
+does.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+import importlib.util
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, overload
 
-from xlgap.models.base import Backend
+from xlgap.errors import ConfigError
+from xlgap.models.base import CAPABILITIES, Backend
 
+B = TypeVar("B", bound=Callable[..., Any])
+
+#: ``--model`` prefix -> ``"module:attr"`` of the factory (a Backend class, a classmethod
+#: or a function). Built-ins are listed so that they stay lazily imported.
 _REGISTRY: dict[str, str] = {
     "embedded": "xlgap.models.embedded:load_embedded",
-    "openai": "xlgap.models.openai_api:OpenAIBackend",
+    "openai": "xlgap.models.openai.backend:OpenAIBackend",
     "vllm": "xlgap.models.vllm_backend:VLLMBackend",
     "hf": "xlgap.models.hf:HFBackend.from_pretrained",
 }
+#: the class a factory builds, where its signature does not say (no return annotation)
+_CLASSES: dict[str, str] = {"embedded": "xlgap.models.hf:HFBackend"}
+#: the backend of a ``--model`` value that names no registered prefix
+DEFAULT_BACKEND = "hf"
+#: options that the caller gives as objects, never as ``--model-arg`` text
+NOT_MODEL_ARGS = frozenset({"store"})
+#: objects registered by the decorator, by their target (a class defined where no import
+#: path reaches it, e.g. inside a function, still resolves in this process)
+_OBJECTS: dict[str, Any] = {}
 
 
-def register_backend(prefix: str, target: str) -> None:
-    """Register ``prefix`` (``prefix:NAME`` on the CLI) as ``"module:callable"``."""
-    _REGISTRY[prefix] = target
+@overload
+def register_backend(name: str, target: str) -> None: ...
+@overload
+def register_backend(name: str, target: None = None) -> Callable[[B], B]: ...
+
+
+def register_backend(name: str, target: str | None = None) -> Callable[[B], B] | None:
+    """Register a backend as ``--model NAME:MODEL`` (or ``--model NAME`` alone when its
+    factory needs no model name).
+
+    As a decorator on a :class:`Backend` subclass or a factory function (called with the
+    model name and the options it takes): ``@register_backend("x")``. Or lazily, without
+    importing anything yet: ``register_backend("x", "package.module:factory")``.
+    """
+    if target is not None:
+        _REGISTRY[name] = target
+        return None
+
+    def decorate(obj: B) -> B:
+        # stored by import path, so a fresh process (a Ray worker) can find it again
+        target = f"{obj.__module__}:{obj.__qualname__}"
+        _REGISTRY[name] = target
+        _OBJECTS[target] = obj
+        return obj
+
+    return decorate
+
+
+def registry() -> dict[str, str]:
+    """A copy of the registry, prefix -> ``"module:attr"`` (backends discovered from
+    ``xlgap.models.<x>`` appear once used), for a fresh process to register the same."""
+    return dict(_REGISTRY)
 
 
 def _resolve(target: str) -> Callable[..., Backend]:
+    if target in _OBJECTS:
+        return _OBJECTS[target]
     module, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
@@ -38,38 +101,186 @@ def _resolve(target: str) -> Callable[..., Backend]:
     return obj
 
 
-def load_backend(spec: str = "embedded", **options: Any) -> Backend:
-    """Build the backend a ``--model`` value names. Unknown options are ignored per backend."""
-    if spec == "embedded":
-        return _resolve(_REGISTRY["embedded"])(**_only(options, "device", "dtype", "batch_size",
-                                                          "cache_dir", "is_chat",
-                                                          "chat_template"))
+def _known(prefix: str) -> bool:
+    """Whether ``prefix`` names a backend, importing ``xlgap.models.<prefix>`` (whose
+    ``@register_backend`` registers it) the first time a one-file backend is used."""
+    if prefix in _REGISTRY:
+        return True
+    if not prefix.isidentifier():
+        return False
+    module = f"{__name__}.{prefix}"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        importlib.import_module(module)
+    return prefix in _REGISTRY
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``(backend, model name)`` of a ``--model`` value: ``"openai:gpt-4o"`` ->
+    ``("openai", "gpt-4o")``; a registered name alone -> ``(name, None)``; anything else
+    is a model of :data:`DEFAULT_BACKEND`."""
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in _REGISTRY and prefix not in ("embedded",):
-        if prefix == "hf":
-            return _resolve(_REGISTRY["hf"])(rest, **_only(options, "device", "dtype",
-                                                           "batch_size", "is_chat",
-                                                           "chat_template"))
-        factory = _resolve(_REGISTRY[prefix])
-        return factory(rest, **_accepted(factory, options))
-    return _resolve(_REGISTRY["hf"])(spec, **_only(options, "device", "dtype", "batch_size",
-                                                   "is_chat", "chat_template"))
+    if sep and _known(prefix):
+        return prefix, rest
+    if _known(spec):
+        return spec, None
+    return DEFAULT_BACKEND, spec
 
 
-def _accepted(factory: Callable[..., Backend], options: dict[str, Any]) -> dict[str, Any]:
+def _class_of(factory: Any) -> type[Backend] | None:
+    if isinstance(factory, type) and issubclass(factory, Backend):
+        return factory
+    owner = getattr(factory, "__self__", None)  # a classmethod such as from_pretrained
+    if isinstance(owner, type) and issubclass(owner, Backend):
+        return owner
+    try:
+        returned = typing.get_type_hints(factory).get("return")
+    except Exception:  # unresolvable annotations: the class is unknown, not an error
+        return None
+    return returned if isinstance(returned, type) and issubclass(returned, Backend) else None
+
+
+def backend_class(spec: str) -> type[Backend] | None:
+    """The class ``spec`` would build, without building it (importing its module only),
+    or None when its factory does not say (no return annotation)."""
+    prefix, _ = split_spec(spec)
+    if prefix in _CLASSES:
+        return _class_of(_resolve(_CLASSES[prefix]))
+    return _class_of(_resolve(_REGISTRY[prefix]))
+
+
+def declared(spec: str, capability: str) -> bool | None:
+    """What ``spec``'s backend class declares for ``capability`` (one of
+    :data:`~xlgap.models.base.CAPABILITIES`); None when the class is unknown."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; known: {', '.join(CAPABILITIES)}")
+    cls = backend_class(spec)
+    return None if cls is None else bool(getattr(cls, capability))
+
+
+def _parameters(factory: Callable[..., Any], named: bool) -> tuple[set[str], bool]:
+    """Keyword options ``factory`` takes (without the model name when it gets one), and
+    whether it takes ``**kwargs``."""
+    params = list(inspect.signature(factory).parameters.values())
+    if named and params and params[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                               inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)}
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _accepted(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
     """The options ``factory`` takes (all of them when it takes ``**kwargs``), so a
     registered backend never fails on an option meant for another."""
-    import inspect
-
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(options)
-    names = {p.name for p in params}
-    return {k: v for k, v in options.items() if k in names}
+    names, any_name = _parameters(factory, named=False)
+    return dict(options) if any_name else {k: v for k, v in options.items() if k in names}
 
 
-def _only(options: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in names and v is not None}
+def check_model_args(spec: str, model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_args`` checked against what ``spec``'s backend takes (before building it):
+    an unknown key is a :class:`ConfigError` naming the backend and the keys it takes."""
+    prefix, name = split_spec(spec)
+    factory = _resolve(_REGISTRY[prefix])
+    names, any_name = _parameters(factory, named=name is not None)
+    names -= NOT_MODEL_ARGS
+    unknown = sorted(k for k in model_args if k not in names)
+    if unknown and (not any_name or set(unknown) & NOT_MODEL_ARGS):
+        label = getattr(factory, "__qualname__", prefix)
+        raise ConfigError(f"--model-arg {', '.join(unknown)}: backend {prefix!r} ({label}) "
+                          f"does not take {'it' if len(unknown) == 1 else 'them'}; it takes: "
+                          f"{', '.join(sorted(names)) or '(nothing)'}")
+    return dict(model_args)
 
 
-__all__ = ["Backend", "load_backend", "register_backend"]
+def load_backend(spec: str = "embedded", model_args: Mapping[str, Any] | None = None,
+                 **options: Any) -> Backend:
+    """Build the backend a ``--model`` value names.
+
+    ``options`` are generic: each backend gets those its factory takes (None means "the
+    backend's default" and is not passed). ``model_args`` are checked
+    (:func:`check_model_args`) and override them.
+    """
+    prefix, name = split_spec(spec)
+    factory = _resolve(_REGISTRY[prefix])
+    kwargs = _accepted(factory, {k: v for k, v in options.items() if v is not None})
+    kwargs.update(check_model_args(spec, model_args or {}))
+    if name is None:
+        params = list(inspect.signature(factory).parameters.values())
+        if params and params[0].default is inspect.Parameter.empty and params[0].kind in (
+                inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            raise ConfigError(f"--model {spec}: give the model's name, as {spec}:NAME")
+        return factory(**kwargs)
+    return factory(name, **kwargs)
+
+
+# -- --model-arg KEY=VALUE ---------------------------------------------------------------
+
+def parse_value(text: str) -> Any:
+    """A ``--model-arg`` value as the type it reads as: bool (true/false/yes/no), None
+    (none/null), int, float, else the string (quotes around it removed)."""
+    word = text.strip()
+    lowered = word.lower()
+    if lowered in ("true", "yes"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(word)
+        except ValueError:
+            pass
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
+
+
+def _pairs(text: str) -> Iterable[tuple[str, str]]:
+    """``KEY=VALUE`` pairs of one ``--model-arg`` value; a comma-separated list, where a
+    part without ``=`` continues the previous value (``stop=a,b``)."""
+    pairs: list[list[str]] = []
+    for part in text.split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            pairs.append([key, value])
+        elif pairs:
+            pairs[-1][1] += "," + part
+        elif part.strip():
+            raise ConfigError(f"--model-arg {text!r}: expected KEY=VALUE (e.g. "
+                              "max_model_len=4096)")
+    return [(k, v) for k, v in pairs]
+
+
+def _key(key: str, where: str) -> str:
+    name = key.strip().replace("-", "_")
+    if not name.isidentifier():
+        raise ConfigError(f"{where}: {key!r} is not an option name (KEY=VALUE, e.g. "
+                          "timeout=30)")
+    return name
+
+
+def parse_model_args(values: str | Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Backend options from ``--model-arg`` values (``KEY=VALUE`` strings, each possibly
+    a comma-separated list; later ones win) or from a table (a study's ``model_args``,
+    whose values are typed already)."""
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        return {_key(str(k), "model_args"): v for k, v in values.items()}
+    items = [values] if isinstance(values, str) else list(values)
+    out: dict[str, Any] = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"--model-arg {item!r}: expected KEY=VALUE")
+        for key, value in _pairs(item):
+            out[_key(key, f"--model-arg {item!r}")] = parse_value(value)
+    return out
+
+
+__all__ = ["Backend", "backend_class", "check_model_args", "declared", "load_backend",
+           "parse_model_args", "register_backend", "registry", "split_spec"]

@@ -9,12 +9,18 @@ Three operations cover everything xlgap does with a model:
 
 Backends are registered by name and imported lazily (see :mod:`xlgap.models`), so
 ``import xlgap`` never pulls in torch or an HTTP client that a run does not need.
+
+What a backend can do is declared on its class (:data:`CAPABILITIES`), so the CLI and a
+study can decide before a model is loaded (a study skips a white-box step for an API
+model; ``--ray`` refuses a backend that does not run in this process) without testing
+the model's name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +37,10 @@ def check_normalize(normalize: str) -> str:
     return normalize
 
 
+#: the capabilities a backend class declares (class attributes of :class:`Backend`)
+CAPABILITIES = ("white_box", "scores", "caches_itself", "needs_gpu", "in_process")
+
+
 class Backend(ABC):
     """A language model behind the three xlgap operations."""
 
@@ -39,6 +49,29 @@ class Backend(ABC):
     #: whether prompts should be wrapped in the tokenizer's chat template
     is_chat: bool = False
 
+    # -- capabilities: declared by the class, read before an instance exists -----------
+    #: hidden states, layers and hooks on the model (representations, steering)
+    white_box: ClassVar[bool] = False
+    #: implements ``score_batch`` (an API backend: where its server echoes prompt
+    #: log-probabilities; :attr:`can_score` then says whether it does)
+    scores: ClassVar[bool] = False
+    #: stores its own results (per HTTP request), so the CLI does not wrap it in
+    #: :class:`~xlgap.models.cached.CachedBackend`; its factory takes a ``store`` option
+    caches_itself: ClassVar[bool] = False
+    #: runs on a GPU (Ray gives each worker one)
+    needs_gpu: ClassVar[bool] = False
+    #: the model runs in this process: it can be hooked (steering) and sharded over Ray
+    #: workers; False for a model behind a server, which batches and scales itself
+    in_process: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A backend written before capabilities were class attributes said "white-box" by
+        # overriding the ``supports_white_box`` property (there is no other reason to);
+        # take that as its declaration, so checks made before it is built still see it.
+        if "supports_white_box" in cls.__dict__ and "white_box" not in cls.__dict__:
+            cls.white_box = True
+
     @property
     @abstractmethod
     def fingerprint(self) -> str:
@@ -46,8 +79,9 @@ class Backend(ABC):
 
     @property
     def supports_white_box(self) -> bool:
-        """True when ``score`` and ``hidden_states`` are available."""
-        return False
+        """True when ``score`` and ``hidden_states`` are available (the class's
+        :attr:`white_box`)."""
+        return self.white_box
 
     @abstractmethod
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0,
@@ -81,7 +115,7 @@ class Backend(ABC):
     def can_score(self) -> bool:
         """True when :meth:`score_batch` is available (white-box, or an API that echoes
         prompt log-probabilities)."""
-        return self.supports_white_box
+        return self.supports_white_box or self.scores
 
     def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
                       pooling: str = "mean") -> np.ndarray:

@@ -17,6 +17,10 @@ from xlgap.store import Store, request_key
 
 
 class CachedBackend(Backend):
+    """``inner`` behind the store; it has the inner backend's capabilities."""
+
+    caches_itself = True  # it is the cache: never wrapped again
+
     def __init__(self, inner: Backend, store: Store, chunk_size: int = 64,
                  on_chunk: Callable[[int], None] | None = None) -> None:
         self.inner = inner
@@ -25,15 +29,17 @@ class CachedBackend(Backend):
         self.on_chunk = on_chunk  # progress callback: number of requests just finished
         self.kind = inner.kind
         self.is_chat = inner.is_chat
+        # the inner backend's capabilities, as read from the instance (a wrapper such as
+        # RayBackend learns them from its workers)
+        self.white_box = inner.supports_white_box  # type: ignore[misc]
+        self.scores = inner.scores  # type: ignore[misc]
+        self.needs_gpu = inner.needs_gpu  # type: ignore[misc]
+        self.in_process = inner.in_process  # type: ignore[misc]
         self.computed = 0  # requests sent to the inner backend (for tests and reports)
 
     @property
     def fingerprint(self) -> str:
         return self.inner.fingerprint
-
-    @property
-    def supports_white_box(self) -> bool:
-        return self.inner.supports_white_box
 
     @property
     def n_layers(self) -> int:

@@ -35,7 +35,7 @@ import torch
 from xlgap.errors import ModelError
 from xlgap.models.base import POOLINGS, Backend, check_normalize
 from xlgap.models.layers import apply_logit_head
-from xlgap.models.tokens import adds_special_tokens, joint_tokens, resolve_is_chat
+from xlgap.models.tokens import adds_special_tokens, cut_at_stop, joint_tokens, resolve_is_chat
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
            "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -303,11 +303,7 @@ class HFBackend(Backend):
 
     @staticmethod
     def _cut(text: str, stop: tuple[str, ...]) -> str:
-        for s in stop:
-            pos = text.find(s)
-            if pos >= 0:
-                text = text[:pos]
-        return text
+        return cut_at_stop(text, stop)
 
     # -- score -------------------------------------------------------------------------
     def _joint_request(self, prompt: str, continuations: Sequence[str]

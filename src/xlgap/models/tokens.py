@@ -5,7 +5,9 @@ and score a candidate, token for token the same way.
 * :func:`adds_special_tokens`: whether encoding a text adds BOS (not when a chat-formatted
   prompt already holds it as text);
 * :func:`joint_tokens`: the joint tokenization of one scoring request (the rule of
-  :meth:`xlgap.models.base.Backend.score_batch`).
+  :meth:`xlgap.models.base.Backend.score_batch`);
+* :func:`cut_at_stop`: a completion cut at its first stop string (every backend, API ones
+  included: a server may ignore or truncate the stop list).
 """
 
 from __future__ import annotations
@@ -82,3 +84,16 @@ def joint_tokens(tokenizer: Any, prompt: str, continuations: Sequence[str],
         else:
             sizes.append(len(tokenizer.decode(ids[cut:]).encode("utf-8")))
     return cut, [ids for ids, _ in joint], sizes
+
+
+def cut_at_stop(text: str, stop: str | Sequence[str]) -> str:
+    """``text`` up to the earliest occurrence of any stop string. An empty stop string is
+    ignored: it occurs at position 0 of every text and would empty every completion."""
+    stops = [stop] if isinstance(stop, str) else stop
+    end = len(text)
+    for s in stops:
+        if s:
+            pos = text.find(s)
+            if 0 <= pos < end:
+                end = pos
+    return text[:end]

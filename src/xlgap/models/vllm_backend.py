@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.errors import ConfigError, ModelError
+from xlgap.models import register_backend
 from xlgap.models.base import Backend, check_normalize
-from xlgap.models.tokens import adds_special_tokens, joint_tokens, resolve_is_chat
+from xlgap.models.embedded import EMBEDDED_NAME, _package, ensure_converted
+from xlgap.models.tokens import adds_special_tokens, cut_at_stop, joint_tokens, resolve_is_chat
 
 #: KV cache reserved on CPU (GiB) when neither ``kv_cache_gib`` nor
 #: ``gpu_memory_utilization`` is given: vLLM's default share of memory (0.92) is meant for
@@ -65,16 +67,6 @@ def prompt_seed(seed: int, token_ids: Sequence[int]) -> int:
     return int.from_bytes(digest.digest()[:8], "little") & ((1 << 62) - 1)
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to the earliest occurrence of any stop string."""
-    for s in stop:
-        if s:
-            pos = text.find(s)
-            if pos >= 0:
-                text = text[:pos]
-    return text
-
-
 def _weights_signature(path: Path) -> str:
     """Cheap identity of a local checkpoint: each weight file's name, size and first and
     last 64 KiB (a safetensors file starts with its tensor table)."""
@@ -100,34 +92,95 @@ def _hub_snapshot(model_id: str, revision: str | None) -> Path | None:
     except Exception:  # not cached, not a hub id, no huggingface_hub: fall back
         return None
 
+def engine_kwargs(path: str, *, on_cpu: bool, dtype: str = "auto",
+                  tensor_parallel_size: int = 1, data_parallel_size: int = 1,
+                  pipeline_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
+                  kv_cache_gib: float | None = None, max_model_len: int | None = None,
+                  max_num_seqs: int | None = None, enable_prefix_caching: bool = True,
+                  enforce_eager: bool | None = None, revision: str | None = None,
+                  engine_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``vllm.LLM`` for these options (pure: no vLLM needed).
+
+    On CPU (``on_cpu``) the defaults fit a small shared machine: float32, a
+    :data:`CPU_KV_CACHE_GIB` KV cache, :data:`CPU_MAX_MODEL_LEN` tokens, eager mode and
+    whole prompts per step. ``engine_args`` (any further ``EngineArgs`` field) win.
+    """
+    if int(data_parallel_size) > 1:
+        # vLLM's offline engine is one process; data parallelism is one engine per
+        # device, which is what xlgap's Ray sharding provides.
+        raise ConfigError("vllm: data parallelism runs one engine per GPU; use --ray local "
+                          f"--workers {data_parallel_size} with --model vllm:... (one GPU "
+                          "per worker), or serve the model with vLLM's "
+                          "--data-parallel-size and use --model openai:NAME")
+    # float32 on CPU, as the HF backend: half precision is slow there and would not agree
+    # with the HF scores to 1e-3.
+    auto = "float32" if on_cpu else "auto"
+    vllm_dtype = auto if dtype == "auto" else _DTYPES.get(dtype, dtype)
+    kwargs: dict[str, Any] = {
+        "model": path, "dtype": vllm_dtype,
+        "tensor_parallel_size": int(tensor_parallel_size),
+        "pipeline_parallel_size": int(pipeline_parallel_size),
+        "enable_prefix_caching": bool(enable_prefix_caching),
+        "enforce_eager": on_cpu if enforce_eager is None else bool(enforce_eager),
+        "seed": 0}
+    if revision:
+        kwargs["revision"] = revision
+    if gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
+    elif kv_cache_gib is not None or on_cpu:
+        gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else float(kv_cache_gib)
+        kwargs["kv_cache_memory_bytes"] = int(gib * (1 << 30))
+    if max_model_len is not None or on_cpu:
+        kwargs["max_model_len"] = int(max_model_len or CPU_MAX_MODEL_LEN)
+    if max_num_seqs is not None:
+        kwargs["max_num_seqs"] = int(max_num_seqs)
+    if on_cpu:
+        # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
+        # request's prompt is split over two steps: it rewinds the sampler's random
+        # generator, which only CUDA generators allow. Whole prompts per step avoid it.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = kwargs["max_model_len"]
+    kwargs.update(engine_args or {})
+    return kwargs
+
+
+@register_backend("vllm")
 class VLLMBackend(Backend):
     """A model served by vLLM's offline engine (``vllm.LLM``) in this process.
 
     ``model`` is a local directory, a Hugging Face id, or ``embedded`` (the embedded
     model's converted safetensors directory). ``tensor_parallel_size`` and the other
-    engine options go to ``vllm.LLM``; ``engine_args`` passes any further ``EngineArgs``
-    field. ``device`` and ``batch_size`` are accepted for interface parity and unused:
-    vLLM runs on the platform it was built for and schedules its own batches.
+    engine options go to ``vllm.LLM`` (see :func:`engine_kwargs`; from the CLI:
+    ``--model-arg tensor_parallel_size=2``); ``engine_args`` passes any further
+    ``EngineArgs`` field. ``device`` and ``batch_size`` are accepted for interface parity
+    and unused: vLLM runs on the platform it was built for and schedules its own batches.
     """
 
     kind = "vllm"
+    # scores from prompt log-probabilities; no hidden states from vLLM's engine; a GPU
+    # engine (a CPU build exists, but --ray gives each vLLM worker a GPU)
+    scores = True
+    needs_gpu = True
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str = "auto",
                  batch_size: int | None = None, is_chat: bool | None = None,
                  tensor_parallel_size: int = 1, data_parallel_size: int = 1,
                  pipeline_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
                  kv_cache_gib: float | None = None, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, enforce_eager: bool | None = None,
-                 revision: str | None = None, chat_template: str | None = None,
+                 max_num_seqs: int | None = None, enable_prefix_caching: bool = True,
+                 enforce_eager: bool | None = None, revision: str | None = None,
+                 chat_template: str | None = None,
                  engine_args: dict[str, Any] | None = None) -> None:
         del batch_size  # vLLM's scheduler batches by its token budget
-        if int(data_parallel_size) > 1:
-            # vLLM's offline engine is one process; data parallelism is one engine per
-            # device, which is what xlgap's Ray sharding provides.
-            raise ConfigError("vllm: data parallelism runs one engine per GPU; use --ray local "
-                              f"--workers {data_parallel_size} with --model vllm:... (one GPU "
-                              "per worker), or serve the model with vLLM's "
-                              "--data-parallel-size and use --model openai:NAME")
+        engine: dict[str, Any] = {
+            "tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+            "pipeline_parallel_size": pipeline_parallel_size,
+            "gpu_memory_utilization": gpu_memory_utilization, "kv_cache_gib": kv_cache_gib,
+            "max_model_len": max_model_len, "max_num_seqs": max_num_seqs,
+            "enable_prefix_caching": enable_prefix_caching, "enforce_eager": enforce_eager,
+            "revision": revision, "engine_args": engine_args}
+        if int(data_parallel_size) > 1:  # said before vLLM is imported (or found missing)
+            engine_kwargs("", on_cpu=False, **engine)
         vllm = _import_vllm()
         from vllm.platforms import current_platform
 
@@ -141,40 +194,10 @@ class VLLMBackend(Backend):
         self.name = model
         path = model
         if model == "embedded":
-            from xlgap.models.embedded import ensure_converted
-
             path = str(ensure_converted())
         local = Path(path).expanduser()
         self.path = str(local) if local.exists() else path
-        if dtype == "auto":
-            # float32 on CPU, as the HF backend: half precision is slow there and would
-            # not agree with the HF scores to 1e-3.
-            vllm_dtype = "float32" if on_cpu else "auto"
-        else:
-            vllm_dtype = _DTYPES.get(dtype, dtype)
-        kwargs: dict[str, Any] = {
-            "model": self.path, "dtype": vllm_dtype,
-            "tensor_parallel_size": int(tensor_parallel_size),
-            "pipeline_parallel_size": int(pipeline_parallel_size),
-            "enable_prefix_caching": bool(enable_prefix_caching),
-            "enforce_eager": on_cpu if enforce_eager is None else bool(enforce_eager),
-            "seed": 0}
-        if revision:
-            kwargs["revision"] = revision
-        if gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
-        elif kv_cache_gib is not None or on_cpu:
-            gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else float(kv_cache_gib)
-            kwargs["kv_cache_memory_bytes"] = int(gib * (1 << 30))
-        if max_model_len is not None or on_cpu:
-            kwargs["max_model_len"] = int(max_model_len or CPU_MAX_MODEL_LEN)
-        if on_cpu:
-            # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded
-            # request's prompt is split over two steps: it rewinds the sampler's random
-            # generator, which only CUDA generators allow. Whole prompts per step avoid it.
-            kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = kwargs["max_model_len"]
-        kwargs.update(engine_args or {})
+        kwargs = engine_kwargs(self.path, on_cpu=on_cpu, dtype=dtype, **engine)
         try:
             self.llm = vllm.LLM(**kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
@@ -204,8 +227,6 @@ class VLLMBackend(Backend):
         # Sampling streams are vLLM's own: a different major.minor may draw differently.
         version = ".".join(str(getattr(vllm, "__version__", "0")).split(".")[:2])
         if self.name == "embedded":
-            from xlgap.models.embedded import EMBEDDED_NAME, _package
-
             ident = f"embedded:{EMBEDDED_NAME}:{_package().EXPECTED_SHA256[:16]}"
         else:
             local = Path(self.path)
@@ -221,10 +242,6 @@ class VLLMBackend(Backend):
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
-
-    @property
-    def can_score(self) -> bool:
-        return True
 
     def chat_prompt(self, user_message: str) -> str:
         return self.tokenizer.apply_chat_template(

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import BackendError, ConfigError
+from xlgap.models import check_model_args, declared, load_backend, register_backend, registry
 from xlgap.models.base import Backend
 
 #: Environment variables a worker needs to find the same model cache and offline mode as
@@ -75,7 +76,7 @@ class _Worker:
     """One actor: one backend, built in the actor's process from the driver's spec."""
 
     def __init__(self, spec: str, options: dict[str, Any], threads: int | None,
-                 registry: dict[str, str]) -> None:
+                 known: dict[str, str], model_args: dict[str, Any] | None = None) -> None:
         # A constructor that raises kills the actor, and the driver would see only "actor
         # died"; the error (model not found, bad option) is kept and raised by every call
         # instead, so it reaches the user as itself.
@@ -88,13 +89,11 @@ class _Worker:
                 import torch
 
                 torch.set_num_threads(int(threads))
-            from xlgap.models import load_backend, register_backend
-
             # Backends the driver registered at run time (plugins, test doubles) exist in
             # its registry only; the worker is a fresh process.
-            for prefix, target in registry.items():
+            for prefix, target in known.items():
                 register_backend(prefix, target)
-            self.backend = load_backend(spec, **options)
+            self.backend = load_backend(spec, model_args, **options)
         except Exception as exc:
             self.error = exc
 
@@ -110,8 +109,8 @@ class _Worker:
         except NotImplementedError:
             n_layers = None
         return {"pid": os.getpid(), "fingerprint": b.fingerprint, "kind": b.kind,
-                "is_chat": b.is_chat, "supports_white_box": b.supports_white_box,
-                "can_score": b.can_score, "n_layers": n_layers}
+                "is_chat": b.is_chat, "white_box": b.supports_white_box,
+                "scores": b.can_score, "needs_gpu": b.needs_gpu, "n_layers": n_layers}
 
     def pid(self) -> int:
         return os.getpid()
@@ -138,17 +137,30 @@ class RayBackend(Backend):
     :meth:`close`), or anything :func:`ray.init` accepts (``"auto"`` for a running
     cluster, ``"ray://HOST:10001"``); when Ray is already initialised it is used as is.
     ``threads`` is the torch threads per actor (default: this machine's CPUs divided by
-    ``workers``); ``num_cpus`` and ``num_gpus`` are what each actor reserves from Ray.
+    ``workers``); ``num_cpus`` and ``num_gpus`` are what each actor reserves from Ray
+    (``num_gpus`` None: one per actor where the backend class declares ``needs_gpu``).
+    ``options`` are the generic backend options and ``model_args`` the checked ones of
+    :func:`~xlgap.models.load_backend`.
+
+    Its capabilities are its workers' backend's, except that it does not run the model in
+    this process (``in_process``: no steering hooks).
     """
 
+    in_process = False
+
     def __init__(self, spec: str, options: dict[str, Any] | None = None, *,
+                 model_args: dict[str, Any] | None = None,
                  address: str = "local", workers: int = 2, threads: int | None = None,
-                 num_cpus: float | None = None, num_gpus: float = 0.0,
+                 num_cpus: float | None = None, num_gpus: float | None = None,
                  max_restarts: int = 4, max_retries: int = 4,
                  retry_pause: float = 0.5) -> None:
-        if spec.startswith("openai:"):
-            raise ConfigError("--ray shards local models; an openai: server is already "
-                              "concurrent (drop --ray, or scale the server)")
+        if declared(spec, "in_process") is False:
+            raise ConfigError(f"--ray shards models that run in this process; {spec!r} is "
+                              "served elsewhere and already concurrent (drop --ray, or scale "
+                              "the server)")
+        model_args = check_model_args(spec, model_args or {})
+        if num_gpus is None:
+            num_gpus = 1.0 if declared(spec, "needs_gpu") else 0.0
         if int(workers) < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         ray = _import_ray()
@@ -185,10 +197,9 @@ class RayBackend(Backend):
             num_cpus=num_cpus, num_gpus=num_gpus,
             max_restarts=int(max_restarts), max_task_retries=0)
         opts = dict(options or {})
-        from xlgap.models import _REGISTRY
-
-        registry = dict(_REGISTRY)
-        self._actors = [actor_cls.remote(spec, opts, self.threads, registry)
+        # Backends the driver registered at run time exist in its registry only.
+        known = registry()
+        self._actors = [actor_cls.remote(spec, opts, self.threads, known, model_args)
                         for _ in range(self.workers)]
         try:
             infos = self._gather("describe", [((), {})] * self.workers)
@@ -204,20 +215,15 @@ class RayBackend(Backend):
         self._info = infos[0]
         self.kind = str(self._info["kind"])
         self.is_chat = bool(self._info["is_chat"])
+        self.white_box = bool(self._info["white_box"])  # type: ignore[misc]
+        self.scores = bool(self._info["scores"])  # type: ignore[misc]
+        self.needs_gpu = bool(self._info["needs_gpu"])  # type: ignore[misc]
         self.name = spec
 
     # -- identity: the model's own, so runs with and without Ray share cache entries ----
     @property
     def fingerprint(self) -> str:
         return str(self._info["fingerprint"])
-
-    @property
-    def supports_white_box(self) -> bool:
-        return bool(self._info["supports_white_box"])
-
-    @property
-    def can_score(self) -> bool:
-        return bool(self._info["can_score"])
 
     @property
     def n_layers(self) -> int:
