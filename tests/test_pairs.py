@@ -190,3 +190,47 @@ def test_one_rng_convention() -> None:
     np.testing.assert_array_equal(item_counts(17, 50, seed=3),
                                   resample_weights(17, 50, np.random.default_rng(3)))
     assert DEFAULT_N_BOOT == 1000
+
+
+# -- the seam: a registered metric reaches every result without further edits ----------------
+
+
+@pytest.fixture()
+def sim_run(tmp_path):  # type: ignore[no-untyped-def]
+    from xlgap.runs import load_run
+    from xlgap.stats.simulate import simulate_run
+
+    return load_run(simulate_run(tmp_path / "sim", pi=0.5, questions=40, samples=6,
+                                 options=4, seed=1, targets=["de", "ja"]))
+
+
+def test_js_in_diagnosis_and_interventions(sim_run) -> None:  # type: ignore[no-untyped-def]
+    from xlgap.interventions.evaluate import compare_runs
+    from xlgap.stats.diagnose import diagnose
+
+    diag = diagnose(sim_run, n_boot=50, fit_model=False)
+    for scope in (diag["pairs"]["de"], diag["pairs"]["ja"], diag["overall"]):
+        assert 0 < scope["js"]["estimate"] < 1 and scope["js"]["n"] > 0
+    table = compare_runs({"baseline": sim_run, "copy": sim_run}, n_boot=50)["strategies"]
+    assert table["copy"]["js"]["estimate"] == pytest.approx(diag["overall"]["js"]["estimate"])
+    assert table["copy"]["per_target"]["de"]["js"]["estimate"] == pytest.approx(
+        diag["pairs"]["de"]["js"]["estimate"])
+    same = table["copy"]["vs_baseline"]["js"]
+    assert same["difference"] == 0.0 and same["p"] == 1.0
+
+
+def test_a_new_metric_needs_only_its_registry_entry(sim_run) -> None:  # type: ignore[no-untyped-def]
+    from xlgap.interventions.evaluate import compare_runs
+    from xlgap.stats.diagnose import diagnose
+
+    metric = register_pair_metric(PairMetric(
+        "src_top", lambda p, q, g, e: np.nanmax(p, axis=1), "mean", "source top", "higher"))
+    try:
+        diag = diagnose(sim_run, n_boot=20, fit_model=False)
+        table = compare_runs({"baseline": sim_run, "b": sim_run}, n_boot=20)["strategies"]
+    finally:
+        del PAIR_METRICS[metric.name]
+    assert diag["pairs"]["de"]["src_top"]["estimate"] > 0.25
+    assert table["b"]["src_top"]["estimate"] == pytest.approx(
+        diag["overall"]["src_top"]["estimate"])
+    assert table["b"]["vs_baseline"]["src_top"]["p"] == 1.0
