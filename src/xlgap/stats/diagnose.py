@@ -22,7 +22,7 @@ from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
 from xlgap.provenance import FORMAT_VERSION, provenance
 from xlgap.runs import Run, load_run
-from xlgap.stats.bootstrap import mean_with_ci
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
     per_item_curves,
     samples_from_probs,
@@ -135,7 +135,7 @@ def _add_answer_vectors(per: dict[str, Any], curves: dict[str, Any], src: np.nda
     per["l2"] = Part.mean(np.where(rows, full, np.nan if before is None else before.values))
 
 
-def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = True,
+def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model: bool = True,
              progress: bool = False, repeats: int = 20,
              pi_options: PiFitOptions | None = None) -> dict[str, Any]:
     """All diagnosis metrics of ``run`` as a JSON-ready dict (see docs/diagnosis.md).

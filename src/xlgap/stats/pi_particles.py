@@ -14,6 +14,8 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import qmc
 
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT
+
 
 @dataclass(frozen=True)
 class PiFitOptions:
@@ -25,7 +27,7 @@ class PiFitOptions:
     tau_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.8, 4.0, 13).round(4))
     eta_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.5, 8.0, 13).round(4))
     pi_points: int = 101
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
     alpha: float = 0.05
     k_eff: float = 50.0  # exact mode: distributions count as this many answers
     bias_prior: str = "fitted"  # "fitted" | "source" | "target"
