@@ -13,9 +13,12 @@ from xlgap.stats.bootstrap import (
     item_counts,
     mean_with_ci,
     paired_bootstrap_pvalue,
+    paired_ratio_pvalue,
+    percentile_ci,
     ratio_ci,
     ratio_with_ci,
     resample_weights,
+    weighted_mean,
 )
 from xlgap.stats.metrics import agreement_per_item, js_per_item, transfer_parts
 from xlgap.stats.pairs import (
@@ -142,6 +145,9 @@ def test_paired_test_drops_items_without_data_in_either_arm() -> None:
     full = paired_test({"m": Part.mean(a)}, {"m": Part.mean(b)}, n_boot=400)["m"]
     cut = paired_test({"m": Part.mean(a[6:])}, {"m": Part.mean(b[6:])}, n_boot=400)["m"]
     assert full == cut and full is not None and full["n"] == 24
+    ones = np.ones_like(a)
+    assert paired_ratio_pvalue(a, ones, b, ones, n_boot=400) == paired_ratio_pvalue(
+        a[6:], ones[6:], b[6:], ones[6:], n_boot=400)
 
 
 def test_paired_test_tests_the_pooled_estimates() -> None:
@@ -190,6 +196,10 @@ def test_one_rng_convention() -> None:
     np.testing.assert_array_equal(item_counts(17, 50, seed=3),
                                   resample_weights(17, 50, np.random.default_rng(3)))
     assert DEFAULT_N_BOOT == 1000
+    # a representation figure's CI (weighted_mean over item_counts) is the stats CI
+    v = np.random.default_rng(4).random(30)
+    assert percentile_ci(weighted_mean(v, item_counts(30, 200, seed=3))) == pytest.approx(
+        bootstrap_ci(v, n_boot=200, seed=3))
 
 
 # -- the seam: a registered metric reaches every result without further edits ----------------
