@@ -397,7 +397,7 @@ def distributions(logps: np.ndarray) -> np.ndarray:
 def pair_parts(source: np.ndarray, target: np.ndarray, gold: np.ndarray
                ) -> dict[str, np.ndarray]:
     """Per-item parts of every reported metric for one target, from log-probabilities."""
-    from xlgap.representations.consistency import rankc_per_item
+    from xlgap.stats.consistency import rankc_per_item
     from xlgap.stats.metrics import accuracy_per_item, agreement_per_item, transfer_parts
 
     p, q = distributions(source), distributions(target)

@@ -26,7 +26,7 @@ from xlgap.report.text import (
     format_similarity,
 )
 from xlgap.representations.ilo import DISTANCES, PRESETS
-from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
             "Interlingual Representations of Large Language Models', arXiv:2503.11280")
@@ -150,7 +150,7 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                     languages: Sequence[str], out: Path) -> dict[str, Any]:
     from xlgap.report.plots.representations import plot_pair_heatmap
-    from xlgap.representations.consistency import consistency_matrix
+    from xlgap.stats.consistency import consistency_matrix
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
     result = consistency_matrix(scores, gold, **_uncertainty(cfg))
