@@ -142,6 +142,13 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False, item_source: bo
     source, *targets = check_known([source, *targets], dataset.languages,
                                    f"data set {dataset.name}")
     cfg.source = source
+    sources = sorted(set(dataset.item_sources.values()))
+    if set(sources) - {source}:
+        # the default 'en' cannot be told from a given --source: say what --source item does
+        print(f"[xlgap] data set {dataset.name} records each item's own source language "
+              f"({len(dataset.item_sources)} items, from {', '.join(sources)}); this command "
+              f"measures from {source} for all of them. `xlgap sample --source item` measures "
+              "transfer from each item's own source.", file=sys.stderr)
     keep = None if all_languages else [source, *[t for t in targets if t != source]]
     dataset = dataset.subset(cfg.limit, keep)
     return dataset, source, [t for t in targets if t != source]

@@ -134,7 +134,6 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
                                                                             list[str]]:
     """Make (or resume) a run in ``out`` and diagnose it; shared by ``sample`` and ``demo``."""
     dataset, source, targets = workspace.open_dataset(cfg)
-    _note_item_sources(dataset, source)
     backend = workspace.open_backend(cfg)
     print(f"[xlgap] {label}: model {cfg.model}, {len(dataset)} items, {source} -> "
           f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; "
@@ -148,17 +147,6 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
     if cfg.diagnose:
         _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=cfg.show_progress())
     return backend, dataset, source, targets
-
-
-def _note_item_sources(dataset: Any, source: str) -> None:
-    """Say so when the data records each item's own source language but one --source is
-    used for all (the default 'en' cannot be told from a given one)."""
-    sources = sorted(set(dataset.item_sources.values()))
-    if set(sources) - {source}:
-        print(f"[xlgap] data set {dataset.name} records each item's own source language "
-              f"({len(dataset.item_sources)} items, from {', '.join(sources)}); "
-              f"this run measures transfer from {source} for all of them. `xlgap sample "
-              "--source item` measures it from each item's own source.", file=sys.stderr)
 
 
 def sample_by_source(cfg: SampleConfig, out: Path) -> dict[str, Path]:
