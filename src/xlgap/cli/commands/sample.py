@@ -40,6 +40,9 @@ from xlgap.stats.simulate import simulate_run
 
 @dataclass
 class SampleConfig(RunConfig):
+    source: str = opt("en", "source language (BCP 47), or 'item': each item asked from its "
+                      "own source language where the data records one (ECLeKTic), one run "
+                      "per source in OUT/source-<lang>/, pooled in OUT/by_source.json")
     samples: int = opt(20, "responses sampled per item and language (K)")
     temperature: float = opt(1.0, "sampling temperature")
     exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
