@@ -8,6 +8,7 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -278,3 +279,54 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     np.savez(tmp, pairs=np.array(keys, dtype=str).reshape(len(keys), 2),
              vectors=np.stack([done[key] for key in keys]), embedder=np.array(name))
     tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------
+# --source item: one run per source language (ECLeKTic's protocol)
+
+#: ``--source item``: every item is asked from its own source language (``Item.source``)
+ITEM_SOURCE = "item"
+
+
+def source_run_dir(out: str | Path, source: str) -> Path:
+    """The run directory of the items from ``source`` under a ``--source item`` output."""
+    return Path(out) / f"source-{source}"
+
+
+def source_groups(dataset: ParallelDataset, targets: Sequence[str]
+                  ) -> list[tuple[str, ParallelDataset, list[str]]]:
+    """The items grouped by their own source language, in order of first appearance: per
+    group its source, its data set (kept to that source and its targets) and its targets
+    (``targets`` less the source). A group left with no target is dropped with a warning;
+    an item without a source language is an error (the caller checks the data first)."""
+    groups = []
+    for src, group in dataset.by_source().items():
+        if not src:
+            raise ConfigError(f"data set {dataset.name}: {len(group)} item(s) record no source "
+                              "language; --source item needs one per item")
+        group_targets = [t for t in targets if t != src]
+        if not group_targets:
+            logging.getLogger(__name__).warning(
+                "%d item(s) from %s left out: no target language but their source",
+                len(group), src)
+            continue
+        groups.append((src, group.subset(None, [src, *group_targets]), group_targets))
+    return groups
+
+
+def make_source_runs(backend: Backend, dataset: ParallelDataset, out: str | Path, *,
+                     targets: Sequence[str], options: SamplingOptions,
+                     meta: dict[str, Any] | None = None, progress: bool = True,
+                     judge: Judge | None = None, embedder: Embedder | None = None
+                     ) -> dict[str, Path]:
+    """``--source item``: one :func:`make_run` per source group (:func:`source_groups`),
+    each in ``OUT/source-<lang>/``, a normal run directory with that source and the other
+    languages as targets, so transfer is measured from where each item comes from. Each
+    run resumes on its own; returns source language -> run directory."""
+    runs: dict[str, Path] = {}
+    for src, group, group_targets in source_groups(dataset, targets):
+        runs[src] = make_run(backend, group, source_run_dir(out, src), source=src,
+                             targets=group_targets, options=options,
+                             meta={**(meta or {}), "source_group": src}, progress=progress,
+                             judge=judge, embedder=embedder)
+    return runs

@@ -16,6 +16,7 @@ from xlgap.cli.config import RunConfig
 from xlgap.errors import XlgapError
 from xlgap.models.cached import CachedBackend
 from xlgap.models.ray import RayBackend
+from xlgap.sampling import ITEM_SOURCE
 
 
 def default_out(command: str) -> Path:
@@ -100,19 +101,41 @@ def report_problems(problems: list[str], name: str, shown: int = 20) -> None:
         print(f"  ... and {len(problems) - shown} more", file=sys.stderr)
 
 
-def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
+def open_dataset(cfg: RunConfig, *, all_languages: bool = False, item_source: bool = False):
     """The data set, limited, with source and targets checked against its languages.
 
     It keeps only the source and targets unless ``all_languages`` (interventions
-    translate through languages that are not targets)."""
+    translate through languages that are not targets). ``--source item`` (each item asked
+    from its own source language) is accepted where ``item_source`` says the command
+    supports it: the source returned is then ``"item"``, the targets are every requested
+    language (each group drops its own source), and the data set keeps the items' source
+    languages and the targets."""
     from xlgap.data import load_dataset, validate_language
     from xlgap.data.languages import check_known
 
+    if cfg.source == ITEM_SOURCE and not item_source:
+        raise XlgapError("--source item (each item from its own source language) works with "
+                         "`xlgap sample` only; give one --source language here, or run "
+                         "`xlgap sample --source item`")
     dataset = load_dataset(cfg.data or None, on_missing=cfg.on_missing,
                            on_error=cfg.on_error, data_map=getattr(cfg, "data_map", "") or None)
     report_problems(dataset.problems, dataset.name)
     if getattr(cfg, "as_open", False):
         dataset = dataset.as_open()
+    if cfg.source == ITEM_SOURCE:
+        dataset = dataset.subset(cfg.limit)  # --limit: the first N items, before grouping
+        without = len(dataset) - len(dataset.item_sources)
+        if without:
+            raise XlgapError(f"--source item: {without} of {len(dataset)} items of data set "
+                             f"{dataset.name} record no source language of their own (ECLeKTic"
+                             " does; in JSONL it is an item's \"source\" key); give one "
+                             "--source language instead")
+        targets = check_known([validate_language(t, "--targets")
+                               for t in cfg.target_list(dataset.languages)],
+                              dataset.languages, f"data set {dataset.name}")
+        keep = set(targets) | set(dataset.item_sources.values())
+        return (dataset.subset(None, [lang for lang in dataset.languages if lang in keep]),
+                ITEM_SOURCE, targets)
     source = validate_language(cfg.source, "--source")
     if source == "en" and "en" not in dataset.languages and dataset.languages:
         # the default source; data without English gets its first language instead
@@ -124,6 +147,13 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False):
     source, *targets = check_known([source, *targets], dataset.languages,
                                    f"data set {dataset.name}")
     cfg.source = source
+    sources = sorted(set(dataset.item_sources.values()))
+    if set(sources) - {source}:
+        # the default 'en' cannot be told from a given --source: say what --source item does
+        print(f"[xlgap] data set {dataset.name} records each item's own source language "
+              f"({len(dataset.item_sources)} items, from {', '.join(sources)}); this command "
+              f"measures from {source} for all of them. `xlgap sample --source item` measures "
+              "transfer from each item's own source.", file=sys.stderr)
     keep = None if all_languages else [source, *[t for t in targets if t != source]]
     dataset = dataset.subset(cfg.limit, keep)
     return dataset, source, [t for t in targets if t != source]

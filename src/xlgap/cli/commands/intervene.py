@@ -18,12 +18,14 @@ from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, config_to_dict, opt
 from xlgap.cli.registry import command
 from xlgap.data.languages import check_known
+from xlgap.errors import XlgapError
 from xlgap.interventions.experiment import run_interventions
 from xlgap.interventions.strategies import StrategyOptions, parse_strategy_list
 from xlgap.io import dump_json, write_text_atomic
 from xlgap.provenance import tagged
 from xlgap.report.plots.interventions import plot_interventions
 from xlgap.report.text import format_interventions_table, interventions_markdown
+from xlgap.sampling import ITEM_SOURCE
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -74,6 +76,11 @@ def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
     started = time.time()
     names = strategy_names(cfg)
+    if cfg.source == ITEM_SOURCE:
+        raise XlgapError("xlgap intervene compares strategies from one --source language; "
+                         "--source item (each item from its own source) is for `xlgap sample`"
+                         ". For data whose items come from several languages (ECLeKTic), "
+                         "give one --source (the note on the data says which languages)")
     # Translations may use any language of the data set, not only the run's.
     full, source, targets = workspace.open_dataset(cfg, all_languages=True)
     options = StrategyOptions(

@@ -23,8 +23,16 @@ from xlgap.progress import format_duration, step
 from xlgap.report.html import write_report
 from xlgap.report.plots.diagnosis import write_plots
 from xlgap.runs import load_run
-from xlgap.sampling import SamplingOptions, default_shots, make_run
+from xlgap.sampling import (
+    ITEM_SOURCE,
+    SamplingOptions,
+    default_shots,
+    make_run,
+    make_source_runs,
+    source_run_dir,
+)
 from xlgap.stats.bootstrap import nan_mean
+from xlgap.stats.by_source import format_by_source, write_by_source
 from xlgap.stats.diagnose import diagnose_dir, format_summary, write_diagnosis
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.simulate import simulate_run
@@ -32,6 +40,9 @@ from xlgap.stats.simulate import simulate_run
 
 @dataclass
 class SampleConfig(RunConfig):
+    source: str = opt("en", "source language (BCP 47), or 'item': each item asked from its "
+                      "own source language where the data records one (ECLeKTic), one run "
+                      "per source in OUT/source-<lang>/, pooled in OUT/by_source.json")
     samples: int = opt(20, "responses sampled per item and language (K)")
     temperature: float = opt(1.0, "sampling temperature")
     exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
@@ -141,11 +152,57 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
     return backend, dataset, source, targets
 
 
+def sample_by_source(cfg: SampleConfig, out: Path) -> dict[str, Path]:
+    """``--source item``: one run per source language of the items in ``OUT/source-<lang>/``
+    (each resumable and diagnosed on its own), then the pooled summary
+    ``OUT/by_source.json``. Returns source language -> run directory."""
+    dataset, _, targets = workspace.open_dataset(cfg, item_source=True)
+    backend = workspace.open_backend(cfg)
+    groups = dataset.by_source()
+    print(f"[xlgap] sample: model {cfg.model}, {len(dataset)} items from their own source "
+          f"language ({', '.join(f'{src} {len(g)}' for src, g in groups.items())}) -> "
+          f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; one run "
+          f"per source in {source_run_dir(out, '<lang>')}", file=sys.stderr)
+    runs = make_source_runs(
+        backend, dataset, out, targets=targets, options=_sampling_options(cfg, dataset),
+        meta={"config": config_to_dict(cfg)}, progress=cfg.show_progress(),
+        judge=workspace.open_judge(cfg),
+        embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
+                               device=cfg.device if cfg.device != "auto" else "cpu"))
+    for src, run_dir in runs.items():
+        print(f"\n== items from {src} ({language_name(src)}): {run_dir}")
+        _print_accuracy(run_dir)
+        if cfg.diagnose:
+            _diagnose(run_dir, cfg.n_boot, cfg.seed, fit_model=True,
+                      progress=cfg.show_progress())
+    if cfg.diagnose:
+        _pool(out, runs, cfg.n_boot, cfg.seed)
+    return runs
+
+
+def _pool(out: Path, runs: dict[str, Path], n_boot: int, seed: int) -> None:
+    result = write_by_source(out, runs, n_boot=n_boot, seed=seed)
+    print("\nTransfer from each item's own source language")
+    print(format_by_source(result))
+    print(f"\n[xlgap] wrote {out / 'by_source.json'}")
+
+
+def _source_runs(out: Path) -> dict[str, Path]:
+    """The runs of a ``--source item`` output directory, by source language."""
+    prefix = source_run_dir(out, "").name
+    return {d.name[len(prefix):]: d for d in sorted(out.glob(f"{prefix}*"))
+            if (d / "run.json").exists()}
+
+
 @command("sample", SampleConfig, "sample (or score) answers in every language into a run "
-         "directory, then diagnose it", analysis=True)
+         "directory, then diagnose it (--source item: one run per source language of the "
+         "items, pooled)", analysis=True)
 def cmd_sample(cfg: SampleConfig) -> int:
     out = Path(cfg.out) if cfg.out else workspace.default_out("sample")
-    sample_and_diagnose(cfg, out, "sample")
+    if cfg.source == ITEM_SOURCE:
+        sample_by_source(cfg, out)
+    else:
+        sample_and_diagnose(cfg, out, "sample")
     return 0
 
 
@@ -166,8 +223,17 @@ def _diagnose(run_dir: Path, n_boot: int, seed: int, *, fit_model: bool,
 def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     if not cfg.run_dir:
         raise XlgapError("xlgap diagnose RUN_DIR: give the run directory")
-    _diagnose(Path(cfg.run_dir), cfg.n_boot, cfg.seed, fit_model=cfg.model_fit,
-              progress=sys.stderr.isatty())
+    run_dir = Path(cfg.run_dir)
+    runs = {} if (run_dir / "run.json").exists() else _source_runs(run_dir)
+    if not runs:
+        _diagnose(run_dir, cfg.n_boot, cfg.seed, fit_model=cfg.model_fit,
+                  progress=sys.stderr.isatty())
+        return 0
+    # the output of `sample --source item`: every group's run, then the pooled summary
+    for run in runs.values():
+        _diagnose(run, cfg.n_boot, cfg.seed, fit_model=cfg.model_fit,
+                  progress=sys.stderr.isatty())
+    _pool(run_dir, runs, cfg.n_boot, cfg.seed)
     return 0
 
 
