@@ -40,6 +40,7 @@ from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import (
     PAIR_METRICS,
     Part,
+    describe_metrics,
     pair_parts,
     paired_test,
     select_target,
@@ -214,7 +215,8 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
             "targets": list(first.targets), "languages": list(first.languages),
             "n_items": first.n_items, "samples": first.k,
             "baseline": baseline if baseline in runs else None,
-            "n_boot": n_boot, "seed": seed, "strategies": table}
+            "n_boot": n_boot, "seed": seed, "metrics": describe_metrics(),
+            "strategies": table}
 
 
 def restrict_run(run: Run, item_ids: Sequence[str]) -> Run:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,21 @@ class Provenance(Block):
 def cell(x: Any, digits: int = 3) -> Cell:
     """A table cell showing ``x`` with its CI, sorted by its estimate."""
     return Cell(fmt_estimate(x, digits), value(x), num=True)
+
+
+# The pair metrics of files written before they listed theirs under "metrics".
+_OLDER_METRICS = {"agreement": "agreement", "transfer": "transfer",
+                  "overall_success": "overall success", "chi2": "chi-square", "l2": "L2"}
+
+
+def metric_columns(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(name, label) of every pair metric a result file lists, in registry order; the
+    report shows whatever metrics the analysis registered, without importing them."""
+    described = result.get("metrics")
+    if isinstance(described, Mapping) and described:
+        return [(str(k), str(v.get("label") or k) if isinstance(v, Mapping) else str(k))
+                for k, v in described.items()]
+    return list(_OLDER_METRICS.items())
 
 
 def count_cell(x: Any) -> Cell:

@@ -37,7 +37,7 @@ from xlgap.stats.metrics import (
     mode_correct_per_item,
 )
 from xlgap.stats.mismatch import mismatch_per_item
-from xlgap.stats.pairs import Part, pair_parts, stack_parts, summarise
+from xlgap.stats.pairs import Part, describe_metrics, pair_parts, stack_parts, summarise
 from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model
 
 FORMAT = "diagnosis"  # the format tag of diagnosis.json
@@ -223,7 +223,8 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
             "targets": targets, "n_items": run.n_items,
             "mode": run.mode, "k": run.k if run.mode == "sample" else None,
             "model": run.meta.get("model"), "strategy": run.meta.get("strategy"),
-            "accuracy": accuracy, "mode_accuracy": mode_accuracy, "pairs": pairs,
+            "accuracy": accuracy, "mode_accuracy": mode_accuracy,
+            "metrics": describe_metrics(), "pairs": pairs,
             "overall": overall, "confidence_vs_agreement": conf_bins,
             "pi": {"mismatch": overall["pi_mismatch"], "model": model},
             "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed,

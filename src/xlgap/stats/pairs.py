@@ -48,6 +48,7 @@ __all__ = [
     "PAIR_METRICS",
     "PairMetric",
     "Part",
+    "describe_metrics",
     "pair_metric",
     "pair_parts",
     "paired_test",
@@ -158,6 +159,14 @@ for _metric in (
                "lower"),
 ):
     register_pair_metric(_metric)
+
+
+def describe_metrics() -> dict[str, dict[str, str]]:
+    """Name -> label, direction and aggregation of every registered metric: written into
+    each result file so that readers (the report) list the metrics without importing
+    the registry."""
+    return {m.name: {"label": m.label, "direction": m.direction, "aggregation": m.aggregation}
+            for m in PAIR_METRICS.values()}
 
 
 def _names(metrics: Iterable[str] | None) -> list[str]:

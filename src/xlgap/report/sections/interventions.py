@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xlgap.report.blocks import Block, Cell, Details, Note, Para, Table, cell, count_cell, p_cell
+from xlgap.report.blocks import (
+    Block,
+    Cell,
+    Details,
+    Note,
+    Para,
+    Table,
+    cell,
+    count_cell,
+    metric_columns,
+    p_cell,
+)
 from xlgap.report.discover import Artifact
 from xlgap.report.format import fmt_estimate, fmt_p, mapping, points, value
 from xlgap.report.plots.interventions import draw_interventions
@@ -88,6 +99,21 @@ class InterventionsSection(Section):
                      cell(v.get("overall_success")), cell(v.get("chi2"))]
                     for name, m in strategies.items()
                     for tgt, v in mapping(m.get("per_target")).items() if isinstance(v, Mapping)]
+        metric_rows = []
+        for name, m in strategies.items():
+            tests = mapping(m.get("vs_baseline"))
+            for key, label in metric_columns(result):
+                if m.get(key) is None:
+                    continue
+                test = mapping(tests.get(key))
+                metric_rows.append([Cell(name), Cell(label), cell(m.get(key)),
+                                    cell({"estimate": test.get("difference"),
+                                          "ci": test.get("ci")} if test else None),
+                                    p_cell(test.get("p"), n_boot)])
+        if metric_rows:
+            out.append(Details("every pair metric, against baseline", [Table(
+                ["strategy", "metric", "estimate [95% CI]", "difference [95% CI]",
+                 "p vs baseline"], metric_rows)]))
         if per_rows:
             out.append(Details("per target", [Table(["strategy", "target", "transfer",
                                                      "overall success", "chi-square"],

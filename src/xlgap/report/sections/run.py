@@ -17,6 +17,7 @@ from xlgap.report.blocks import (
     Table,
     cell,
     count_cell,
+    metric_columns,
     number_cell,
     pct_cell,
 )
@@ -104,9 +105,8 @@ def _pair_rows(diag: Mapping[str, Any]) -> list[list[Cell]]:
         ens = mapping(pair.get("ensembling"))
         pim = mapping(pair.get("pi_model"))
         mism = {"estimate": pair.get("pi_mismatch"), "ci": pair.get("pi_mismatch_ci")}
-        rows.append([Cell(name), cell(pair.get("agreement")), cell(pair.get("transfer")),
-                     cell(pair.get("overall_success")), cell(pair.get("chi2")),
-                     cell(pair.get("l2")), pct_cell(ens.get("drop"), 0), cell(mism),
+        rows.append([Cell(name), *(cell(pair.get(key)) for key, _ in metric_columns(diag)),
+                     pct_cell(ens.get("drop"), 0), cell(mism),
                      cell(pim or None, 2), count_cell(pim.get("n_likely_bias"))])
     return rows
 
@@ -177,8 +177,8 @@ class RunSection(Section):
             out.append(Para(truth.strip(" ()")))
         out.append(Table(["language", "accuracy [95% CI]", "mode accuracy [95% CI]", "items"],
                          _lang_rows(diag), caption="Accuracy per language"))
-        out.append(Table(["pair", "agreement", "transfer", "overall success", "chi-square",
-                          "L2", "ensembling drop", "pi (mismatch)", "pi (model) [95% CI]",
+        out.append(Table(["pair", *(label for _, label in metric_columns(diag)),
+                          "ensembling drop", "pi (mismatch)", "pi (model) [95% CI]",
                           "likely bias items"], _pair_rows(diag),
                          caption="Source-target pairs (95% bootstrap CIs over items)"))
         model = mapping(mapping(diag.get("pi")).get("model"))
