@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from xlgap.representations.ilo import ilo, ilo_uncertainty, knn_cosine, normalise_rows
-from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -241,7 +241,7 @@ def bench_uncertainty(n_langs: int = 5, sizes: tuple[int, ...] = (100, 1000), d:
     """Seconds for the estimate alone and with intervals + chance: ILO of one layer
     (n_langs x n points) and the similarity metrics of one pair (n items)."""
     from xlgap.representations.similarity import pair_chance, pair_metrics, pair_replicates
-    from xlgap.representations.uncertainty import item_counts, shuffles
+    from xlgap.stats.bootstrap import item_counts, shuffles
 
     rows = []
     for n in sizes:

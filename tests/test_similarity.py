@@ -19,13 +19,6 @@ from xlgap.report.representation_plots import (
     plot_pair_heatmap,
     plot_similarity_by_layer,
 )
-from xlgap.representations.consistency import (
-    average_ranks,
-    consistency_matrix,
-    rank_consistency,
-    rankc,
-    shared_rates,
-)
 from xlgap.representations.ilo import ilo_by_layer
 from xlgap.representations.similarity import (
     layerwise_similarity,
@@ -39,7 +32,14 @@ from xlgap.representations.similarity import (
     retrieval_accuracy_directed,
     retrieval_hits,
 )
-from xlgap.representations.uncertainty import item_counts, percentile_ci, shuffles
+from xlgap.stats.bootstrap import item_counts, percentile_ci, shuffles
+from xlgap.stats.consistency import (
+    average_ranks,
+    consistency_matrix,
+    rank_consistency,
+    rankc,
+    shared_rates,
+)
 
 # ------------------------------------------------------------------ references
 

@@ -8,12 +8,6 @@ The one-layer ILO function is ``xlgap.representations.ilo.ilo``; it is not re-ex
 here so that ``xlgap.representations.ilo`` keeps naming the module.
 """
 
-from xlgap.representations.consistency import (
-    consistency_matrix,
-    rank_consistency,
-    rankc,
-    shared_rates,
-)
 from xlgap.representations.extract import (
     CenteredStates,
     HiddenStateSet,
@@ -36,6 +30,12 @@ from xlgap.representations.similarity import (
     parallel_cosine,
     retrieval_accuracy,
     retrieval_accuracy_directed,
+)
+from xlgap.stats.consistency import (
+    consistency_matrix,
+    rank_consistency,
+    rankc,
+    shared_rates,
 )
 
 __all__ = [

@@ -50,7 +50,7 @@ import numpy as np
 
 from xlgap.errors import ConfigError, DataError
 from xlgap.representations.extract import States, layer_plan
-from xlgap.representations.uncertainty import (
+from xlgap.stats.bootstrap import (
     DEFAULT_N_BOOT,
     DEFAULT_N_SHUFFLES,
     figure,

@@ -14,7 +14,7 @@ Three views of how close two languages' representations of the same sentences ar
 * top-1 parallel-sentence retrieval by cosine, the most practical reading of alignment.
 
 Every metric can come with a 95% bootstrap interval over items and a chance level from
-shuffled pairings (:mod:`xlgap.representations.uncertainty`); :func:`pair_replicates`
+shuffled pairings (:mod:`xlgap.stats.bootstrap`); :func:`pair_replicates`
 says how each metric is recomputed on a replicate.
 
 Cosine with a zero vector is 0 (see :func:`xlgap.representations.ilo.normalise_rows`).
@@ -33,7 +33,7 @@ from xlgap.errors import ConfigError, DataError
 from xlgap.io import finite
 from xlgap.representations.extract import States, layer_plan
 from xlgap.representations.ilo import normalise_rows
-from xlgap.representations.uncertainty import (
+from xlgap.stats.bootstrap import (
     figure,
     item_counts,
     nan_mean_rows,

@@ -134,6 +134,28 @@ def chi2_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.where(_valid(p) & _valid(q), chi2_distance(p, q), np.nan)
 
 
+def js_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) between source and target answer
+    distributions, over all answer columns (candidates and "other" answers, as the run
+    holds them; rows are normalised to sum 1). 0 for identical distributions, 1 for
+    disjoint ones; NaN where a distribution is missing."""
+    p, q = _check_pair(p, q)
+    ok = _valid(p) & _valid(q)
+    p = np.where(ok[:, None], p, 0.0)
+    q = np.where(ok[:, None], q, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / np.where(ok, p.sum(axis=-1), 1.0)[:, None]
+        q = q / np.where(ok, q.sum(axis=-1), 1.0)[:, None]
+        m = (p + q) / 2
+
+        def kl(a: np.ndarray) -> np.ndarray:
+            return np.where(a > 0, a * np.log2(np.where(a > 0, a, 1.0) / np.where(m > 0, m, 1.0)),
+                            0.0).sum(axis=-1)
+
+        out = np.clip((kl(p) + kl(q)) / 2, 0.0, 1.0)
+    return np.where(ok, out, np.nan)
+
+
 def mean_embedding(p: np.ndarray, emb: np.ndarray) -> np.ndarray:
     """``sum_j p_j e_j`` over candidates with other answers dropped and the rest
     renormalised.

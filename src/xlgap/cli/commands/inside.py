@@ -22,7 +22,7 @@ from xlgap.io import dump_json
 from xlgap.prompting.scoring import candidate_scores, parallel_texts
 from xlgap.provenance import tagged
 from xlgap.representations.ilo import DISTANCES, PRESETS
-from xlgap.representations.uncertainty import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
             "Interlingual Representations of Large Language Models', arXiv:2503.11280")
@@ -146,7 +146,7 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                     languages: Sequence[str], out: Path) -> dict[str, Any]:
     from xlgap.report.representation_plots import plot_pair_heatmap
-    from xlgap.representations.consistency import consistency_matrix
+    from xlgap.stats.consistency import consistency_matrix
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
     result = consistency_matrix(scores, gold, **_uncertainty(cfg))

@@ -33,7 +33,7 @@ import numpy as np
 
 from xlgap.errors import ConfigError, DataError
 from xlgap.io import finite
-from xlgap.representations.uncertainty import figure, item_counts, shuffles, weighted_mean
+from xlgap.stats.bootstrap import figure, item_counts, nan_mean, shuffles, weighted_mean
 
 __all__ = [
     "average_ranks",
@@ -100,10 +100,6 @@ def _per_item(scores_a: np.ndarray, scores_b: np.ndarray,
     return out
 
 
-def _nan_mean(values: np.ndarray) -> float:
-    ok = np.isfinite(values)
-    return float(values[ok].mean()) if ok.any() else math.nan
-
 
 def rank_consistency(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     """Mean over items of the Spearman correlation of candidate ranks in the two languages.
@@ -111,7 +107,7 @@ def rank_consistency(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     Items with fewer than 2 shared candidates, or where one language scores all
     candidates equally (correlation undefined), are skipped; NaN if no item remains.
     """
-    return _nan_mean(rank_consistency_per_item(scores_a, scores_b))
+    return nan_mean(rank_consistency_per_item(scores_a, scores_b))
 
 
 def _rankc_item(x: np.ndarray, y: np.ndarray) -> float:
@@ -142,7 +138,7 @@ def rankc(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     with ``w_j = exp(N-j) / sum_k exp(N-k)``; mean over items with at least 2 shared
     candidates (NaN if none). 1 for identical rankings.
     """
-    return _nan_mean(rankc_per_item(scores_a, scores_b))
+    return nan_mean(rankc_per_item(scores_a, scores_b))
 
 
 def _predictions(scores: np.ndarray, where: str) -> np.ndarray:
@@ -218,10 +214,10 @@ def _summary(a: np.ndarray, b: np.ndarray, g: np.ndarray, counts: np.ndarray | N
     for perm in perms if perms is not None else []:
         shuffled = per_item(a, b[perm], g, g[perm])
         for key in UNCERTAIN:
-            chance[key].append(_nan_mean(shuffled[key]))
-    return {key: figure(_nan_mean(values[key]),
+            chance[key].append(nan_mean(shuffled[key]))
+    return {key: figure(nan_mean(values[key]),
                         None if counts is None else weighted_mean(values[key], counts),
-                        _nan_mean(np.array(chance[key])) if perms is not None else None)
+                        nan_mean(np.array(chance[key])) if perms is not None else None)
             for key in UNCERTAIN}
 
 
