@@ -20,8 +20,8 @@ from xlgap.interventions.steering.hooks import Steering, parse_layers, steering,
 from xlgap.interventions.steering.metrics import (
     distributions,
     inside_summary,
-    pair_parts,
     scoring_progress,
+    target_parts,
 )
 from xlgap.interventions.steering.splits import parse_split, split_items
 from xlgap.interventions.steering.vectors import (
@@ -48,7 +48,6 @@ __all__ = [
     "hidden_by_language",
     "inside_summary",
     "language_means",
-    "pair_parts",
     "parse_layers",
     "parse_split",
     "parse_sweep",
@@ -58,5 +57,6 @@ __all__ = [
     "split_items",
     "steering",
     "steering_tag",
+    "target_parts",
     "train_steering_vectors",
 ]

@@ -37,6 +37,7 @@ from xlgap.interventions.steering.vectors import (
 )
 from xlgap.models.layers import hook_point, white_box
 from xlgap.progress import progress_bar
+from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
 
 RESULT_FILE = "steering.json"
 VECTORS_FILE = "vectors.safetensors"
@@ -98,7 +99,7 @@ class SteerOptions:
     shots: int | None = None  # default: 0 for cloze items, else 3
     k: int = 5
     n_boot: int = 1000
-    n_shuffles: int = 100
+    n_shuffles: int = DEFAULT_N_SHUFFLES
     seed: int = 0
     progress: bool = False
 
@@ -305,13 +306,13 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
                        enabled=progress)
     for setting in settings:
         parts = sm.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
-        point = sm.point_estimates(sm.stack_parts(parts))
+        point = sm.point_estimates(sm.stacked(parts))
         point["per_target_accuracy"] = {t: sm.point_estimates(p)["accuracy"]
                                         for t, p in parts.items()}
         sweep.append({**setting.as_dict(), "dev": point})
         bar.update(1)
     bar.close()
-    baseline_dev = sm.point_estimates(sm.stack_parts(dev_base))
+    baseline_dev = sm.point_estimates(sm.stacked(dev_base))
 
     def score_of(row: dict[str, Any]) -> float:
         value = row["dev"][opts.select]

@@ -12,9 +12,7 @@ import numpy as np
 
 from xlgap.interventions.steering.hooks import steering
 from xlgap.progress import progress_bar
-
-#: metrics every arm reports, besides the registered pair metrics
-OWN_METRICS = ("accuracy", "rankc")
+from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
 
 
 def distributions(logps: np.ndarray) -> np.ndarray:
@@ -31,67 +29,61 @@ def distributions(logps: np.ndarray) -> np.ndarray:
     return np.concatenate([p, np.zeros((len(p), 1))], axis=1)
 
 
-def pair_parts(source: np.ndarray, target: np.ndarray, gold: np.ndarray
-               ) -> dict[str, np.ndarray]:
-    """Per-item parts of every reported metric for one target, from log-probabilities."""
-    from xlgap.representations.consistency import rankc_per_item
-    from xlgap.stats.metrics import accuracy_per_item, agreement_per_item, transfer_parts
+def target_parts(source: np.ndarray, target: np.ndarray, gold: np.ndarray
+                 ) -> dict[str, Part]:
+    """Per-item parts of every reported metric for one target, from candidate
+    log-probabilities: the target's accuracy, RankC with the source, and every registered
+    pair metric (:data:`xlgap.stats.pairs.PAIR_METRICS`; those that need answer
+    embeddings are left out)."""
+    from xlgap.stats.consistency import rankc_per_item
+    from xlgap.stats.metrics import accuracy_per_item
 
     p, q = distributions(source), distributions(target)
-    num, den = transfer_parts(p, q, gold)
-    return {"accuracy": accuracy_per_item(q, gold), "agreement": agreement_per_item(p, q),
-            "transfer_num": num, "transfer_den": den, "rankc": rankc_per_item(source, target)}
+    out = {"accuracy": Part.mean(accuracy_per_item(q, gold)),
+           "rankc": Part.mean(rankc_per_item(source, target))}
+    out.update({k: v for k, v in pair_parts(p, q, gold).items() if v is not None})
+    return out
 
 
 def parts_for(source_scores: np.ndarray, target_scores: Mapping[str, np.ndarray],
-              gold: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+              gold: np.ndarray) -> dict[str, dict[str, Part]]:
     """Per target, the per-item parts of every metric."""
-    return {t: pair_parts(source_scores, s, gold) for t, s in target_scores.items()}
+    return {t: target_parts(source_scores, s, gold) for t, s in target_scores.items()}
 
 
-def stack_parts(parts: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-target parts -> ``(Q, targets)`` arrays (items stay the resampling unit)."""
-    keys = next(iter(parts.values())).keys()
-    return {k: np.stack([parts[t][k] for t in parts], axis=1) for k in keys}
+def stacked(parts: Mapping[str, Mapping[str, Part]]) -> dict[str, Part]:
+    """Per-target parts -> ``(Q, targets)`` parts (items stay the resampling unit)."""
+    return {k: v for k, v in stack_parts([parts[t] for t in parts]).items() if v is not None}
 
 
-def _ratios(parts: Mapping[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every metric as (num, den): a mean is (value, 1 where defined), so estimates and
-    paired tests are both the pooled mean over finite (item, target) entries."""
-    out = {k: (v, np.where(np.isfinite(v), 1.0, np.nan)) for k, v in parts.items()
-           if k not in ("transfer_num", "transfer_den")}
-    out["transfer"] = (parts["transfer_num"], parts["transfer_den"])
-    return out
-
-
-def point_estimates(parts: Mapping[str, np.ndarray]) -> dict[str, float]:
+def point_estimates(parts: Mapping[str, Part]) -> dict[str, float]:
     """The pooled metrics without intervals (the sweep needs only these)."""
     from xlgap.stats.bootstrap import pooled_ratio
 
-    return {k: pooled_ratio(num, den) for k, (num, den) in _ratios(parts).items()}
+    return {k: pooled_ratio(v.num, v.den) for k, v in parts.items()}
 
 
-def with_intervals(parts: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray] | None,
-                   *, n_boot: int, seed: int) -> dict[str, Any]:
-    """Each metric with its 95% bootstrap CI over items and, given a reference arm on the
-    same items, the paired p-value of the pooled difference."""
-    from xlgap.stats.bootstrap import paired_ratio_pvalue, ratio_with_ci
-
-    ref = _ratios(reference) if reference is not None else None
-    out: dict[str, Any] = {}
-    for key, (num, den) in _ratios(parts).items():
-        out[key] = ratio_with_ci(num, den, n_boot=n_boot, seed=seed)
-        if ref is not None:
-            out[key]["p_value"] = paired_ratio_pvalue(num, den, *ref[key], n_boot=n_boot,
-                                                      seed=seed)
+def with_intervals(parts: Mapping[str, Part], reference: Mapping[str, Part] | None, *,
+                   n_boot: int, seed: int) -> dict[str, Any]:
+    """Each metric: pooled estimate, 95% item-bootstrap CI and ``n``; given a reference
+    arm on the same items, also the paired test of the pooled difference (``p_value``,
+    ``difference``, ``difference_ci``, ``p_floor``: a p at the floor reads "p < floor")."""
+    out: dict[str, Any] = {k: dict(v) for k, v in summarise(parts, n_boot, seed).items()
+                           if v is not None}
+    if reference is not None:
+        for name, test in paired_test(parts, reference, n_boot, seed).items():
+            if test is None or name not in out:
+                continue
+            out[name].update(p_value=test["p"], difference=test["difference"],
+                             difference_ci=test["ci"], p_floor=test["p_floor"])
     return out
 
 
-def report_block(parts: Mapping[str, Mapping[str, np.ndarray]],
-                 reference: Mapping[str, Mapping[str, np.ndarray]] | None, *, n_boot: int,
+def report_block(parts: Mapping[str, Mapping[str, Part]],
+                 reference: Mapping[str, Mapping[str, Part]] | None, *, n_boot: int,
                  seed: int) -> dict[str, Any]:
     """Pooled over targets and per target, each metric with CI (and p against reference)."""
-    pooled = with_intervals(stack_parts(parts), stack_parts(reference) if reference else None,
+    pooled = with_intervals(stacked(parts), stacked(reference) if reference else None,
                             n_boot=n_boot, seed=seed)
     per_target = {t: with_intervals(p, reference[t] if reference else None, n_boot=n_boot,
                                     seed=seed) for t, p in parts.items()}
@@ -196,17 +188,9 @@ def _parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarr
 
 def cosine_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
                       source: str, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """Per layer, the change of the parallel cosine with the source (after - before, the
-    same items), with a paired item-bootstrap CI and p-value."""
-    from xlgap.stats.bootstrap import bootstrap_ci, paired_bootstrap_pvalue
-
+    """Per layer, the change of the parallel cosine with the source (after - before, on
+    the same items): ``{"a", "b", "difference", "ci", "p", "p_floor", "n"}`` from a paired
+    item bootstrap."""
     a, b = _parallel_cosines(after, source), _parallel_cosines(before, source)
-    out = []
-    for layer in range(a.shape[1]):
-        d = a[:, layer] - b[:, layer]
-        lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed) if n_boot else (None, None)
-        out.append({"difference": float(np.nanmean(d)), "ci": [lo, hi],
-                    "p_value": paired_bootstrap_pvalue(a[:, layer], b[:, layer],
-                                                       n_boot=n_boot, seed=seed)
-                    if n_boot else None})
-    return out
+    return [paired_test({"cos": Part.mean(a[:, i])}, {"cos": Part.mean(b[:, i])}, n_boot,
+                        seed)["cos"] for i in range(a.shape[1])]
