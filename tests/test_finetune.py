@@ -179,7 +179,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_tokenizer, tmp_path, method
 
 
 def test_finetune_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
-    from test_steering import plots_or_stand_in
+    from test_steering_fixes import plots_or_stand_in
 
     drawn = plots_or_stand_in(monkeypatch, "finetune", ["plot_ilo", "plot_transfer"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))

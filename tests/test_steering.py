@@ -12,6 +12,7 @@ import torch
 
 import xlgap.cli
 import xlgap.cli.workspace
+from test_steering_fixes import plots_or_stand_in
 from xlgap.cli.commands.sample import SampleConfig
 from xlgap.errors import ConfigError
 from xlgap.interventions.steering import (
@@ -247,33 +248,6 @@ def test_hook_points_follow_the_declared_layout(tiny_backend):
 
 
 # -- the command -------------------------------------------------------------------------
-
-
-def plots_or_stand_in(monkeypatch, kind: str, names: list[str]) -> list[tuple[str, dict]]:
-    """The report's figure module ``xlgap.report.plots.<kind>`` where it exists, else a
-    stand-in that records each call (function, result) and writes a placeholder file, so
-    the command's calls are checked either way. Returns the recorded calls."""
-    import importlib.util
-    import sys
-    import types
-
-    calls: list[tuple[str, dict]] = []
-    if importlib.util.find_spec("xlgap.report.plots") is not None and \
-            importlib.util.find_spec(f"xlgap.report.plots.{kind}") is not None:
-        return calls
-    module = types.ModuleType(f"xlgap.report.plots.{kind}")
-
-    def recorder(name: str):
-        def draw(result, path):
-            calls.append((name, result))
-            path.write_bytes(b"stand-in figure")
-            return path
-        return draw
-
-    for name in names:
-        setattr(module, name, recorder(name))
-    monkeypatch.setitem(sys.modules, f"xlgap.report.plots.{kind}", module)
-    return calls
 
 
 def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
