@@ -67,7 +67,11 @@ def test_train_vectors_then_apply_as_a_context_manager(tiny_backend, data, tmp_p
     np.testing.assert_allclose(again, steered, atol=1e-5)
 
 
-def test_run_steering_result_saves_loads_and_makes_a_frame(tiny_backend, data, tmp_path):
+def test_run_steering_result_saves_loads_and_makes_a_frame(tiny_backend, data, tmp_path,
+                                                           monkeypatch):
+    import xlgap.provenance
+
+    monkeypatch.setattr(xlgap.provenance, "_command", None)  # no CLI run in this process
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
     options = SteerOptions(source="en", targets=["fr", "de"], layers=[1, (1, 2)],

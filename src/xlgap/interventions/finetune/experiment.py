@@ -42,8 +42,15 @@ from xlgap.interventions.steering import metrics as sm
 from xlgap.interventions.steering.experiment import resolve_languages, usable_items
 from xlgap.interventions.steering.splits import make_split, subset
 from xlgap.interventions.steering.vectors import hidden_by_language
+from xlgap.io import dump_json
+from xlgap.models.cached import CachedBackend
 from xlgap.models.layers import white_box
+from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.prompting.templates import PromptBuilder
+from xlgap.provenance import provenance, tagged
+from xlgap.sampling import default_shots
 from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
+from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
 
 RESULT_FILE = "finetune.json"
@@ -107,9 +114,6 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
     pooled (``pairs``; ``transfer`` again on its own, as before), and ILO and similarity
     by layer, on ``dataset``'s items. Per-item parts (and states) are kept under
     ``_parts`` (``_states``) for paired tests; :func:`public` drops them."""
-    from xlgap.prompting.scoring import candidate_scores, parallel_texts
-    from xlgap.stats.metrics import accuracy_per_item
-
     with sm.scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
                              progress):
         scores, gold = candidate_scores(backend, dataset, languages, shots)
@@ -220,9 +224,6 @@ class FinetuneResult:
     def save(self, path: str | Path) -> Path:
         """Write ``finetune.json`` (``path`` is the file or its directory), tagged and
         with a provenance block."""
-        from xlgap.io import dump_json
-        from xlgap.provenance import provenance, tagged
-
         target = Path(path)
         if target.suffix != ".json":
             target = target / RESULT_FILE
@@ -284,8 +285,6 @@ def training_examples(backend: Any, items: Any, lang: str, shots: int, text: str
     """The training examples and what fitting them cost (see
     :func:`~xlgap.interventions.finetune.train.prepare_completions`): the train split's
     scoring prompts in ``lang`` completed with the gold answer, or plain ``text``."""
-    from xlgap.prompting.templates import PromptBuilder
-
     encode = backend.encode  # the rule scoring uses (no second BOS before a chat prompt)
     if text:
         if isinstance(text, str):
@@ -340,12 +339,7 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
     data = usable_items(dataset, languages, "fine-tuning")
     split = make_split(data, opts.split, opts.seed, ("test",) if opts.text else ("train", "test"))
     train_items, test = subset(data, split["train"]), subset(data, split["test"])
-    if opts.shots is not None:
-        shots = opts.shots
-    else:
-        from xlgap.sampling import default_shots
-
-        shots = default_shots(data, exact=True)
+    shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     inner = white_box(backend)
     examples, counts = training_examples(inner, train_items, lang, shots, opts.text,
                                          opts.max_length)
@@ -368,7 +362,6 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
         record = train(trainable, lm, examples, spec, out / f"freeze-{n}",
                           pad_id=inner.tokenizer.pad_token_id, progress=opts.progress)
         tuned = finetuned_backend(backend, trainable, spec, record)
-        from xlgap.models.cached import CachedBackend
 
         cached = CachedBackend(tuned, backend.store) if hasattr(backend, "store") else tuned
         after = evaluate(cached, test, languages, source, **common)

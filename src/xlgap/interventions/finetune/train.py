@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlgap.errors import ConfigError, DataError
-from xlgap.models.layers import white_box
+from xlgap.io import dump_json
+from xlgap.models.layers import get_module, layout_for, white_box
 from xlgap.progress import progress_bar
 
 METHODS = ("lora", "full")
@@ -221,8 +222,6 @@ def prepare_model(base: nn.Module, spec: TrainSpec) -> tuple[nn.Module, nn.Modul
 
     Returns ``(trainable, lm)``: the module whose parameters are trained and saved (the
     peft wrapper for LoRA) and the causal LM inside it (to run forward passes)."""
-    from xlgap.models.layers import get_module, layout_for
-
     if spec.method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {spec.method!r}")
     model = copy.deepcopy(base)
@@ -361,7 +360,6 @@ def _write_final(run_dir: Path, state: Mapping[str, torch.Tensor], meta: dict[st
                  ) -> None:
     from safetensors.torch import save_file
 
-    from xlgap.io import dump_json
 
     tmp = run_dir / f".{FINAL}.{os.getpid()}.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
@@ -430,7 +428,7 @@ def finetuned_backend(base: Any, trainable: nn.Module, spec: TrainSpec, record: 
                       ) -> Any:
     """An HF backend of the trained model (LoRA merged into the weights), whose fingerprint
     is the base one tagged with the fine-tune (a modifier), so results never mix."""
-    from xlgap.models.hf import HFBackend
+    from xlgap.models.hf import HFBackend  # loads transformers: only when a model is tuned
 
     inner = white_box(base)
     model = trainable.merge_and_unload() if spec.method == "lora" else trainable

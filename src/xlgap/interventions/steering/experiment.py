@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from xlgap.data.items import ParallelDataset
 from xlgap.errors import ConfigError
 from xlgap.interventions.steering import metrics as sm
 from xlgap.interventions.steering.hooks import parse_layers, steering
@@ -32,12 +33,18 @@ from xlgap.interventions.steering.splits import SPLITS, make_split, subset
 from xlgap.interventions.steering.vectors import (
     DIRECTIONS,
     SteeringVectors,
+    hidden_by_language,
     random_like,
     train_steering_vectors,
 )
+from xlgap.io import dump_json
 from xlgap.models.layers import hook_point, white_box
 from xlgap.progress import progress_bar
-from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
+from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.provenance import provenance, tagged
+from xlgap.sampling import default_shots
+from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES, mean_with_ci
+from xlgap.stats.metrics import accuracy_per_item
 
 RESULT_FILE = "steering.json"
 VECTORS_FILE = "vectors.safetensors"
@@ -111,8 +118,6 @@ class SteerOptions:
 
 def usable_items(dataset: Any, languages: Sequence[str], who: str) -> Any:
     """The items with every language and candidates (at least 10 of them)."""
-    from xlgap.data.items import ParallelDataset
-
     if not dataset.has_candidates:
         raise ConfigError(f"{who} scores answer candidates; data set {dataset.name} has none "
                           "(use BMLAMA-style data or the built-in set)")
@@ -172,9 +177,6 @@ class SteeringResult:
     def save(self, path: str | Path) -> Path:
         """Write ``steering.json`` (``path`` is the file or its directory), tagged and with
         a provenance block, and the vectors (with the best setting) beside it."""
-        from xlgap.io import dump_json
-        from xlgap.provenance import provenance, tagged
-
         target = Path(path)
         if target.suffix != ".json":
             target = target / RESULT_FILE
@@ -273,12 +275,7 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
             hook_point(inner.model, layer)
     split = make_split(data, opts.split, opts.seed, SPLITS)
     train, dev, test = (subset(data, split[name]) for name in SPLITS)
-    if opts.shots is not None:
-        shots = opts.shots
-    else:
-        from xlgap.sampling import default_shots
-
-        shots = default_shots(data, exact=True)
+    shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     vectors = _vectors_for(backend, train, source, targets, opts.pooling, vectors_file)
     progress, n_boot, seed = opts.progress, opts.n_boot, opts.seed
 
@@ -292,8 +289,6 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         return {t: vectors.vectors[f"{setting.direction}.{t}"] for t in targets}
 
     def source_scores(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-        from xlgap.prompting.scoring import candidate_scores
-
         scores, gold = candidate_scores(backend, ds, [source], shots)
         return scores[source], gold[source]
 
@@ -329,8 +324,6 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         test_best = sm.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
         test_control = sm.parts_for(test_src, scores_of(test, control, best), test_gold)
     inside = _inside(backend, test, source, targets, opts, by_target(best), control, best)
-    from xlgap.stats.bootstrap import mean_with_ci
-    from xlgap.stats.metrics import accuracy_per_item
 
     return SteeringResult(
         model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
@@ -362,9 +355,6 @@ def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: Stee
     """ILO and similarity by layer of the test texts: no steering, the best setting and
     the control, each with CIs and chance levels from the same item draws (so the arms
     are paired), and the paired change of the parallel cosine against no steering."""
-    from xlgap.interventions.steering.vectors import hidden_by_language
-    from xlgap.prompting.scoring import parallel_texts
-
     texts = parallel_texts(test, [source, *targets])
 
     def steer_with(vecs: Mapping[str, Any]) -> Any:

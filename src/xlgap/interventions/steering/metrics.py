@@ -12,6 +12,13 @@ import numpy as np
 
 from xlgap.interventions.steering.hooks import steering
 from xlgap.progress import progress_bar
+from xlgap.prompting.scoring import candidate_scores
+from xlgap.representations.extract import CenteredStates
+from xlgap.representations.ilo import default_t, ilo_by_layer
+from xlgap.representations.similarity import layerwise_similarity
+from xlgap.stats.bootstrap import pooled_ratio
+from xlgap.stats.consistency import rankc_per_item
+from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
 
 
@@ -35,9 +42,6 @@ def target_parts(source: np.ndarray, target: np.ndarray, gold: np.ndarray
     log-probabilities: the target's accuracy, RankC with the source, and every registered
     pair metric (:data:`xlgap.stats.pairs.PAIR_METRICS`; those that need answer
     embeddings are left out)."""
-    from xlgap.stats.consistency import rankc_per_item
-    from xlgap.stats.metrics import accuracy_per_item
-
     p, q = distributions(source), distributions(target)
     out = {"accuracy": Part.mean(accuracy_per_item(q, gold)),
            "rankc": Part.mean(rankc_per_item(source, target))}
@@ -58,8 +62,6 @@ def stacked(parts: Mapping[str, Mapping[str, Part]]) -> dict[str, Part]:
 
 def point_estimates(parts: Mapping[str, Part]) -> dict[str, float]:
     """The pooled metrics without intervals (the sweep needs only these)."""
-    from xlgap.stats.bootstrap import pooled_ratio
-
     return {k: pooled_ratio(v.num, v.den) for k, v in parts.items()}
 
 
@@ -98,8 +100,6 @@ def setting_scores(backend: Any, dataset: Any, targets: Sequence[str], shots: in
                    alpha: float = 0.0) -> dict[str, np.ndarray]:
     """Candidate log-probabilities ``(Q, M)`` of each target, each steered with its own
     vector ``vectors[target]`` at ``layers`` with ``alpha`` (no steering when None)."""
-    from xlgap.prompting.scoring import candidate_scores
-
     out: dict[str, np.ndarray] = {}
     for t in targets:
         ctx: contextlib.AbstractContextManager[Any] = (
@@ -144,10 +144,6 @@ def inside_summary(states: Mapping[str, np.ndarray], source: str, *, k: int = 5,
     commands do. With ``n_boot`` / ``n_shuffles``, ``summary`` gives each layer's figure
     with its item-bootstrap CI and chance level; the item draws depend only on ``seed`` and
     the number of items, so two calls on the same items (before and after) are paired."""
-    from xlgap.representations.extract import CenteredStates
-    from xlgap.representations.ilo import default_t, ilo_by_layer
-    from xlgap.representations.similarity import layerwise_similarity
-
     t = default_t(len(states))
     n = min(len(v) for v in states.values())
     k_used = max(1, min(k, n * len(states) - 1))
@@ -172,8 +168,6 @@ def inside_summary(states: Mapping[str, np.ndarray], source: str, *, k: int = 5,
 def _parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarray:
     """``(n, layers)``: per item and layer, the mean over targets of the cosine between the
     item's source and target states, after the per-layer centring of :func:`inside_summary`."""
-    from xlgap.representations.extract import CenteredStates
-
     centred = CenteredStates(dict(states))
     rows = []
     for i in centred.layer_ids:

@@ -32,6 +32,7 @@ import torch
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.steering.hooks import Steering, parse_layers, steering
 from xlgap.models.layers import white_box
+from xlgap.prompting.scoring import parallel_texts
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,6 @@ def train_steering_vectors(backend: Any, dataset: Any, source: str | None = None
     gold answer) in ``source`` (default: the data set's first language) and every target
     (default: the others). The metadata records the model, pooling, languages, items and
     the norms by layer of every vector and of the typical state."""
-    from xlgap.prompting.scoring import parallel_texts
-
     source = source or dataset.languages[0]
     targets = [t for t in (targets or dataset.languages) if t != source]
     if not targets:
