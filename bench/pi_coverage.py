@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.stats.pi import PiFitOptions, fit_pi_model, pi_mismatch
+from xlgap.stats.mismatch import pi_mismatch
+from xlgap.stats.pi import PiFitOptions, fit_pi_model
 from xlgap.stats.simulate import simulate_arrays
 
 

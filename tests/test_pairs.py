@@ -13,9 +13,12 @@ from xlgap.stats.bootstrap import (
     item_counts,
     mean_with_ci,
     paired_bootstrap_pvalue,
+    paired_ratio_pvalue,
+    percentile_ci,
     ratio_ci,
     ratio_with_ci,
     resample_weights,
+    weighted_mean,
 )
 from xlgap.stats.metrics import agreement_per_item, js_per_item, transfer_parts
 from xlgap.stats.pairs import (
@@ -142,6 +145,9 @@ def test_paired_test_drops_items_without_data_in_either_arm() -> None:
     full = paired_test({"m": Part.mean(a)}, {"m": Part.mean(b)}, n_boot=400)["m"]
     cut = paired_test({"m": Part.mean(a[6:])}, {"m": Part.mean(b[6:])}, n_boot=400)["m"]
     assert full == cut and full is not None and full["n"] == 24
+    ones = np.ones_like(a)
+    assert paired_ratio_pvalue(a, ones, b, ones, n_boot=400) == paired_ratio_pvalue(
+        a[6:], ones[6:], b[6:], ones[6:], n_boot=400)
 
 
 def test_paired_test_tests_the_pooled_estimates() -> None:
@@ -190,3 +196,51 @@ def test_one_rng_convention() -> None:
     np.testing.assert_array_equal(item_counts(17, 50, seed=3),
                                   resample_weights(17, 50, np.random.default_rng(3)))
     assert DEFAULT_N_BOOT == 1000
+    # a representation figure's CI (weighted_mean over item_counts) is the stats CI
+    v = np.random.default_rng(4).random(30)
+    assert percentile_ci(weighted_mean(v, item_counts(30, 200, seed=3))) == pytest.approx(
+        bootstrap_ci(v, n_boot=200, seed=3))
+
+
+# -- the seam: a registered metric reaches every result without further edits ----------------
+
+
+@pytest.fixture()
+def sim_run(tmp_path):  # type: ignore[no-untyped-def]
+    from xlgap.runs import load_run
+    from xlgap.stats.simulate import simulate_run
+
+    return load_run(simulate_run(tmp_path / "sim", pi=0.5, questions=40, samples=6,
+                                 options=4, seed=1, targets=["de", "ja"]))
+
+
+def test_js_in_diagnosis_and_interventions(sim_run) -> None:  # type: ignore[no-untyped-def]
+    from xlgap.interventions.evaluate import compare_runs
+    from xlgap.stats.diagnose import diagnose
+
+    diag = diagnose(sim_run, n_boot=50, fit_model=False)
+    for scope in (diag["pairs"]["de"], diag["pairs"]["ja"], diag["overall"]):
+        assert 0 < scope["js"]["estimate"] < 1 and scope["js"]["n"] > 0
+    table = compare_runs({"baseline": sim_run, "copy": sim_run}, n_boot=50)["strategies"]
+    assert table["copy"]["js"]["estimate"] == pytest.approx(diag["overall"]["js"]["estimate"])
+    assert table["copy"]["per_target"]["de"]["js"]["estimate"] == pytest.approx(
+        diag["pairs"]["de"]["js"]["estimate"])
+    same = table["copy"]["vs_baseline"]["js"]
+    assert same["difference"] == 0.0 and same["p"] == 1.0
+
+
+def test_a_new_metric_needs_only_its_registry_entry(sim_run) -> None:  # type: ignore[no-untyped-def]
+    from xlgap.interventions.evaluate import compare_runs
+    from xlgap.stats.diagnose import diagnose
+
+    metric = register_pair_metric(PairMetric(
+        "src_top", lambda p, q, g, e: np.nanmax(p, axis=1), "mean", "source top", "higher"))
+    try:
+        diag = diagnose(sim_run, n_boot=20, fit_model=False)
+        table = compare_runs({"baseline": sim_run, "b": sim_run}, n_boot=20)["strategies"]
+    finally:
+        del PAIR_METRICS[metric.name]
+    assert diag["pairs"]["de"]["src_top"]["estimate"] > 0.25
+    assert table["b"]["src_top"]["estimate"] == pytest.approx(
+        diag["overall"]["src_top"]["estimate"])
+    assert table["b"]["vs_baseline"]["src_top"]["p"] == 1.0

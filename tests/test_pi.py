@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from xlgap.errors import DataError
+from xlgap.runs import RunWriter, load_run
+from xlgap.stats.diagnose import diagnose, verdict
+from xlgap.stats.mismatch import mismatch_per_item, pi_mismatch
 from xlgap.stats.pi import (
     PiFitOptions,
     counts_from_probs,
     fit_pi_model,
-    mismatch_per_item,
-    pi_mismatch,
 )
 from xlgap.stats.simulate import simulate_arrays
 
@@ -111,3 +114,90 @@ def test_unusable_input() -> None:
     with pytest.raises(DataError, match="bias_prior"):
         fit_pi_model(np.ones((5, 4)), {"t": np.ones((5, 4))}, 3,
                      options=PiFitOptions(bias_prior="nope"))
+
+
+# -- pi_mismatch only where it means something (review finding 4) ------------------------
+
+
+def _run(path: Path, answers: dict[str, np.ndarray], texts: dict[str, list[list[str]]],
+         *, is_open: bool = False, m: int = 4) -> Path:
+    """A sample-mode run from (Q, K) answer indices (-1: the text names no candidate)."""
+    langs = list(answers)
+    q, k = answers[langs[0]].shape
+    with RunWriter(path, {"source": langs[0], "targets": langs[1:], "samples": k}) as w:
+        w.add_items([{"id": f"i{i}", "n_options": 1 if is_open else m, "gold": 0,
+                      **({"open": True} if is_open else {})} for i in range(q)])
+        w.add_samples([{"item": f"i{i}", "lang": lang, "sample": s,
+                        "answer": int(answers[lang][i, s]), "text": texts[lang][i][s]}
+                       for lang in langs for i in range(q) for s in range(k)])
+    return path
+
+
+def test_pi_mismatch_reads_candidate_columns_only(tmp_path: Path) -> None:
+    """Failed before: the shared "other" answer was both modes, so every item "agreed"
+    (pi_mismatch 1.0) although the candidate answers point in opposite directions."""
+    q = 20
+    # source: 3 x candidate 0, 1 x candidate 1; target the reverse; both 6 x "dunno"
+    src = np.array([0, 0, 0, 1] + [-1] * 6)
+    tgt = np.array([1, 1, 1, 0] + [-1] * 6)
+    answers = {"en": np.tile(src, (q, 1)), "de": np.tile(tgt, (q, 1))}
+    texts = {lang: [[f"c{a}" if a >= 0 else "dunno" for a in row] for row in arr]
+             for lang, arr in answers.items()}
+    run = load_run(_run(tmp_path / "r", answers, texts))
+    vals = mismatch_per_item(run.probs["en"], run.probs["de"], n_candidates=run.m_max)
+    np.testing.assert_allclose(vals, 0.5)  # |0.75 - 0.25| on the renormalised candidates
+    diag = diagnose(run, n_boot=100, fit_model=False)
+    assert diag["checks"]["mostly_other"] and diag["pairs"]["de"]["pi_mismatch"] is None
+    # here 60% of answers are "other": the check withholds it; with 40% it is read
+    answers = {lang: np.concatenate([a[:, :4], a[:, :4], a[:, 4:6]], axis=1)
+               for lang, a in answers.items()}
+    texts = {lang: [[f"c{a}" if a >= 0 else "dunno" for a in row] for row in arr]
+             for lang, arr in answers.items()}
+    diag = diagnose(load_run(_run(tmp_path / "r2", answers, texts)), n_boot=100,
+                    fit_model=False)
+    assert not diag["checks"]["mostly_other"]
+    assert diag["pairs"]["de"]["pi_mismatch"] == pytest.approx(0.5)
+    assert diag["overall"]["pi_mismatch"] == pytest.approx(0.5)
+
+
+def test_pi_mismatch_is_null_when_most_answers_name_no_candidate(tmp_path: Path) -> None:
+    """Failed before: 0.8-ish on runs whose answers are almost all "other"."""
+    rng = np.random.default_rng(0)
+    q, k = 30, 5
+    answers = {lang: np.where(rng.random((q, k)) < 0.9, -1, 0) for lang in ("en", "hi")}
+    texts = {lang: [[f"t{rng.integers(50)}" if a < 0 else "c0" for a in row] for row in arr]
+             for lang, arr in answers.items()}
+    diag = diagnose(load_run(_run(tmp_path / "r", answers, texts)), n_boot=100,
+                    fit_model=False)
+    assert diag["checks"]["mostly_other"]
+    assert diag["pairs"]["hi"]["pi_mismatch"] is None
+    assert diag["overall"]["pi_mismatch"] is None and diag["pi"]["mismatch"] is None
+
+
+def test_pi_mismatch_is_null_on_open_items(tmp_path: Path) -> None:
+    """Failed before: 0.75 on the open-question run whose agreement is 0.02-0.15."""
+    rng = np.random.default_rng(1)
+    q, k = 30, 5
+    answers = {lang: np.where(rng.random((q, k)) < 0.3, 0, -1) for lang in ("en", "ja")}
+    texts = {lang: [[f"w{rng.integers(20)}" if a < 0 else "gold" for a in row]
+                    for row in arr] for lang, arr in answers.items()}
+    diag = diagnose(load_run(_run(tmp_path / "r", answers, texts, is_open=True)),
+                    n_boot=100, fit_model=False)
+    assert diag["pairs"]["ja"]["pi_mismatch"] is None
+    assert diag["pairs"]["ja"]["pi_mismatch_ci"] is None
+    assert diag["pi"]["mismatch"] is None
+
+
+def test_verdict_never_falls_back_to_pi_mismatch(tmp_path: Path) -> None:
+    """Failed before: without the model fit the verdict printed "pi (mismatch
+    heuristic) = ..." as its finding."""
+    rng = np.random.default_rng(2)
+    q, k = 40, 6
+    answers = {"en": np.where(rng.random((q, k)) < 0.8, 0, 1),
+               "de": rng.integers(0, 4, (q, k))}
+    texts = {lang: [[f"c{a}" for a in row] for row in arr] for lang, arr in answers.items()}
+    diag = diagnose(load_run(_run(tmp_path / "r", answers, texts)), n_boot=100,
+                    fit_model=False)
+    assert diag["pi"]["mismatch"] is not None  # computed and reported ...
+    text = verdict(diag)
+    assert "mismatch" not in text and text.startswith("no verdict"), text  # ... never a verdict

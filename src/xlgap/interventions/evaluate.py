@@ -7,14 +7,15 @@ allows: ``failed`` (the final answer could not be parsed; it is mapped to OTHER)
 ``raw`` (the model output behind it); the row of sample 0 also carries the pair's
 ``intermediate`` texts (translations, English answers).
 
-Metrics are the ones ``diagnose`` reports, under the same names and definitions
-(:func:`xlgap.stats.diagnose.pair_metrics`): a language answers an item correctly when the
+Metrics are the pair metrics of the registry that ``diagnose`` reports, under the same
+names and definitions (:mod:`xlgap.stats.pairs`): a language answers an item correctly when the
 mode of its R final answers is gold (ties split evenly); ECLeKTic *overall success* is the
 share of (item, target) pairs correct in both the source and the target, *transfer* the
 share correct in the target among the pairs correct in the source, pooled over items and
-targets. Their 95% CIs resample items; the paired test against ``baseline`` resamples
-items once for both strategies and recomputes the pooled statistic the table reports
-(:func:`xlgap.stats.bootstrap.paired_ratio_pvalue`).
+targets; every other registered metric (chi-square, js, ...) comes along. Their 95% CIs
+resample items; the paired test against ``baseline`` resamples items once for both
+strategies and recomputes the pooled statistic the table reports
+(:func:`xlgap.stats.pairs.paired_test`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,23 @@ import numpy as np
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.strategies import PairResult, Strategy
-from xlgap.io import finite
+from xlgap.provenance import FORMAT_VERSION
 from xlgap.runs import SAMPLES_FILE, Run, load_run
 from xlgap.sampling import fill_run
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
+from xlgap.stats.diagnose import distribution
+from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.pairs import (
+    PAIR_METRICS,
+    Part,
+    pair_parts,
+    paired_test,
+    select_target,
+    stack_parts,
+    summarise,
+)
 
-FORMAT = "xlgap-interventions/1"
+FORMAT = "interventions"  # the format tag of interventions.json
 # Options that change a strategy's answers: a run directory made with other values is
 # refused instead of being resumed into a mix of two runs.
 _RESUME_KEYS = ("strategy", "fingerprint", "temperature", "shots", "seed", "translations",
@@ -127,75 +140,48 @@ def parse_failures(run_dir: str | Path, item_ids: Sequence[str] | None = None
 # -- metrics -----------------------------------------------------------------------------
 
 
-def strategy_pairs(run: Run) -> dict[str, Any]:
-    """Per-item pair metrics of one strategy's run, ``(Q, T)`` per metric: the definitions
-    of :func:`xlgap.stats.diagnose.pair_metrics`, shared with ``diagnose``."""
-    from xlgap.stats.diagnose import distribution, pair_metrics
-
+def strategy_pairs(run: Run) -> dict[str, Part | None]:
+    """Per-item parts of every registered pair metric of one strategy's run, ``(Q, T)``
+    each (:func:`xlgap.stats.pairs.pair_parts`, the definitions ``diagnose`` uses); metrics
+    that need answer embeddings are None (free-text strategy answers have none)."""
     src = distribution(run, run.source)
-    per_target = [pair_metrics(src, distribution(run, t), run.gold, None)
-                  for t in run.targets]
-    keys = ("agreement", "overall_success", "transfer_num", "transfer_den", "chi2",
-            "mismatch")
-    out: dict[str, Any] = {key: np.stack([per[key] for per in per_target], axis=1)
-                           if per_target else np.zeros((run.n_items, 0)) for key in keys}
-    out["l2"] = None  # free-text strategy answers have no answer embeddings
-    return out
+    if not run.targets:
+        return {name: Part.mean(np.zeros((run.n_items, 0))) for name in PAIR_METRICS}
+    return stack_parts([pair_parts(src, distribution(run, t), run.gold) for t in run.targets])
 
 
-def strategy_metrics(run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Transfer, overall success, agreement and chi-square (with CIs), accuracy per
-    language, and per-target figures for one strategy's run: the same statistics, under
-    the same names, as ``diagnose`` reports (see docs/diagnosis.md)."""
-    from xlgap.stats.bootstrap import mean_with_ci
-    from xlgap.stats.diagnose import distribution, summarise_pair
-    from xlgap.stats.metrics import accuracy_per_item
-
+def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+                     ) -> dict[str, Any]:
+    """Every pair metric of the registry (transfer, overall success, agreement,
+    chi-square, js, ...: the same statistics, under the same names, as ``diagnose``
+    reports, see docs/diagnosis.md) with CIs, pooled over targets and per target, and
+    accuracy per language, for one strategy's run."""
     per = strategy_pairs(run)
-    overall = summarise_pair(per, n_boot, seed)
-    per_target = {}
-    for t_idx, t in enumerate(run.targets):
-        one = summarise_pair({k: None if v is None else v[:, t_idx] for k, v in per.items()},
-                             n_boot, seed)
-        per_target[t] = {key: one[key]
-                         for key in ("transfer", "overall_success", "agreement", "chi2")}
+    overall = {k: v for k, v in summarise(per, n_boot, seed).items() if v is not None}
+    per_target = {t: {k: v for k, v in summarise(select_target(per, i), n_boot, seed).items()
+                      if v is not None} for i, t in enumerate(run.targets)}
+    transfer = per["transfer"]
     return {
-        "transfer": overall["transfer"],
-        "overall_success": overall["overall_success"],
-        "agreement": overall["agreement"],
-        "chi2": overall["chi2"],
+        **overall,
         "accuracy": {lang: mean_with_ci(accuracy_per_item(distribution(run, lang), run.gold),
                                         n_boot=n_boot, seed=seed)
                      for lang in run.languages},
         "per_target": per_target,
-        "n_pairs": int(np.isfinite(per["transfer_den"]).sum()),
+        "n_pairs": 0 if transfer is None else int(np.isfinite(transfer.den).sum()),
         "samples": run.k,
     }
 
 
-def _paired_ratio_p(a: dict[str, np.ndarray], b: dict[str, np.ndarray], num: str,
-                    den: str | None, n_boot: int, seed: int) -> float | None:
-    """Paired item-bootstrap p-value of a pooled statistic, strategy ``a`` against ``b``:
-    ``sum(num) / sum(den)`` (``den`` None: the mean of ``num``)."""
-    from xlgap.stats.bootstrap import paired_ratio_pvalue
-
-    def parts(d: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        top = d[num]
-        return top, (d[den] if den else np.where(np.isfinite(top), 1.0, np.nan))
-
-    (na, da), (nb, db) = parts(a), parts(b)
-    if int(np.sum(np.isfinite(na).any(axis=1) & np.isfinite(nb).any(axis=1))) < 2:
-        return None
-    return finite(paired_ratio_pvalue(na, da, nb, db, n_boot=n_boot, seed=seed))
-
-
-def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: int = 1000,
-                 seed: int = 0, failures: dict[str, dict[str, int]] | None = None
-                 ) -> dict[str, Any]:
+def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
+                 n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                 failures: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """The intervention table as a dict (see ``docs/interventions.md`` for the shape).
 
-    Every run must have the same source, targets and items (in the same order); the
-    paired tests compare each strategy's per-item values with ``baseline``'s.
+    Every run must have the same source, targets and items (in the same order). Each
+    strategy other than ``baseline`` gets ``vs_baseline``: per pair metric the paired test
+    against ``baseline`` on the same items (:func:`xlgap.stats.pairs.paired_test`: the
+    difference, its CI, p and the p-value floor), and, for the table, ``p_vs_baseline``
+    (transfer) and ``p_vs_baseline_overall_success``.
     """
     if not runs:
         raise ConfigError("no strategy runs to compare")
@@ -214,19 +200,20 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: in
                                "by_language": {lang: int(fails.get(lang, 0))
                                                for lang in run.languages}}
         if name == baseline or baseline not in runs:
+            m["vs_baseline"] = None
             m["p_vs_baseline"] = None
             m["p_vs_baseline_overall_success"] = None
         else:
-            # each p-value tests the statistic the table reports, on the same items
-            ref, cur = per_item[baseline], per_item[name]
-            m["p_vs_baseline"] = _paired_ratio_p(cur, ref, "transfer_num", "transfer_den",
-                                                 n_boot, seed)
-            m["p_vs_baseline_overall_success"] = _paired_ratio_p(
-                cur, ref, "overall_success", None, n_boot, seed)
+            # each test is on the pooled statistic the table reports, on the same items
+            tests = paired_test(per_item[name], per_item[baseline], n_boot, seed)
+            m["vs_baseline"] = {k: v for k, v in tests.items() if v is not None}
+            m["p_vs_baseline"] = (tests.get("transfer") or {}).get("p")
+            m["p_vs_baseline_overall_success"] = (tests.get("overall_success") or {}).get("p")
         table[name] = m
-    return {"format": FORMAT, "source": first.source, "targets": list(first.targets),
-            "languages": list(first.languages), "n_items": first.n_items,
-            "samples": first.k, "baseline": baseline if baseline in runs else None,
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "source": first.source,
+            "targets": list(first.targets), "languages": list(first.languages),
+            "n_items": first.n_items, "samples": first.k,
+            "baseline": baseline if baseline in runs else None,
             "n_boot": n_boot, "seed": seed, "strategies": table}
 
 
@@ -256,7 +243,8 @@ def restrict_run(run: Run, item_ids: Sequence[str]) -> Run:
                    missing={lang: int(len(rows) - p.sum()) for lang, p in present.items()})
 
 
-def evaluate_dirs(out_dir: str | Path, strategies: Sequence[str], *, n_boot: int = 1000,
+def evaluate_dirs(out_dir: str | Path, strategies: Sequence[str], *,
+                  n_boot: int = DEFAULT_N_BOOT,
                   seed: int = 0, item_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """:func:`compare_runs` over ``out_dir/<strategy>/`` run directories, on ``item_ids``
     (default: the items of the first strategy's run)."""

@@ -1,9 +1,14 @@
 """Statistics of the cross-lingual gap.
 
 * :mod:`xlgap.stats.metrics` -- per-item accuracy, agreement, ECLeKTic scores, distances;
-* :mod:`xlgap.stats.bootstrap` -- percentile CIs over items and a paired bootstrap test;
+* :mod:`xlgap.stats.pairs` -- the pair-metric registry and the one comparison pipeline:
+  per-item parts -> pooled estimates -> item-bootstrap CIs -> paired tests;
+* :mod:`xlgap.stats.bootstrap` -- the one bootstrap over items (seeds, missing pairs,
+  percentile CIs, paired tests and their p-value floor, shuffled chance levels);
+* :mod:`xlgap.stats.consistency` -- rank consistency and shared answers of candidate scores;
 * :mod:`xlgap.stats.ensembling` -- source-target distance as answers are pooled;
-* :mod:`xlgap.stats.pi` -- the variance share pi: mismatch heuristic and model fit;
+* :mod:`xlgap.stats.mismatch` -- the mismatch heuristic for pi;
+* :mod:`xlgap.stats.pi` (with :mod:`xlgap.stats.pi_particles`) -- the model fit of pi;
 * :mod:`xlgap.stats.simulate` -- runs drawn from the bias/variance model;
 * :mod:`xlgap.stats.diagnose` -- all of it for a run, as ``diagnosis.json`` and a summary.
 

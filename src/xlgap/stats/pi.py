@@ -6,13 +6,15 @@ The model (see ``xlgap.stats.simulate``): per question the source answers around
 target answers around ``mu_s / tau`` with spread ``sqrt(eta) s`` (variance) or around an
 unrelated ``mu_b`` with spread ``s_b`` (bias).
 
-1. :func:`pi_mismatch` -- the heuristic: 1 minus the mean over items of ``|p_i - q_i|`` where
-   the source mode ``i`` differs from the target mode (0 where they agree). Cheap, but a
-   bias item whose unrelated centre leads on the same option counts as variance, and a
-   variance item whose flatter target mode flips by sampling noise counts as bias.
+1. :func:`xlgap.stats.mismatch.pi_mismatch` -- the heuristic (its own module): 1 minus the
+   mean over candidate items of ``|p_i - q_i|`` where the source mode ``i`` differs from
+   the target mode (0 where they agree). Cheap, but a bias item whose unrelated centre
+   leads on the same option counts as variance, and a variance item whose flatter target
+   mode flips by sampling noise counts as bias.
 
-2. :func:`fit_pi_model` -- maximum likelihood for ``(pi, tau, eta)`` with the per-question
-   quantities integrated out. Because ``z`` is drawn afresh for every response, a
+2. :func:`fit_pi_model` (this module; particles and prior in :mod:`xlgap.stats.pi_particles`)
+   -- maximum likelihood for ``(pi, tau, eta)`` with the per-question quantities
+   integrated out. Because ``z`` is drawn afresh for every response, a
    language's K answers are multinomial with probabilities ``E[softmax z]``; everything a
    question tells us is its source counts ``c_s`` and target counts ``c_t`` over the
    candidates ("other" answers are left out: the model is about the distribution over
@@ -73,88 +75,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp, ndtri
-from scipy.stats import qmc
+from scipy.special import logsumexp
 
 from xlgap.errors import DataError
-from xlgap.stats.metrics import mode_mask
+from xlgap.progress import progress_bar
+from xlgap.stats.pi_particles import (
+    CHUNK,
+    N_CELLS,
+    Bank,
+    PiFitOptions,
+    cell_likelihoods,
+    em_cells,
+    log_mean_softmax,
+    make_bank,
+    normal_draws,
+)
 
-# --------------------------------------------------------------------------------------
-# (a) mismatch estimator
-
-
-def mismatch_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Per item: 0 where source and target modes agree, else ``|p_i - q_i|`` (i = source mode).
-
-    Ties are averaged over: with mode sets A (source) and B (target) the value is the
-    mean over ``a in A, b in B`` of ``[a != b] * |p_a - q_a|``, i.e. the expectation under
-    a random tie-break.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    if p.shape != q.shape or p.ndim != 2:
-        raise DataError(f"pi_mismatch: need two (Q, O) arrays of one shape, got {p.shape} "
-                        f"and {q.shape}")
-    a, b = mode_mask(p), mode_mask(q)
-    n_a, n_b = a.sum(axis=-1), b.sum(axis=-1)
-    # for each source mode a: how many target modes differ from it
-    differ = n_b[:, None] - b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.nansum(a * np.abs(p - q) * differ, axis=-1) / (n_a * n_b)
-    return np.where(n_a * n_b > 0, out, np.nan)
-
-
-def pi_mismatch(p: np.ndarray, q: np.ndarray) -> float:
-    """The mismatch estimate ``1 - mean mismatch`` (rows with NaN are skipped)."""
-    vals = mismatch_per_item(p, q)
-    vals = vals[np.isfinite(vals)]
-    return float(1.0 - vals.mean()) if vals.size else float("nan")
-
-
-# --------------------------------------------------------------------------------------
-# (b) model-based maximum likelihood
-
-
-@dataclass(frozen=True)
-class PiFitOptions:
-    """Knobs of :func:`fit_pi_model` (defaults fit Q=500, K=20, M=4 in about 5 s)."""
-
-    n_particles: int = 16000
-    n_eps: int = 64  # quasi-Monte Carlo points for E[softmax z]
-    n_post: int = 192  # particles resampled from each source posterior
-    tau_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.8, 4.0, 13).round(4))
-    eta_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.5, 8.0, 13).round(4))
-    pi_points: int = 101
-    n_boot: int = 1000
-    alpha: float = 0.05
-    k_eff: float = 50.0  # exact mode: distributions count as this many answers
-    bias_prior: str = "fitted"  # "fitted" | "source" | "target"
-    ecm_iters: int = 30  # rounds of the bias-prior refit for bias_prior="fitted"
-    bias_prior_strength: float = 20.0  # pseudo-items pulling a fitted bias prior to the source's
-    prior_iters: int = 150
-    prior_smoothing: float = 0.5  # pseudo-count per histogram cell
-    seed: int = 0
-    s_range: tuple[float, float] = (0.4, 2.0)  # proposal for the logit spread s
-
-
-# the proposal the particle bank is drawn from, and the prior histogram's cells
-_SIGMA0_MAX = 1.5
-_MARGIN_MAX = 10.0
-_MARGIN_BINS = 8
-_SIGMA0_BINS = 3
-_S_BINS = 3
-
-
-@dataclass
-class _Bank:
-    """Particles for one option count M and their source-side quantities."""
-
-    m: int
-    mu: np.ndarray  # (N, M)
-    s: np.ndarray  # (N,)
-    cell: np.ndarray  # (N,) histogram cell of each particle
-    logp: np.ndarray  # (N, M) log E[softmax(mu + s e)]
-
+__all__ = ["PiEstimate", "PiFitOptions", "PiModelResult", "counts_from_probs",
+           "fit_pi_model"]
 
 @dataclass
 class PiEstimate:
@@ -208,119 +146,6 @@ class PiModelResult:
 METHOD = ("maximum likelihood of the bias/variance mixture, per-question centres "
           "integrated out by Monte Carlo under an empirical-Bayes prior (bias prior: {bias}); "
           "(tau, eta) on a log grid, pi profiled; percentile bootstrap over items")
-
-
-def _log_mean_softmax(mu: np.ndarray, s: np.ndarray, eps: np.ndarray,
-                      chunk: int = 2048) -> np.ndarray:
-    """``log E[softmax(mu + s e)]`` for rows of ``mu`` (N, M), ``s`` (N,), draws ``eps`` (R, M).
-
-    Options go on the first axis so that the sums over options are adds of contiguous
-    slabs (numpy reduces a short last axis slowly); logits are shifted by each row's
-    largest centre and clipped, which keeps float32 exponentials finite.
-    """
-    n, m = mu.shape
-    out = np.empty((n, m), dtype=np.float32)
-    eps_t = eps.T.astype(np.float32)[:, None, :]  # (M, 1, R)
-    shifted = (mu - mu.max(axis=1, keepdims=True)).T.astype(np.float32)  # (M, N)
-    s32 = s.astype(np.float32)
-    avg = np.full(eps.shape[0], 1.0 / eps.shape[0], dtype=np.float32)
-    for a in range(0, n, chunk):
-        z = shifted[:, a:a + chunk, None] + s32[None, a:a + chunk, None] * eps_t  # (M, n, R)
-        np.clip(z, -80.0, 80.0, out=z)
-        np.exp(z, out=z)
-        denom = z[0].copy()
-        for j in range(1, m):
-            denom += z[j]
-        np.reciprocal(denom, out=denom)
-        z *= denom[None]
-        mean = z @ avg  # (M, n): a matrix-vector product beats a reduction here
-        out[a:a + chunk] = np.log(np.maximum(mean, 1e-30)).T
-    return out
-
-
-def _draws(seed: list[int], n_eps: int, m: int) -> np.ndarray:
-    """``(R, M)`` standard normal points: scrambled Sobol (R rounded to a power of two).
-
-    Quasi-random points cut the error of ``E[softmax]`` several-fold against as many
-    random draws; that matters because tau and eta trade off along a shallow ridge where
-    a systematic integration error would decide the maximum.
-    """
-    r = 1 << max(int(np.ceil(np.log2(max(n_eps, 2)))), 1)
-    u = qmc.Sobol(m, scramble=True, seed=np.random.default_rng(seed)).random(r)
-    return ndtri(np.clip(u, 1e-12, 1 - 1e-12))
-
-
-def _make_bank(m: int, opts: PiFitOptions, eps: np.ndarray) -> _Bank:
-    """Particles from the broad proposal, their histogram cells and source probabilities."""
-    rng = np.random.default_rng([opts.seed, 1000 + m])
-    n = opts.n_particles
-    sigma0 = rng.uniform(0.0, _SIGMA0_MAX, n)
-    margin = rng.uniform(0.0, _MARGIN_MAX, n)
-    s = rng.uniform(*opts.s_range, n)
-    mu = sigma0[:, None] * rng.standard_normal((n, m))
-    mu[np.arange(n), rng.integers(0, m, n)] += margin
-    mu -= mu.mean(axis=1, keepdims=True)  # softmax is shift invariant
-    cm = np.minimum((margin / _MARGIN_MAX * _MARGIN_BINS).astype(int), _MARGIN_BINS - 1)
-    cg = np.minimum((sigma0 / _SIGMA0_MAX * _SIGMA0_BINS).astype(int), _SIGMA0_BINS - 1)
-    lo, hi = opts.s_range
-    cs = np.minimum(((s - lo) / (hi - lo) * _S_BINS).astype(int),
-                    _S_BINS - 1)
-    cell = (cm * _SIGMA0_BINS + cg) * _S_BINS + cs
-    return _Bank(m=m, mu=mu, s=s, cell=cell, logp=_log_mean_softmax(mu, s, eps))
-
-
-_CHUNK = 1024  # items per block when a (items x particles) matrix is formed
-N_CELLS = _MARGIN_BINS * _SIGMA0_BINS * _S_BINS
-
-
-def _cell_likelihoods(counts: np.ndarray, bank: _Bank) -> tuple[np.ndarray, np.ndarray]:
-    """Per item, the mean likelihood of its counts over each cell's particles.
-
-    Returns ``(lik, top)``: ``lik`` is ``(Q, C)`` scaled by ``exp(-top)`` per row, where
-    ``top`` is the item's largest particle log likelihood, so that a prior with cell
-    probabilities ``w`` gives the prior predictive ``log P(counts) = top + log(lik @ w)``.
-    Items are processed in blocks so that memory stays ``O(block x N)``.
-    """
-    onehot = np.zeros((bank.cell.size, N_CELLS))
-    onehot[np.arange(bank.cell.size), bank.cell] = 1.0
-    onehot /= np.maximum(onehot.sum(axis=0, keepdims=True), 1.0)
-    logp = bank.logp.T.astype(np.float64)
-    lik = np.empty((counts.shape[0], N_CELLS))
-    top = np.empty(counts.shape[0])
-    for a in range(0, counts.shape[0], _CHUNK):
-        ll = counts[a:a + _CHUNK] @ logp
-        top[a:a + _CHUNK] = ll.max(axis=1)
-        lik[a:a + _CHUNK] = np.exp(ll - top[a:a + _CHUNK, None]) @ onehot
-    return lik, top
-
-
-def _em_cells(lik: np.ndarray, occupied: np.ndarray, opts: PiFitOptions,
-              weights: np.ndarray | None = None, init: np.ndarray | None = None,
-              centre: np.ndarray | None = None, strength: float = 0.0) -> np.ndarray:
-    """EM (MAP) for histogram cell probabilities maximising ``sum_i weight_i log(lik_i @ w)``.
-
-    A small pseudo-count per occupied cell keeps every region possible; ``strength``
-    pseudo-items spread as ``centre`` shrink the fit towards another prior (used to pull
-    a bias prior fitted on few items towards the source prior).
-    """
-    w = init.copy() if init is not None else occupied / occupied.sum()
-    if lik.shape[0] == 0:
-        return w
-    wt = np.ones(lik.shape[0]) if weights is None else weights
-    prior = opts.prior_smoothing * occupied
-    if centre is not None:
-        prior = prior + strength * centre
-    for _ in range(opts.prior_iters):
-        joint = lik * w
-        resp = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1e-300)
-        mass = wt @ resp
-        new = (mass + prior) / (mass.sum() + prior.sum())
-        done = np.max(np.abs(new - w)) < 1e-7
-        w = new
-        if done:
-            break
-    return w
-
 
 @dataclass
 class _BiasPart:
@@ -377,13 +202,13 @@ def _resample(log_post: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return np.minimum(idx, w.shape[1] - 1)
 
 
-def _posterior_sample(counts: np.ndarray, bank: _Bank, log_prior: np.ndarray, size: int,
+def _posterior_sample(counts: np.ndarray, bank: Bank, log_prior: np.ndarray, size: int,
                       rng: np.random.Generator) -> np.ndarray:
     """``(Q, size)`` particle indices resampled from each item's posterior."""
     logp = bank.logp.T.astype(np.float64)
     return np.concatenate([
-        _resample(counts[a:a + _CHUNK] @ logp + log_prior, size, rng)
-        for a in range(0, counts.shape[0], _CHUNK)])
+        _resample(counts[a:a + CHUNK] @ logp + log_prior, size, rng)
+        for a in range(0, counts.shape[0], CHUNK)])
 
 
 def _grid(opts: PiFitOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -406,7 +231,8 @@ def _build_tables(source_counts: np.ndarray, target_counts: Mapping[str, np.ndar
     log_var = {t: np.full((q, g), np.nan) for t in target_counts}
     bias: dict[str, list[_BiasPart]] = {t: [] for t in target_counts}
     groups = sorted({int(m) for m in n_options if m >= 2})
-    bar = _progress(len(groups) * (g + 1), progress, "pi model")
+    bar = progress_bar(total=len(groups) * (g + 1), desc="pi model", unit="step",
+                       enabled=progress, leave=False)
     for m in groups:
         rows = np.nonzero(n_options == m)[0]
         cs = source_counts[rows, :m]
@@ -414,11 +240,11 @@ def _build_tables(source_counts: np.ndarray, target_counts: Mapping[str, np.ndar
         if rows.size == 0:
             bar.update(g + 1)
             continue
-        eps = _draws([opts.seed, 2, m], opts.n_eps, m)
-        bank = _make_bank(m, opts, eps)
+        eps = normal_draws([opts.seed, 2, m], opts.n_eps, m)
+        bank = make_bank(m, opts, eps)
         per_cell = np.bincount(bank.cell, minlength=N_CELLS).astype(np.float64)
         occupied = per_cell > 0
-        w_src = _em_cells(_cell_likelihoods(cs, bank)[0], occupied, opts)
+        w_src = em_cells(cell_likelihoods(cs, bank)[0], occupied, opts)
         log_prior = np.log(w_src[bank.cell] / per_cell[bank.cell])
         idx = _posterior_sample(cs, bank, log_prior, opts.n_post,
                                 np.random.default_rng([opts.seed, 4, m]))
@@ -428,8 +254,8 @@ def _build_tables(source_counts: np.ndarray, target_counts: Mapping[str, np.ndar
         for t, counts in target_counts.items():
             ct = counts[rows, :m]
             ok = ct.sum(axis=1) > 0
-            lik, top = _cell_likelihoods(ct[ok], bank)
-            w = _em_cells(lik, occupied, opts) if opts.bias_prior == "target" else w_src
+            lik, top = cell_likelihoods(ct[ok], bank)
+            w = em_cells(lik, occupied, opts) if opts.bias_prior == "target" else w_src
             bias[t].append(_BiasPart(rows=rows[ok], lik=lik, top=top, occupied=occupied,
                                      w=w.copy(), w_source=w_src))
             tgt[t] = (ok, ct[ok].astype(np.float32))
@@ -437,7 +263,7 @@ def _build_tables(source_counts: np.ndarray, target_counts: Mapping[str, np.ndar
         mu_u, s_u = bank.mu[used], bank.s[used]
         log_size = np.log(idx.shape[1])
         for gi in range(g):
-            logp_var = _log_mean_softmax(mu_u / taus[gi], np.sqrt(etas[gi]) * s_u, eps)
+            logp_var = log_mean_softmax(mu_u / taus[gi], np.sqrt(etas[gi]) * s_u, eps)
             for t, (ok, ct) in tgt.items():
                 ll = np.einsum("qlm,qm->ql", logp_var[pos[ok]], ct)  # (Qt, L)
                 log_var[t][rows[ok], gi] = logsumexp(ll, axis=1) - log_size
@@ -490,7 +316,7 @@ def _fit_bias_priors(tables: _Tables, targets: list[str], opts: PiFitOptions) ->
         for t in targets:
             post_var = 1.0 / (1.0 + np.exp(-(logit + deltas[t][:, gi])))
             for part in tables.bias[t]:
-                part.w = _em_cells(part.lik, part.occupied, opts,
+                part.w = em_cells(part.lik, part.occupied, opts,
                                    weights=1.0 - post_var[part.rows], init=part.w,
                                    centre=part.w_source, strength=opts.bias_prior_strength)
 
@@ -613,22 +439,6 @@ def _estimate(deltas: Mapping[str, np.ndarray], opts: PiFitOptions,
                       eta=float(etas[gi]), eta_ci=(float(elo), float(ehi)),
                       n_pairs=int(stacked.size), loglik=_mixture_loglik(pi_hat, stacked),
                       posterior=posterior, at_grid_edge=edges)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from xlgap.progress import progress_bar
-
-    return progress_bar(total=total, desc=desc, unit="step", leave=False)
 
 
 def _check_counts(name: str, arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
