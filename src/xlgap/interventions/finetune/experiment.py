@@ -270,10 +270,21 @@ class FinetuneResult:
                 for metric, stat in stats.items():
                     add(model, freeze, metric, group, stat)
 
-        add_eval("base", None, self.base.get("accuracy", {}), self.base.get("pairs", {}))
+        def pairs_of(pairs: Mapping[str, Any] | None, transfer: Mapping[str, Any] | None
+                     ) -> Mapping[str, Any]:
+            if pairs or not transfer:
+                return pairs or {}
+            # files written before the pair-metric registry: transfer only
+            return {"all": {"transfer": transfer.get("all")},
+                    "per_target": {t: {"transfer": v} for t, v in
+                                   (transfer.get("per_target") or {}).items()}}
+
+        add_eval("base", None, self.base.get("accuracy", {}),
+                 pairs_of(self.base.get("pairs"), self.base.get("transfer")))
         for run in self.runs:
             n = run["freeze_first"]
-            add_eval(f"N={n}", n, run.get("accuracy_after", {}), run.get("pairs_after", {}))
+            add_eval(f"N={n}", n, run.get("accuracy_after", {}),
+                     pairs_of(run.get("pairs_after"), run.get("transfer_after")))
         return pd.DataFrame(rows)
 
 

@@ -199,6 +199,7 @@ class SteeringResult:
         if p.is_dir():
             p = p / RESULT_FILE
         raw = json.loads(p.read_text(encoding="utf-8"))
+        raw.setdefault("control", {})  # files written before the control arm
         names = {f.name for f in dataclasses.fields(cls)}
         result = cls(**{k: v for k, v in raw.items() if k in names})
         if (p.parent / VECTORS_FILE).is_file():
