@@ -12,6 +12,7 @@ import torch
 
 import xlgap.cli
 import xlgap.cli.workspace
+from test_steering_fixes import plots_or_stand_in
 from xlgap.cli.commands.sample import SampleConfig
 from xlgap.errors import ConfigError
 from xlgap.interventions.steering import (
@@ -21,16 +22,16 @@ from xlgap.interventions.steering import (
     direction_vectors,
     distributions,
     language_means,
-    layer_module,
-    pair_parts,
     parse_layers,
     parse_sweep,
     scoring_progress,
     split_items,
     steering,
     steering_tag,
+    target_parts,
 )
 from xlgap.models.cached import CachedBackend
+from xlgap.models.layers import hook_point
 from xlgap.store import Store
 
 TEXTS = ["The capital of France is Paris.", "La capitale de la France est Paris.",
@@ -49,7 +50,7 @@ def hook_counts(backend) -> list[int]:
     """Forward hooks on every module. transformers installs its own at the first forward
     pass, so one is run first: the counts then compare ours only."""
     backend.hidden_states(TEXTS[:1], pooling="last")
-    return [len(m._forward_hooks) for m in backend.model.modules()]
+    return [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in backend.model.modules()]
 
 
 # -- vectors -----------------------------------------------------------------------------
@@ -112,12 +113,13 @@ def test_metric_parts_of_a_known_case():
     p = distributions(tgt)
     np.testing.assert_allclose(p[:, :-1].sum(1), 1.0)
     assert (p[:, -1] == 0).all() and p[2, 2] == 0
-    parts = pair_parts(src, tgt, gold)
-    np.testing.assert_allclose(parts["accuracy"], [0.6, 0.3, 0.2])
-    np.testing.assert_allclose(parts["agreement"], [1.0, 0.0, 0.5])  # item 3: source tie
-    np.testing.assert_allclose(parts["transfer_den"], [1.0, 1.0, 0.5])
-    np.testing.assert_allclose(parts["transfer_num"], [1.0, 0.0, 0.0])
-    assert parts["rankc"][0] == pytest.approx(1.0)
+    parts = target_parts(src, tgt, gold)
+    np.testing.assert_allclose(parts["accuracy"].values, [0.6, 0.3, 0.2])
+    np.testing.assert_allclose(parts["agreement"].values, [1.0, 0.0, 0.5])  # item 3: source tie
+    np.testing.assert_allclose(parts["transfer"].den, [1.0, 1.0, 0.5])
+    np.testing.assert_allclose(parts["transfer"].num, [1.0, 0.0, 0.0])
+    assert parts["rankc"].values[0] == pytest.approx(1.0)
+    assert {"js", "chi2", "overall_success"} <= set(parts)  # every registered pair metric
 
 
 # -- hooks -------------------------------------------------------------------------------
@@ -127,7 +129,8 @@ def test_hooks_are_removed_after_an_exception(tiny_backend):
     before_hooks, before_fp = hook_counts(tiny_backend), tiny_backend.fingerprint
     vec = random_vector(tiny_backend)
     with pytest.raises(RuntimeError, match="boom"), steering(tiny_backend, vec, [1, 2], 3.0):
-        assert [len(m._forward_hooks) for m in tiny_backend.model.modules()] != before_hooks
+        assert [len(m._forward_hooks) + len(m._forward_pre_hooks)
+                for m in tiny_backend.model.modules()] != before_hooks
         assert tiny_backend.fingerprint != before_fp
         raise RuntimeError("boom")
     assert hook_counts(tiny_backend) == before_hooks
@@ -237,16 +240,19 @@ def test_scoring_progress_chains_and_restores_the_store_callback(tiny_backend, t
         pass
 
 
-def test_layer_module_follows_the_declared_layout(tiny_backend):
+def test_hook_points_follow_the_declared_layout(tiny_backend):
     model = tiny_backend.model
-    assert layer_module(model, 0) is model.model.embed_tokens
-    assert layer_module(model, 2) is model.model.layers[1]
+    # layer 0 is the first block's input (hidden_states[0]), not the embedding module
+    assert hook_point(model, 0) == (model.model.layers[0], "input")
+    assert hook_point(model, 2) == (model.model.layers[1], "output")
 
 
 # -- the command -------------------------------------------------------------------------
 
 
 def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
+    drawn = plots_or_stand_in(monkeypatch, "steering",
+                              ["plot_sweep", "plot_before_after", "plot_inside"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
     monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
@@ -262,14 +268,16 @@ def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     best = result["best"]
     keys = ("direction", "layers", "alpha")
     assert {k: best[k] for k in keys} in [{k: r[k] for k in keys} for r in result["sweep"]]
-    for metric in ("accuracy", "agreement", "transfer", "rankc"):
+    for metric in ("accuracy", "agreement", "transfer", "rankc", "js"):
         stat = best["test"]["all"][metric]
         assert stat["ci"][0] <= stat["estimate"] <= stat["ci"][1]
         assert 0 < stat["p_value"] <= 1
         assert set(best["test"]["per_target"]) == {"fr", "de"}
     assert len(result["inside"]["steered"]["ilo"]) == tiny_backend.n_layers
+    assert result["format"] == "steering" and "command" in result["provenance"]
     for name in ("steering_sweep.png", "steering_test.png", "steering_inside.png"):
         assert (out / name).stat().st_size > 0
+    assert [c[0] for c in drawn] in ([], ["plot_sweep", "plot_before_after", "plot_inside"])
     vectors = SteeringVectors.load(out / "vectors.safetensors")
     assert vectors.meta["item_ids"] == split["train"]
     assert vectors.meta["best"]["alpha"] == best["alpha"]

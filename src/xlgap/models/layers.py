@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xlgap.errors import ModelError
+from xlgap.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,45 @@ def apply_logit_head(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+# -- white-box access (steering, fine-tuning) ---------------------------------------------------
+
+
+def white_box(backend: Any) -> Any:
+    """The Hugging Face backend under any wrappers (the result store's ``inner``)."""
+    inner = backend
+    while "inner" in vars(inner):
+        inner = inner.inner
+    if not (hasattr(inner, "model") and hasattr(inner, "modifiers")):
+        raise ModelError(f"this needs a white-box Hugging Face model; backend "
+                         f"{getattr(inner, 'kind', type(inner).__name__)!r} has no hooks")
+    return inner
+
+
+def steerable_layers(model: nn.Module) -> range:
+    """Hidden-state layers a vector can be added at: 0 (the input of the first block) and
+    the output of every block but the last (Hugging Face reports the last one after the
+    final norm, outside the residual stream a hook sees)."""
+    return range(0, len(blocks(model)))
+
+
+def hook_point(model: nn.Module, layer: int) -> tuple[nn.Module, str]:
+    """Where hidden-state layer ``layer`` can be changed: ``(module, "input")`` for layer 0,
+    the input of the first block (``hidden_states[0]`` is exactly that tensor: Gemma 1/2
+    scale the embeddings and Bloom normalises them inside the model's forward, so the
+    embedding module's output lives in another space), else ``(module, "output")``, the
+    block whose output is that layer."""
+    allowed = steerable_layers(model)
+    if layer not in allowed:
+        raise ConfigError(f"cannot steer at layer {layer}: this model takes layers "
+                          f"{allowed.start}..{allowed.stop - 1} (0 = the input of the first "
+                          "block; the last layer is reported after the final norm)")
+    if layer == 0:
+        return blocks(model)[0], "input"
+    return blocks(model)[layer - 1], "output"
+
+
+def layer_module(model: nn.Module, layer: int) -> nn.Module:
+    """The module a steering of ``layer`` hooks (see :func:`hook_point`)."""
+    return hook_point(model, layer)[0]

@@ -38,6 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from xlgap.errors import ConfigError, DataError
+from xlgap.io import dump_json
+from xlgap.models.layers import get_module, layout_for, white_box
+from xlgap.progress import progress_bar
 
 METHODS = ("lora", "full")
 CHECKPOINT = "checkpoint.pt"
@@ -79,36 +82,76 @@ class Example:
 # -- data (pure) -------------------------------------------------------------------------------
 
 
-def completion_examples(encode: Callable[[str], list[int]], pairs: Sequence[tuple[str, str]],
-                        max_length: int = 64) -> list[Example]:
-    """Prompt + completion texts, the loss on the completion only.
+def prepare_completions(encode: Callable[[str], list[int]], pairs: Sequence[tuple[str, str]],
+                        max_length: int = 64) -> tuple[list[Example], dict[str, int]]:
+    """Prompt + completion texts, the loss on the completion only, and what fitting them
+    into ``max_length`` tokens cost: ``{"given", "kept", "prompt_cut", "dropped"}``.
 
     ``encode`` is the backend's (``HFBackend.encode``: no second BOS before a chat prompt
     that holds one as text). The pair is tokenized as one text (as the model would have
     read it); the completion starts at the first token where that differs from the
-    prompt's own tokens."""
-    out = []
+    prompt's own tokens. A text longer than ``max_length`` loses the start of its prompt
+    (the leading special tokens, such as BOS, are kept), never its completion: the model
+    still learns the answer, from the nearest context. Dropped: an empty completion, or one
+    that alone leaves no room for a single token of context."""
+    prefix = list(encode(""))  # the special tokens the tokenizer puts first (BOS)
+    out: list[Example] = []
+    counts = {"given": len(pairs), "kept": 0, "prompt_cut": 0, "dropped": 0}
     for prompt, completion in pairs:
         head = list(encode(prompt))
-        full = list(encode(prompt + completion))[:max_length]
+        full = list(encode(prompt + completion))
         start = 0
         while start < min(len(head), len(full)) and head[start] == full[start]:
             start += 1
         start = max(1, start)  # the first token is never predicted
-        if start < len(full):
-            out.append(Example(tuple(full), start))
-    return out
+        if start >= len(full):
+            counts["dropped"] += 1
+            continue
+        if len(full) > max_length:
+            front = len(prefix) if prefix and full[:len(prefix)] == prefix else 0
+            answer = full[start:]
+            room = max_length - front - len(answer)
+            if room < 0 or front + room < 1:
+                counts["dropped"] += 1
+                continue
+            full = full[:front] + full[start - room:start] + answer
+            start = front + room
+            counts["prompt_cut"] += 1
+        out.append(Example(tuple(full), start))
+    counts["kept"] = len(out)
+    return out, counts
+
+
+def completion_examples(encode: Callable[[str], list[int]], pairs: Sequence[tuple[str, str]],
+                        max_length: int = 64) -> list[Example]:
+    """The examples of :func:`prepare_completions` (without the counts)."""
+    return prepare_completions(encode, pairs, max_length)[0]
+
+
+def prepare_texts(encode: Callable[[str], list[int]], lines: Sequence[str],
+                  max_length: int = 64) -> tuple[list[Example], dict[str, int]]:
+    """Plain text, the loss on every token after the first; a line longer than
+    ``max_length`` tokens is cut at the end (``text_cut``), one of a single token
+    dropped."""
+    out = []
+    counts = {"given": len(lines), "kept": 0, "text_cut": 0, "dropped": 0}
+    for line in lines:
+        ids = list(encode(line))
+        if len(ids) > max_length:
+            ids = ids[:max_length]
+            counts["text_cut"] += 1
+        if len(ids) > 1:
+            out.append(Example(tuple(ids), 1))
+        else:
+            counts["dropped"] += 1
+    counts["kept"] = len(out)
+    return out, counts
 
 
 def text_examples(encode: Callable[[str], list[int]], lines: Sequence[str],
                   max_length: int = 64) -> list[Example]:
-    """Plain text, the loss on every token after the first."""
-    out = []
-    for line in lines:
-        ids = list(encode(line))[:max_length]
-        if len(ids) > 1:
-            out.append(Example(tuple(ids), 1))
-    return out
+    """The examples of :func:`prepare_texts` (without the counts)."""
+    return prepare_texts(encode, lines, max_length)[0]
 
 
 def examples_digest(examples: Sequence[Example]) -> str:
@@ -179,8 +222,6 @@ def prepare_model(base: nn.Module, spec: TrainSpec) -> tuple[nn.Module, nn.Modul
 
     Returns ``(trainable, lm)``: the module whose parameters are trained and saved (the
     peft wrapper for LoRA) and the causal LM inside it (to run forward passes)."""
-    from xlgap.models.layers import get_module, layout_for
-
     if spec.method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {spec.method!r}")
     model = copy.deepcopy(base)
@@ -319,7 +360,6 @@ def _write_final(run_dir: Path, state: Mapping[str, torch.Tensor], meta: dict[st
                  ) -> None:
     from safetensors.torch import save_file
 
-    from xlgap.io import dump_json
 
     tmp = run_dir / f".{FINAL}.{os.getpid()}.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
@@ -335,8 +375,6 @@ def train(trainable: nn.Module, lm: nn.Module, examples: Sequence[Example], spec
           on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train (or resume, or reload a finished run) in ``run_dir``; returns the record:
     spec, losses per step, seconds, trainable parameter count, where it resumed from."""
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     done = read_final(run_dir, spec)
     if done is not None:
@@ -353,8 +391,8 @@ def train(trainable: nn.Module, lm: nn.Module, examples: Sequence[Example], spec
         start, losses, seconds = int(ckpt["step"]), list(ckpt["losses"]), float(ckpt["seconds"])
     device = next(lm.parameters()).device
     began = time.time()
-    bar = tqdm(total=spec.steps, initial=start, disable=not progress, unit="step",
-               desc=f"fine-tune (first {spec.freeze_first} frozen)")
+    bar = progress_bar(total=spec.steps, initial=start, enabled=progress, unit="step",
+                       desc=f"fine-tune (first {spec.freeze_first} frozen)")
     for step in range(start, spec.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, spec)
@@ -390,8 +428,7 @@ def finetuned_backend(base: Any, trainable: nn.Module, spec: TrainSpec, record: 
                       ) -> Any:
     """An HF backend of the trained model (LoRA merged into the weights), whose fingerprint
     is the base one tagged with the fine-tune (a modifier), so results never mix."""
-    from xlgap.interventions.steering import white_box
-    from xlgap.models.hf import HFBackend
+    from xlgap.models.hf import HFBackend  # loads transformers: only when a model is tuned
 
     inner = white_box(base)
     model = trainable.merge_and_unload() if spec.method == "lora" else trainable
@@ -402,143 +439,3 @@ def finetuned_backend(base: Any, trainable: nn.Module, spec: TrainSpec, record: 
     backend.modifiers.append(f"finetune:{spec.method}:freeze={spec.freeze_first}:"
                              f"{record['weights_sha']}")
     return backend
-
-
-# -- evaluation --------------------------------------------------------------------------------
-
-
-def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, *,
-             shots: int, pooling: str, n_boot: int, seed: int, k: int = 5,
-             with_states: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Accuracy per language, transfer from the source per target (and pooled), and ILO
-    and parallel cosine by layer, on ``dataset``'s items. Per-item parts are kept under
-    ``_parts`` for paired tests (dropped before writing)."""
-    from xlgap.interventions.steering import (
-        distributions,
-        hidden_by_language,
-        inside_summary,
-        scoring_progress,
-    )
-    from xlgap.prompting.scoring import candidate_scores, parallel_texts
-    from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
-    from xlgap.stats.metrics import accuracy_per_item, transfer_parts
-
-    with scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
-                          progress):
-        scores, gold = candidate_scores(backend, dataset, languages, shots)
-    g = gold[source]
-    probs = {lang: distributions(scores[lang]) for lang in languages}
-    acc_items = {lang: accuracy_per_item(probs[lang], g) for lang in languages}
-    targets = [lang for lang in languages if lang != source]
-    num, den = {}, {}
-    for t in targets:
-        num[t], den[t] = transfer_parts(probs[source], probs[t], g)
-
-    result: dict[str, Any] = {
-        "accuracy": {lang: mean_with_ci(v, n_boot=n_boot, seed=seed)
-                     for lang, v in acc_items.items()},
-        "transfer": {"all": ratio_with_ci(np.stack([num[t] for t in targets], 1),
-                                          np.stack([den[t] for t in targets], 1),
-                                          n_boot=n_boot, seed=seed) if targets else None,
-                     "per_target": {t: ratio_with_ci(num[t], den[t], n_boot=n_boot,
-                                                     seed=seed) for t in targets}},
-        "_parts": {"accuracy": acc_items, "num": num, "den": den}}
-    if with_states:
-        states = hidden_by_language(backend, parallel_texts(dataset, list(languages)), pooling)
-        result["inside"] = inside_summary(states, source, k=k)
-    return result
-
-
-def compare(before: Mapping[str, Any], after: Mapping[str, Any], *, n_boot: int, seed: int
-            ) -> dict[str, Any]:
-    """Paired p-values of after vs before: accuracy per language, transfer per target and
-    pooled (same items, so the pairs are the items)."""
-    from xlgap.stats.bootstrap import paired_bootstrap_pvalue, paired_ratio_pvalue
-
-    b, a = before["_parts"], after["_parts"]
-    out: dict[str, Any] = {"accuracy": {lang: paired_bootstrap_pvalue(
-        a["accuracy"][lang], b["accuracy"][lang], n_boot=n_boot, seed=seed)
-        for lang in a["accuracy"]}, "transfer": {}}
-    targets = list(a["num"])
-    for t in targets:
-        out["transfer"][t] = paired_ratio_pvalue(a["num"][t], a["den"][t], b["num"][t],
-                                                 b["den"][t], n_boot=n_boot, seed=seed)
-    if targets:
-        def stacked(parts: Mapping[str, Any], key: str) -> np.ndarray:
-            return np.stack([parts[key][t] for t in targets], 1)
-
-        out["transfer"]["all"] = paired_ratio_pvalue(
-            stacked(a, "num"), stacked(a, "den"), stacked(b, "num"), stacked(b, "den"),
-            n_boot=n_boot, seed=seed)
-    return out
-
-
-def public(result: Mapping[str, Any]) -> dict[str, Any]:
-    """``result`` without its per-item arrays."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
-
-
-# -- figures -------------------------------------------------------------------------------
-
-
-def plot_ilo(result: Mapping[str, Any], path: str | Path) -> Path:
-    """ILO and parallel cosine by layer: the base model and each N after fine-tuning."""
-    from matplotlib import colormaps
-    from matplotlib.ticker import MaxNLocator
-
-    from xlgap.report.figures import new_figure, save_figure
-
-    fig = new_figure(11, 3.6)
-    axes = fig.subplots(1, 2)
-    runs = result["runs"]
-    cmap = colormaps["viridis"]
-    for key, ax, title in (("ilo", axes[0], "ILO by layer (mean over languages)"),
-                           ("cos", axes[1], "cosine of parallel pairs with the source")):
-        before = runs[0][f"{key}_before"] if runs else []
-        ax.plot(range(len(before)), [np.nan if v is None else v for v in before], color="black",
-                lw=2.5, label="before (base model)")
-        for j, run in enumerate(runs):
-            after = [np.nan if v is None else v for v in run[f"{key}_after"]]
-            ax.plot(range(len(after)), after, marker="o", ms=3,
-                    color=cmap(j / max(1, len(runs) - 1) * 0.85),
-                    label=f"after, first {run['freeze_first']} frozen")
-            if run["freeze_first"] > 0:
-                ax.axvline(run["freeze_first"], color=cmap(j / max(1, len(runs) - 1) * 0.85),
-                           ls=":", lw=1)
-        ax.set_xlabel("layer (0 = embeddings)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"Fine-tuning in {result['lang']} ({result['method']}, {result['steps']} steps)")
-    return save_figure(fig, path)
-
-
-def plot_transfer(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Pooled transfer and accuracy in the fine-tuning language: base vs each N (95% CIs)."""
-    from xlgap.report.figures import new_figure, save_figure
-
-    runs = result["runs"]
-    labels = ["base", *[f"N={r['freeze_first']}" for r in runs]]
-    lang = result["lang"]
-    series = {
-        "transfer (all targets)": [result["base"]["transfer"]["all"],
-                                   *[r["transfer_after"]["all"] for r in runs]],
-        f"accuracy in {lang}": [result["base"]["accuracy"].get(lang),
-                                *[r["accuracy_after"].get(lang) for r in runs]],
-    }
-    fig = new_figure(9, 3.4)
-    axes = fig.subplots(1, len(series))
-    for ax, (title, stats) in zip(axes, series.items(), strict=True):
-        est = np.array([np.nan if not s or s["estimate"] is None else s["estimate"]
-                        for s in stats])
-        lo = np.array([np.nan if not s or s["ci"][0] is None else s["ci"][0] for s in stats])
-        hi = np.array([np.nan if not s or s["ci"][1] is None else s["ci"][1] for s in stats])
-        err = np.nan_to_num(np.vstack([np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)]))
-        ax.bar(range(len(labels)), est, yerr=err, capsize=3,
-               color=["tab:gray", *["tab:blue"] * len(runs)])
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_title(title, fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Held-out items after fine-tuning in {lang} (N = first blocks frozen)")
-    return save_figure(fig, path)

@@ -1,0 +1,381 @@
+"""The steering experiment as a Python API (the body of ``xlgap steer``).
+
+:func:`run_steering` splits the items into disjoint train / dev / test sets, makes the
+vectors on train, sweeps directions x layer settings x alpha on dev, and reports on test:
+no steering, the best setting, and a norm-matched random-direction control, each with the
+same metrics (95% item-bootstrap CIs, paired tests), plus ILO and similarity by layer
+before and after (CIs, chance levels, paired differences). It returns a
+:class:`SteeringResult`, which saves, reloads and turns into a DataFrame::
+
+    result = run_steering(backend, dataset, SteerOptions(targets=["fr"], layers="6"))
+    result.save("runs/steer")          # steering.json and vectors.safetensors
+    result.to_frame()                  # one row per arm, target group and metric
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgap.data.items import ParallelDataset
+from xlgap.errors import ConfigError
+from xlgap.interventions.steering import metrics as sm
+from xlgap.interventions.steering.hooks import parse_layers, steering
+from xlgap.interventions.steering.splits import SPLITS, make_split, subset
+from xlgap.interventions.steering.vectors import (
+    DIRECTIONS,
+    SteeringVectors,
+    hidden_by_language,
+    random_like,
+    train_steering_vectors,
+)
+from xlgap.io import dump_json
+from xlgap.models.layers import hook_point, white_box
+from xlgap.progress import progress_bar
+from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.provenance import provenance, tagged
+from xlgap.sampling import default_shots
+from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES, mean_with_ci
+from xlgap.stats.metrics import accuracy_per_item
+
+RESULT_FILE = "steering.json"
+VECTORS_FILE = "vectors.safetensors"
+SELECT = ("accuracy", "agreement", "transfer", "rankc")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the sweep: which vectors, at which layers, how strong (in total)."""
+
+    direction: str
+    layers: tuple[int, ...]
+    alpha: float
+
+    @property
+    def layer_label(self) -> str:
+        return "+".join(str(x) for x in self.layers)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"direction": self.direction, "layers": list(self.layers), "alpha": self.alpha}
+
+
+def _items(value: str | Sequence[Any]) -> list[Any]:
+    return [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) \
+        else list(value)
+
+
+def parse_sweep(directions: str | Sequence[str], layers: str | Sequence[Any],
+                alphas: str | Sequence[float]) -> list[Setting]:
+    """The grid directions x layer entries x alphas. A layer entry is one layer (``6``),
+    layers steered together (``4+8``, a list) or a range (``4-8``); entries are
+    comma-separated in a string."""
+    dirs = _items(directions)
+    bad = [d for d in dirs if d not in DIRECTIONS]
+    if not dirs or bad:
+        raise ConfigError(f"--directions: choose from {', '.join(DIRECTIONS)}; got {directions!r}")
+    entries = [tuple(parse_layers([e] if isinstance(e, int) else e)) for e in _items(layers)]
+    try:
+        strengths = [float(a) for a in _items(alphas)]
+    except ValueError as exc:
+        raise ConfigError(f"--alphas {alphas!r}: give numbers, e.g. 1,2,4") from exc
+    if not entries or not strengths:
+        raise ConfigError("the sweep needs at least one layer entry and one alpha")
+    return [Setting(d, e, a) for d in dirs for e in entries for a in strengths]
+
+
+@dataclass
+class SteerOptions:
+    """What :func:`run_steering` does (the options of ``xlgap steer``)."""
+
+    source: str | None = None  # default: the data set's first language
+    targets: Sequence[str] | None = None  # default: every other language
+    directions: str | Sequence[str] = "shared"
+    layers: str | Sequence[Any] = "3,6,9,12"
+    alphas: str | Sequence[float] = "0.5,1,2"
+    pooling: str = "mean_no_bos"
+    split: str | Sequence[float] = "0.4,0.2,0.4"
+    select: str = "accuracy"
+    shots: int | None = None  # default: 0 for cloze items, else 3
+    k: int = 5
+    n_boot: int = 1000
+    n_shuffles: int = DEFAULT_N_SHUFFLES
+    seed: int = 0
+    progress: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["targets"] = None if self.targets is None else list(self.targets)
+        return out
+
+
+def usable_items(dataset: Any, languages: Sequence[str], who: str) -> Any:
+    """The items with every language and candidates (at least 10 of them)."""
+    if not dataset.has_candidates:
+        raise ConfigError(f"{who} scores answer candidates; data set {dataset.name} has none "
+                          "(use BMLAMA-style data or the built-in set)")
+    missing = [x for x in languages if x not in dataset.languages]
+    if missing:
+        raise ConfigError(f"data set {dataset.name} has no {', '.join(missing)}")
+    items = [it for it in dataset.items
+             if all(it.has(lang) and it[lang].candidates for lang in languages)]
+    if len(items) < 10:
+        raise ConfigError(f"only {len(items)} items have every language ({', '.join(languages)})"
+                          f" with candidates; {who} needs at least 10")
+    return ParallelDataset(dataset.name, list(languages), items, dataset.source_path)
+
+
+def resolve_languages(dataset: Any, source: str | None, targets: Sequence[str] | None
+                      ) -> tuple[str, list[str]]:
+    src = source or dataset.languages[0]
+    tgts = [t for t in (targets if targets is not None else dataset.languages) if t != src]
+    if not tgts:
+        raise ConfigError("steering needs at least one target language")
+    return src, tgts
+
+
+# -- the result ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SteeringResult:
+    """What :func:`run_steering` found; ``steering.json`` is :meth:`to_dict`."""
+
+    model: str | None
+    fingerprint: str
+    data: str
+    source: str
+    targets: list[str]
+    shots: int
+    pooling: str
+    select: str
+    split: dict[str, Any]
+    vectors: dict[str, Any]
+    source_accuracy: dict[str, Any]
+    baseline: dict[str, Any]
+    best: dict[str, Any]
+    control: dict[str, Any]
+    sweep: list[dict[str, Any]]
+    inside: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    provenance: dict[str, Any] | None = None
+    #: the vectors themselves (saved as vectors.safetensors beside steering.json)
+    steering_vectors: SteeringVectors | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "steering_vectors"}
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``steering.json`` (``path`` is the file or its directory), tagged and with
+        a provenance block, and the vectors (with the best setting) beside it."""
+        target = Path(path)
+        if target.suffix != ".json":
+            target = target / RESULT_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.steering_vectors is not None:
+            # The vectors file remembers the best setting: ``--steer FILE:LANG`` needs no more.
+            self.steering_vectors.meta["best"] = {k: self.best[k] for k in
+                                                  ("direction", "layers", "alpha")}
+            self.steering_vectors.save(target.parent / VECTORS_FILE)
+        body = self.to_dict()
+        if body["provenance"] is None:
+            body["provenance"] = provenance(self.config, data=self.data)
+        return dump_json(tagged("steering", body), target)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SteeringResult:
+        """A saved result (``steering.json`` or its directory), with its vectors if the
+        vectors file lies beside it."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / RESULT_FILE
+        raw = json.loads(p.read_text(encoding="utf-8"))
+        raw.setdefault("control", {})  # files written before the control arm
+        names = {f.name for f in dataclasses.fields(cls)}
+        result = cls(**{k: v for k, v in raw.items() if k in names})
+        if (p.parent / VECTORS_FILE).is_file():
+            result.steering_vectors = SteeringVectors.load(p.parent / VECTORS_FILE)
+        return result
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame, one row per arm (no steering, best, control), target group
+        (``all`` or a target) and metric on the test split: estimate, CI and p-value
+        against no steering."""
+        import pandas as pd
+
+        rows = []
+        for arm, block in (("no steering", self.baseline["test"]), ("best", self.best["test"]),
+                           ("control", self.control.get("test"))):
+            if not block:
+                continue
+            groups = {"all": block["all"], **block["per_target"]}
+            for group, stats in groups.items():
+                for metric, stat in stats.items():
+                    if not stat:
+                        continue
+                    ci = stat.get("ci") or [None, None]
+                    rows.append({"arm": arm, "target": group, "metric": metric,
+                                 "estimate": stat.get("estimate"), "ci_low": ci[0],
+                                 "ci_high": ci[1], "p_value": stat.get("p_value"),
+                                 "n": stat.get("n")})
+        return pd.DataFrame(rows)
+
+
+# -- the experiment ------------------------------------------------------------------------------
+
+
+def _vectors_for(backend: Any, train: Any, source: str, targets: list[str], pooling: str,
+                 vectors_file: str | Path | None) -> SteeringVectors:
+    """The vectors from the train split, reused from ``vectors_file`` when they were made
+    from the same model, pooling, languages and items (and written there otherwise)."""
+    wanted = {"fingerprint": white_box(backend).fingerprint, "pooling": pooling,
+              "source": source, "targets": targets, "languages": [source, *targets],
+              "item_ids": [it.id for it in train.items]}
+    path = Path(vectors_file) if vectors_file else None
+    if path is not None and path.exists():
+        old = SteeringVectors.load(path)
+        if all(old.meta.get(k) == v for k, v in wanted.items()):
+            return old
+    vectors = train_steering_vectors(backend, train, source, targets, pooling=pooling)
+    if path is not None:
+        vectors.save(path)
+    return vectors
+
+
+def control_vectors(vectors: SteeringVectors, setting: Setting, targets: Sequence[str],
+                    seed: int) -> dict[str, Any]:
+    """Per target, a random direction with the same per-layer norms as the chosen vector
+    (seeded by ``seed`` and the target's position)."""
+    return {t: random_like(vectors.vectors[f"{setting.direction}.{t}"], seed * 7919 + j + 1)
+            for j, t in enumerate(targets)}
+
+
+def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None, *,
+                 vectors_file: str | Path | None = None) -> SteeringResult:
+    """Run the steering experiment on a white-box ``backend`` (best behind the result
+    store, so reruns compute nothing twice) and ``dataset`` (items with candidates)."""
+    opts = options or SteerOptions()
+    started = time.time()
+    if opts.select not in SELECT:
+        raise ConfigError(f"select must be one of {', '.join(SELECT)}, got {opts.select!r}")
+    settings = parse_sweep(opts.directions, opts.layers, opts.alphas)
+    inner = white_box(backend)
+    source, targets = resolve_languages(dataset, opts.source, opts.targets)
+    data = usable_items(dataset, [source, *targets], "steering")
+    for s in settings:  # fail before any work on a layer the model does not have
+        for layer in s.layers:
+            hook_point(inner.model, layer)
+    split = make_split(data, opts.split, opts.seed, SPLITS)
+    train, dev, test = (subset(data, split[name]) for name in SPLITS)
+    shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
+    vectors = _vectors_for(backend, train, source, targets, opts.pooling, vectors_file)
+    progress, n_boot, seed = opts.progress, opts.n_boot, opts.seed
+
+    def scores_of(ds: Any, chosen: Mapping[str, Any] | None, setting: Setting | None
+                  ) -> dict[str, np.ndarray]:
+        return sm.setting_scores(backend, ds, targets, shots, chosen,
+                                 setting.layers if setting else (),
+                                 setting.alpha if setting else 0.0)
+
+    def by_target(setting: Setting) -> dict[str, Any]:
+        return {t: vectors.vectors[f"{setting.direction}.{t}"] for t in targets}
+
+    def source_scores(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+        scores, gold = candidate_scores(backend, ds, [source], shots)
+        return scores[source], gold[source]
+
+    with sm.scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
+                             progress):
+        dev_src, dev_gold = source_scores(dev)
+        dev_base = sm.parts_for(dev_src, scores_of(dev, None, None), dev_gold)
+    sweep = []
+    bar = progress_bar(total=len(settings), desc="sweep (dev)", unit="setting",
+                       enabled=progress)
+    for setting in settings:
+        parts = sm.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
+        point = sm.point_estimates(sm.stacked(parts))
+        point["per_target_accuracy"] = {t: sm.point_estimates(p)["accuracy"]
+                                        for t, p in parts.items()}
+        sweep.append({**setting.as_dict(), "dev": point})
+        bar.update(1)
+    bar.close()
+    baseline_dev = sm.point_estimates(sm.stacked(dev_base))
+
+    def score_of(row: dict[str, Any]) -> float:
+        value = row["dev"][opts.select]
+        return float("-inf") if value != value else value  # NaN never wins
+
+    best_row = max(sweep, key=score_of)
+    best = Setting(best_row["direction"], tuple(best_row["layers"]), best_row["alpha"])
+    control = control_vectors(vectors, best, targets, seed)
+
+    with sm.scoring_progress(backend, len(test.items) * (1 + 3 * len(targets)), "test",
+                             progress):
+        test_src, test_gold = source_scores(test)
+        test_base = sm.parts_for(test_src, scores_of(test, None, None), test_gold)
+        test_best = sm.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
+        test_control = sm.parts_for(test_src, scores_of(test, control, best), test_gold)
+    inside = _inside(backend, test, source, targets, opts, by_target(best), control, best)
+
+    return SteeringResult(
+        model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
+        data=data.source_path or data.name, source=source, targets=targets, shots=shots,
+        pooling=opts.pooling, select=opts.select, split=split,
+        vectors={"path": VECTORS_FILE, "names": sorted(vectors.vectors),
+                 "norms": vectors.meta.get("norms", {})},
+        source_accuracy={"test": mean_with_ci(
+            accuracy_per_item(sm.distributions(test_src), test_gold), n_boot=n_boot,
+            seed=seed)},
+        baseline={"dev": baseline_dev,
+                  "test": sm.report_block(test_base, None, n_boot=n_boot, seed=seed)},
+        best={**best.as_dict(), "dev": best_row["dev"],
+              "test": sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)},
+        control={"direction": "random", "layers": list(best.layers), "alpha": best.alpha,
+                 "seed": seed, "matches": best.direction,
+                 "norms": {t: v.norm(dim=-1)[list(best.layers)].tolist()
+                           for t, v in control.items()},
+                 "test": sm.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
+                 "best_vs_control": sm.report_block(test_best, test_control, n_boot=n_boot,
+                                                    seed=seed)["all"]},
+        sweep=sweep, inside=inside, config=opts.to_dict(),
+        seconds=round(time.time() - started, 1), steering_vectors=vectors)
+
+
+def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: SteerOptions,
+            chosen: Mapping[str, Any], control: Mapping[str, Any], best: Setting
+            ) -> dict[str, Any]:
+    """ILO and similarity by layer of the test texts: no steering, the best setting and
+    the control, each with CIs and chance levels from the same item draws (so the arms
+    are paired), and the paired change of the parallel cosine against no steering."""
+    texts = parallel_texts(test, [source, *targets])
+
+    def steer_with(vecs: Mapping[str, Any]) -> Any:
+        def steer_for(lang: str) -> Any:
+            if lang == source:
+                return contextlib.nullcontext()
+            return steering(backend, vecs[lang], best.layers, best.alpha)
+        return steer_for
+
+    states = {"baseline": hidden_by_language(backend, texts, opts.pooling),
+              "steered": hidden_by_language(backend, texts, opts.pooling, steer_with(chosen)),
+              "control": hidden_by_language(backend, texts, opts.pooling, steer_with(control))}
+    common = {"k": opts.k, "n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles,
+              "seed": opts.seed}
+    out: dict[str, Any] = {name: sm.inside_summary(s, source, **common)
+                           for name, s in states.items()}
+    out["cos_parallel_change"] = {
+        name: sm.cosine_difference(states["baseline"], states[name], source,
+                                   n_boot=opts.n_boot, seed=opts.seed)
+        for name in ("steered", "control")}
+    out.update({"n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles, "seed": opts.seed,
+                "resampling": "items; the same draws for every arm and layer (paired)"})
+    return out
