@@ -42,7 +42,8 @@ def _write(tmp_path: Path) -> Path:
 def test_round_trip_sample_mode(tmp_path: Path) -> None:
     run = load_run(_write(tmp_path))
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert meta["format"] == "run" and meta["format_version"] == 1 and meta["languages"] == ["en", "de", "ja"]
+    assert meta["format"] == "run" and meta["format_version"] == 1
+    assert meta["languages"] == ["en", "de", "ja"]
     assert run.source == "en" and run.targets == ["de", "ja"] and run.mode == "sample"
     assert run.item_ids == ["a", "b", "c"] and run.k == 3
     assert run.n_options.tolist() == [3, 2, 4] and run.gold.tolist() == [0, -1, 3]

@@ -12,7 +12,6 @@ import torch
 
 import xlgap.cli
 import xlgap.cli.workspace
-from test_steering_fixes import plots_or_stand_in
 from xlgap.cli.commands.sample import SampleConfig
 from xlgap.errors import ConfigError
 from xlgap.interventions.steering import (
@@ -251,8 +250,6 @@ def test_hook_points_follow_the_declared_layout(tiny_backend):
 
 
 def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
-    drawn = plots_or_stand_in(monkeypatch, "steering",
-                              ["plot_sweep", "plot_before_after", "plot_inside"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
     monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
@@ -277,7 +274,8 @@ def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     assert result["format"] == "steering" and "command" in result["provenance"]
     for name in ("steering_sweep.png", "steering_test.png", "steering_inside.png"):
         assert (out / name).stat().st_size > 0
-    assert [c[0] for c in drawn] in ([], ["plot_sweep", "plot_before_after", "plot_inside"])
+    for name in ("steering_sweep.png", "steering_test.png", "steering_inside.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     vectors = SteeringVectors.load(out / "vectors.safetensors")
     assert vectors.meta["item_ids"] == split["train"]
     assert vectors.meta["best"]["alpha"] == best["alpha"]

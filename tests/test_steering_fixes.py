@@ -28,33 +28,6 @@ TEXTS = ["The capital of France is Paris.", "La capitale de la France est Paris.
          "one two three"]
 
 
-def plots_or_stand_in(monkeypatch, kind: str, names: list[str]) -> list[tuple[str, dict]]:
-    """The report's figure module ``xlgap.report.plots.<kind>`` where it exists, else a
-    stand-in that records each call (function, result) and writes a placeholder file, so
-    a command's calls are checked either way. Returns the recorded calls."""
-    import importlib.util
-    import sys
-    import types
-
-    calls: list[tuple[str, dict]] = []
-    if importlib.util.find_spec("xlgap.report.plots") is not None and \
-            importlib.util.find_spec(f"xlgap.report.plots.{kind}") is not None:
-        return calls
-    module = types.ModuleType(f"xlgap.report.plots.{kind}")
-
-    def recorder(name: str):
-        def draw(result, path):
-            calls.append((name, result))
-            path.write_bytes(b"stand-in figure")
-            return path
-        return draw
-
-    for name in names:
-        setattr(module, name, recorder(name))
-    monkeypatch.setitem(sys.modules, f"xlgap.report.plots.{kind}", module)
-    return calls
-
-
 def tiny_bloom_backend(tokenizer):
     """A tiny random Bloom: it normalises the embeddings (``word_embeddings_layernorm``)
     inside the model's forward, so the embedding module's output is not hidden_states[0]."""
@@ -113,8 +86,6 @@ def test_multi_layer_alpha_is_the_total_split_over_the_layers(tiny_backend):
 
 def test_steer_reports_a_norm_matched_random_control_and_inside_cis(tmp_path, monkeypatch,
                                                                     tiny_backend):
-    plots_or_stand_in(monkeypatch, "steering", ["plot_sweep", "plot_before_after",
-                                                "plot_inside"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
     monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)
@@ -159,7 +130,6 @@ def test_long_prompts_lose_their_start_not_their_answer(tiny_tokenizer):
 
 
 def test_finetune_compares_every_two_freeze_settings(tmp_path, monkeypatch, tiny_backend):
-    plots_or_stand_in(monkeypatch, "finetune", ["plot_ilo", "plot_transfer"])
     cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
     cached.name = "tiny"
     monkeypatch.setattr(xlgap.cli.workspace, "open_backend", lambda cfg: cached)

@@ -9,9 +9,8 @@ printed and the figures drawn (see ``docs/steering.md``).
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 from xlgap.cli.config import RunConfig, config_to_dict, opt
 from xlgap.cli.registry import command
 from xlgap.errors import ConfigError
+from xlgap.report.plots import finetune as finetune_plots
+from xlgap.report.plots import steering as steering_plots
 from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
 
 
@@ -114,19 +115,22 @@ def _open(cfg: RunConfig, command: str, extra_langs: Sequence[str] = ()) -> tupl
     return backend, dataset, source, targets, out
 
 
-def _draw(kind: str, names: Sequence[tuple[str, str]], result: dict[str, Any], out: Path
-          ) -> list[Path]:
-    """The figures of ``xlgap.report.plots.<kind>`` (function, file name), drawn from the
-    result as written."""
-    plots = importlib.import_module(f"xlgap.report.plots.{kind}")
-    return [getattr(plots, fn)(result, out / name) for fn, name in names]
+Figure = tuple[Callable[[dict[str, Any], Path], Path], str]
+
+
+def _draw(figures: Sequence[Figure], result: dict[str, Any], out: Path) -> list[Path]:
+    """The report's figures (drawing function, file name), drawn from the result as
+    written."""
+    return [draw(result, out / name) for draw, name in figures]
 
 
 # -- steer -------------------------------------------------------------------------------------
 
 
-STEER_FIGURES = (("plot_sweep", "steering_sweep.png"), ("plot_before_after", "steering_test.png"),
-                 ("plot_inside", "steering_inside.png"))
+STEER_FIGURES: tuple[Figure, ...] = (
+    (steering_plots.plot_sweep, "steering_sweep.png"),
+    (steering_plots.plot_before_after, "steering_test.png"),
+    (steering_plots.plot_inside, "steering_inside.png"))
 
 
 @command("steer", SteerConfig, "steering vectors toward the source or the shared space: sweep "
@@ -148,7 +152,7 @@ def cmd_steer(cfg: SteerConfig) -> int:
     result = run_steering(backend, dataset, options, vectors_file=out / VECTORS_FILE)
     result.config = config_to_dict(cfg)
     result.save(out)
-    _draw("steering", STEER_FIGURES, result.to_dict(), out)
+    _draw(STEER_FIGURES, result.to_dict(), out)
     print(format_steer(result.to_dict()))
     _log(f"wrote {out / 'steering.json'}, {VECTORS_FILE} and three figures in "
          f"{result.seconds:.0f} s")
@@ -197,7 +201,8 @@ def format_steer(result: dict[str, Any]) -> str:
 # -- finetune ----------------------------------------------------------------------------------
 
 
-FINETUNE_FIGURES = (("plot_ilo", "finetune_ilo.png"), ("plot_transfer", "finetune_transfer.png"))
+FINETUNE_FIGURES: tuple[Figure, ...] = ((finetune_plots.plot_ilo, "finetune_ilo.png"),
+                                        (finetune_plots.plot_transfer, "finetune_transfer.png"))
 
 
 @command("finetune", FinetuneConfig, "fine-tune on one language with the first N blocks frozen "
@@ -227,7 +232,7 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
     result = run_finetune(backend, dataset, options, work_dir=out)
     result.config = config_to_dict(cfg)
     result.save(out)
-    _draw("finetune", FINETUNE_FIGURES, result.to_dict(), out)
+    _draw(FINETUNE_FIGURES, result.to_dict(), out)
     print(format_finetune(result.to_dict()))
     _log(f"wrote {out / 'finetune.json'} and two figures in {result.seconds:.0f} s")
     return 0
