@@ -21,6 +21,7 @@ import numpy as np
 from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
 from xlgap.provenance import FORMAT_VERSION, provenance
+from xlgap.results import Result
 from xlgap.runs import Run, load_run
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
@@ -219,7 +220,8 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
                                 f"bootstrap interval [{fit['ci'][0]:.3f}, {fit['ci'][1]:.3f}]"
                                 ": the fit is unstable on these items")
 
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "source": src,
+    result = Result(FORMAT, {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "source": src,
             "targets": targets, "n_items": run.n_items,
             "mode": run.mode, "k": run.k if run.mode == "sample" else None,
             "model": run.meta.get("model"), "strategy": run.meta.get("strategy"),
@@ -228,7 +230,10 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
             "overall": overall, "confidence_vs_agreement": conf_bins,
             "pi": {"mismatch": overall["pi_mismatch"], "model": model},
             "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed,
-            "l2_embedder": run.answer_embedder, "provenance": run_provenance(run)}
+            "l2_embedder": run.answer_embedder, "provenance": run_provenance(run)})
+    # The verdict in words goes with the numbers: readers show it, never recompute it.
+    result["verdict"] = verdict(result)
+    return result
 
 
 def run_provenance(run: Run) -> dict[str, Any]:
@@ -301,7 +306,6 @@ def diagnose_dir(run_dir: str | os.PathLike[str], **kw: Any) -> dict[str, Any]:
     verdict in words under ``verdict`` (readers show it; they never recompute it)."""
     run_dir = Path(run_dir)
     diag = diagnose(load_run(run_dir), **kw)
-    diag["verdict"] = verdict(diag)
     write_diagnosis(diag, run_dir)
     return diag
 
