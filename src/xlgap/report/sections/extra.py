@@ -11,10 +11,10 @@ from typing import Any
 from xlgap.report.blocks import Block, Cell, Details, Para, Row, Table, cell, png_figure
 from xlgap.report.discover import EXTRA, FIGURES, Artifact
 from xlgap.report.format import fmt_estimate, fmt_number, fmt_p, mapping, points, value
-from xlgap.report.sections import Section, SectionView, register
+from xlgap.report.sections import FigureSpec, Section, SectionView, register
 
-__all__ = ["ExtraSection", "FiguresSection", "change", "find_comparison", "flatten",
-           "generic_summary"]
+__all__ = ["ExtraSection", "FiguresSection", "ShapedSection", "change", "find_comparison",
+           "flatten", "generic_summary"]
 
 
 def find_comparison(data: Any, depth: int = 0, title: str = ""
@@ -188,3 +188,52 @@ class FiguresSection(Section):
     def view(self, art: Artifact) -> SectionView:
         figures = [png_figure(p, p.name) for p in art.pngs]
         return SectionView(art.anchor, self.heading(art), [Row(figures)], self.kind)
+
+
+class ShapedSection(ExtraSection):
+    """A result kind with a page of its own (steering, fine-tuning): its tables when the
+    file has the shape the kind defines, else the generic view of :class:`ExtraSection`."""
+
+    def heading(self, art: Artifact) -> str:
+        return Section.heading(self, art)
+
+    def card(self, art: Artifact) -> Any:
+        return Section.card(self, art)
+
+    def toc_label(self, art: Artifact) -> str:
+        return Section.toc_label(self, art)
+
+    def command_name(self, art: Artifact, config: Mapping[str, Any]) -> str:
+        return self.command
+
+    def describe(self, data: Any) -> str | None:
+        """The one-sentence summary of ``data`` (None: the generic one)."""
+        raise NotImplementedError
+
+    def tables(self, data: Any) -> list[Block]:
+        """The kind's tables ([]: not the shape this page knows)."""
+        raise NotImplementedError
+
+    def specs(self, data: Mapping[str, Any]) -> list[FigureSpec]:
+        """The kind's figures, drawn from ``data`` when the command wrote no PNG."""
+        raise NotImplementedError
+
+    def summary(self, art: Artifact) -> str | None:
+        return self.describe(art.get(self.kind)) or super().summary(art)
+
+    def body(self, art: Artifact) -> list[Block]:
+        data = art.get(self.kind)
+        if data is None:
+            return []
+        tables = self.tables(data)
+        if not tables:  # not the shape this page knows: the generic view
+            return super().body(art)
+        summary = self.summary(art)
+        return [*([Para(summary, "verdict")] if summary else []), *tables,
+                *all_values(art.formats[self.kind], data)]
+
+    def figures(self, art: Artifact) -> list[FigureSpec]:
+        data = art.get(self.kind)
+        if not isinstance(data, Mapping) or not self.tables(data):
+            return []
+        return self.specs(data)

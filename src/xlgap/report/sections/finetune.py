@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xlgap.report.blocks import Block, Cell, Para, Table, cell, p_cell
-from xlgap.report.discover import Artifact
+from xlgap.report.blocks import Block, Cell, Details, Table, cell, p_cell
 from xlgap.report.format import finite, fmt_number, mapping, value
 from xlgap.report.plots import finetune as plots
 from xlgap.report.sections import FigureSpec, n_boot_of, register
-from xlgap.report.sections.extra import ExtraSection, all_values, change
+from xlgap.report.sections.extra import ShapedSection, change
 
 __all__ = ["FinetuneSection", "finetune_summary"]
 
@@ -67,8 +66,22 @@ def finetune_table(data: Any) -> list[Block]:
                   caption="Fine-tuning runs (transfer pooled over targets, 95% CIs)")]
 
 
+def comparisons_table(data: Any) -> list[Block]:
+    """Every two freeze settings against each other on the same held-out items."""
+    rows = [[Cell(f"{c.get('a')} vs {c.get('b')}"), Cell(str(c.get("metric"))),
+             cell(c.get("estimate_a")), cell(c.get("estimate_b")),
+             cell({"estimate": c.get("difference"), "ci": c.get("ci")}),
+             p_cell(c.get("p"), n_boot_of(data))]
+            for c in mapping(data).get("comparisons") or [] if isinstance(c, Mapping)]
+    if not rows:
+        return []
+    return [Details("freeze settings against each other", [Table(
+        ["frozen blocks", "metric", "first", "second", "difference [95% CI]", "p (paired)"],
+        rows, caption="Paired on the same held-out items")])]
+
+
 @register
-class FinetuneSection(ExtraSection):
+class FinetuneSection(ShapedSection):
     kind = "finetune"
     formats = ("finetune",)
     order = 5
@@ -76,36 +89,14 @@ class FinetuneSection(ExtraSection):
     card_label = "fine-tuning"
     command = "finetune"
 
-    def heading(self, art: Artifact) -> str:
-        return super(ExtraSection, self).heading(art)
+    def describe(self, data: Any) -> str | None:
+        return finetune_summary(data)
 
-    def card(self, art: Artifact) -> Any:
-        return super(ExtraSection, self).card(art)
-
-    def toc_label(self, art: Artifact) -> str:
-        return super(ExtraSection, self).toc_label(art)
-
-    def command_name(self, art: Artifact, config: Mapping[str, Any]) -> str:
-        return self.command
-
-    def summary(self, art: Artifact) -> str | None:
-        return finetune_summary(art.get(self.kind)) or super().summary(art)
-
-    def body(self, art: Artifact) -> list[Block]:
-        data = art.get(self.kind)
-        if data is None:
-            return []
+    def tables(self, data: Any) -> list[Block]:
         table = finetune_table(data)
-        if not table:
-            return super().body(art)
-        summary = self.summary(art)
-        return [*([Para(summary, "verdict")] if summary else []), *table,
-                *all_values(art.formats[self.kind], data)]
+        return [*table, *comparisons_table(data)] if table else []
 
-    def figures(self, art: Artifact) -> list[FigureSpec]:
-        data = art.get(self.kind)
-        if not isinstance(data, Mapping) or not finetune_table(data):
-            return []
+    def specs(self, data: Mapping[str, Any]) -> list[FigureSpec]:
         return [FigureSpec("finetune_transfer.png", "Held-out items after fine-tuning: "
                            "transfer and accuracy per run (95% CIs)",
                            lambda: plots.draw_transfer(data)),

@@ -7,17 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xlgap.report.blocks import Block, Cell, Para, Table, cell, p_cell
-from xlgap.report.discover import Artifact
+from xlgap.report.blocks import Block, Cell, Table, cell, p_cell
 from xlgap.report.format import mapping, value
 from xlgap.report.plots import steering as plots
 from xlgap.report.sections import FigureSpec, n_boot_of, register
-from xlgap.report.sections.extra import ExtraSection, all_values, change
+from xlgap.report.sections.extra import ShapedSection, change
 
 __all__ = ["SteeringSection", "steering_summary"]
-
-METRICS = ("transfer", "accuracy", "agreement", "rankc")
-
 
 def steering_summary(data: Any) -> str | None:
     """The best steering setting (chosen on dev) against no steering, on test."""
@@ -33,31 +29,44 @@ def steering_summary(data: Any) -> str | None:
             f"{best.get('alpha', '?')}: transfer {moved} on held-out items")
 
 
+def _arm(data: Any, arm: str, target: str) -> Mapping[str, Any]:
+    test = mapping(mapping(mapping(data).get(arm)).get("test"))
+    return mapping(test.get("all")) if target == "all" else \
+        mapping(mapping(test.get("per_target")).get(target))
+
+
 def steering_table(data: Any) -> list[Block]:
-    """No steering against the best setting on test: each metric with its CI and p."""
-    before = mapping(mapping(mapping(data).get("baseline")).get("test"))
+    """No steering, the best setting and the norm-matched random control on test: every
+    metric with its CI, and each arm's paired p against no steering."""
     after = mapping(mapping(mapping(data).get("best")).get("test"))
     n_boot = n_boot_of(data)
+    has_control = bool(mapping(mapping(data).get("control")).get("test"))
+    # steered against the control, pooled: is it the direction or any push of that size?
+    versus = mapping(mapping(mapping(data).get("control")).get("best_vs_control"))
     rows: list[list[Cell]] = []
     for target in ["all", *mapping(after.get("per_target"))]:
-        b = mapping(before.get("all")) if target == "all" else \
-            mapping(mapping(before.get("per_target")).get(target))
-        a = mapping(after.get("all")) if target == "all" else \
-            mapping(mapping(after.get("per_target")).get(target))
-        for metric in METRICS:
-            if metric in a:
-                rows.append([Cell(target), Cell(metric), cell(b.get(metric)),
-                             cell(a.get(metric)), p_cell(mapping(a[metric]).get("p_value"),
-                                                         n_boot)])
+        before, best = _arm(data, "baseline", target), _arm(data, "best", target)
+        control = _arm(data, "control", target)
+        for metric in best:
+            a, c = mapping(best.get(metric)), mapping(control.get(metric))
+            rows.append([Cell(target), Cell(metric), cell(before.get(metric)), cell(a),
+                         p_cell(a.get("p_value"), n_boot),
+                         *([cell(c or None), p_cell(c.get("p_value"), n_boot),
+                            p_cell(mapping(versus.get(metric)).get("p_value")
+                                   if target == "all" else None, n_boot)]
+                           if has_control else [])])
     if not rows:
         return []
+    control_cols = (["random control [95% CI]", "p control", "p steered vs control"]
+                    if has_control else [])
     return [Table(["targets", "metric", "no steering [95% CI]", "steered [95% CI]",
-                   "p (paired)"], rows, caption="Held-out test items: the best setting chosen "
-                  "on dev against no steering")]
+                   "p (paired)", *control_cols], rows,
+                  caption="Held-out test items: the best setting chosen on dev, and a random "
+                  "direction of the same norm per layer, each against no steering")]
 
 
 @register
-class SteeringSection(ExtraSection):
+class SteeringSection(ShapedSection):
     kind = "steering"
     formats = ("steering",)
     order = 4
@@ -65,40 +74,16 @@ class SteeringSection(ExtraSection):
     card_label = "steering"
     command = "steer"
 
-    def heading(self, art: Artifact) -> str:
-        return super(ExtraSection, self).heading(art)
+    def describe(self, data: Any) -> str | None:
+        return steering_summary(data)
 
-    def card(self, art: Artifact) -> Any:
-        return super(ExtraSection, self).card(art)
+    def tables(self, data: Any) -> list[Block]:
+        return steering_table(data)
 
-    def toc_label(self, art: Artifact) -> str:
-        return super(ExtraSection, self).toc_label(art)
-
-    def command_name(self, art: Artifact, config: Mapping[str, Any]) -> str:
-        return self.command
-
-    def summary(self, art: Artifact) -> str | None:
-        return steering_summary(art.get(self.kind)) or super().summary(art)
-
-    def body(self, art: Artifact) -> list[Block]:
-        data = art.get(self.kind)
-        if data is None:
-            return []
-        table = steering_table(data)
-        if not table:  # not the shape this page knows: the generic view
-            return super().body(art)
-        summary = self.summary(art)
-        return [*([Para(summary, "verdict")] if summary else []), *table,
-                *all_values(art.formats[self.kind], data)]
-
-    def figures(self, art: Artifact) -> list[FigureSpec]:
-        data = art.get(self.kind)
-        if not isinstance(data, Mapping) or not steering_table(data):
-            return []
+    def specs(self, data: Mapping[str, Any]) -> list[FigureSpec]:
         return [FigureSpec("steering_test.png", "Test split: no steering against the best "
                            "setting (95% CIs)", lambda: plots.draw_before_after(data)),
                 FigureSpec("steering_sweep.png", "Steering sweep on the dev split",
                            lambda: plots.draw_sweep(data)),
                 FigureSpec("steering_inside.png", "ILO and parallel cosine by layer, with "
                            "and without steering", lambda: plots.draw_inside(data))]
-
