@@ -9,6 +9,7 @@ import shlex
 import sys
 from typing import Any
 
+from xlgap import __version__
 from xlgap.cli.config import add_config_arguments, build_config, read_config_file
 from xlgap.cli.registry import Command, commands
 from xlgap.errors import XlgapError
@@ -19,7 +20,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     parser = argparse.ArgumentParser(
         prog="xlgap", description="Measure, explain and reduce the cross-lingual gap of "
         "language models.")
-    from xlgap import __version__
 
     parser.add_argument("--version", action="version", version=f"xlgap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -35,6 +35,8 @@ from xlgap.data.mapping import parse_data_map
 from xlgap.errors import ConfigError, XlgapError
 from xlgap.io import dump_json
 from xlgap.models import check_model_args, declared, split_spec
+from xlgap.progress import StepPlan
+from xlgap.provenance import versions as library_versions
 from xlgap.report.html import write_report
 
 FORMAT = "study"  # the format tag every result file carries (see xlgap.provenance)
@@ -318,8 +320,6 @@ def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[st
 
 def versions() -> dict[str, str | None]:
     """Versions of xlgap and of the libraries that shape its results."""
-    from xlgap.provenance import versions as library_versions
-
     return dict(library_versions())
 
 
@@ -352,8 +352,6 @@ def run_study(study: Study, *, redo: bool = False, keep_going: bool = True,
               stream: typing.TextIO | None = None) -> dict[str, Any]:
     """Run every step (skipping those finished with the same config), write
     ``OUT/study.json`` after each (``xlgap run`` then draws ``OUT/report.html``)."""
-    from xlgap.progress import StepPlan
-
     stream = stream or sys.stderr
     study.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {

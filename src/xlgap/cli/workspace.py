@@ -13,10 +13,16 @@ from typing import Any
 
 from xlgap import models
 from xlgap.cli.config import RunConfig
+from xlgap.data import load_dataset, validate_language
+from xlgap.data.languages import check_known
 from xlgap.errors import XlgapError
+from xlgap.interventions.steering import apply_steering_options
+from xlgap.judging import Judge
 from xlgap.models.cached import CachedBackend
 from xlgap.models.ray import RayBackend
+from xlgap.paths import cache_root
 from xlgap.sampling import ITEM_SOURCE
+from xlgap.store import Store
 
 
 def default_out(command: str) -> Path:
@@ -24,9 +30,6 @@ def default_out(command: str) -> Path:
 
 
 def open_store(cfg: RunConfig):
-    from xlgap.models.embedded import cache_root
-    from xlgap.store import Store
-
     return Store(Path(cfg.store) if cfg.store else cache_root() / "store")
 
 
@@ -84,8 +87,6 @@ def open_backend(cfg: RunConfig):
     cached = CachedBackend(backend, store)
     cached.name = cfg.model  # type: ignore[attr-defined]
     if getattr(cfg, "steer", ""):
-        from xlgap.interventions.steering import apply_steering_options
-
         apply_steering_options(cached, cfg.steer, cfg.steer_layers, cfg.steer_alpha)
     return cached
 
@@ -110,8 +111,6 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False, item_source: bo
     supports it: the source returned is then ``"item"``, the targets are every requested
     language (each group drops its own source), and the data set keeps the items' source
     languages and the targets."""
-    from xlgap.data import load_dataset, validate_language
-    from xlgap.data.languages import check_known
 
     if cfg.source == ITEM_SOURCE and not item_source:
         raise XlgapError("--source item (each item from its own source language) works with "
@@ -164,8 +163,6 @@ def open_judge(cfg: Any):
     if not getattr(cfg, "judge", ""):
         return None
     from dataclasses import replace
-
-    from xlgap.judging import Judge
 
     # The judge is its own model: neither the studied model's steering, its chat template
     # choice nor its backend options (--model-arg) apply to it.

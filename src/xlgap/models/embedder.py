@@ -19,6 +19,7 @@ import numpy as np
 
 from xlgap.errors import ModelError
 from xlgap.models.base import Backend
+from xlgap.store import request_key
 
 #: texts -> (len(texts), d) float array
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -85,7 +86,6 @@ class HFEncoderEmbedder:
         texts = list(texts)
         if self.store is None:
             return self._compute(texts)
-        from xlgap.store import request_key
 
         keys = [request_key("embed", {"text": t}) for t in texts]
         found = self.store.get_many(self.name, keys)

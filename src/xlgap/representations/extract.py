@@ -33,6 +33,7 @@ import numpy as np
 from xlgap.errors import BackendError, ConfigError, DataError
 from xlgap.io import dump_json
 from xlgap.models.base import POOLINGS, Backend
+from xlgap.progress import progress_bar
 
 __all__ = [
     "HIDDEN_DIR",
@@ -242,8 +243,6 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
     maps: dict[int, np.memmap] = {}
     if index["dim"] is not None:
         maps = {i: np.load(layer_path(out, i), mmap_mode="r+") for i in layer_ids}
-
-    from xlgap.progress import progress_bar
 
     bar = progress_bar(total=n_batches, initial=int(index["n_done"]), enabled=progress,
                        desc="hidden states", unit="batch")

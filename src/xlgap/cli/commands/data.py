@@ -9,6 +9,7 @@ from xlgap.cli.registry import command
 from xlgap.cli.workspace import report_problems
 from xlgap.data import describe, format_description, load_dataset
 from xlgap.data.catalog import get_dataset, info, list_datasets, read_manifest
+from xlgap.models.embedded import ensure_converted
 
 
 def cmd_data_show(path: str, on_missing: str, on_error: str = "fail") -> int:
@@ -85,7 +86,5 @@ def cmd_data(args: argparse.Namespace) -> int:
 @command("convert", None, "convert the embedded model into the cache (done automatically "
          "on first use)", arguments=lambda parser: None)
 def cmd_convert(_: argparse.Namespace) -> int:
-    from xlgap.models.embedded import ensure_converted
-
     print(ensure_converted())
     return 0

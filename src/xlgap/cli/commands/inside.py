@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, opt
 from xlgap.cli.registry import command
 from xlgap.data.items import ParallelDataset
@@ -19,14 +20,24 @@ from xlgap.errors import ConfigError
 from xlgap.io import dump_json
 from xlgap.prompting.scoring import candidate_scores, parallel_texts
 from xlgap.provenance import tagged
+from xlgap.report.plots.representations import (
+    plot_ilo_by_layer,
+    plot_logit_lens,
+    plot_pair_heatmap,
+    plot_similarity_by_layer,
+)
 from xlgap.report.text import (
     format_consistency,
     format_ilo,
     format_logit_lens,
     format_similarity,
 )
-from xlgap.representations.ilo import DISTANCES, PRESETS
+from xlgap.representations.extract import CenteredStates, load_or_extract
+from xlgap.representations.ilo import DISTANCES, PRESETS, default_t, ilo_by_layer, ilo_from_npz
+from xlgap.representations.logit_lens import logit_lens
+from xlgap.representations.similarity import layerwise_similarity
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
+from xlgap.stats.consistency import consistency_matrix
 
 ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
             "Interlingual Representations of Large Language Models', arXiv:2503.11280")
@@ -78,8 +89,6 @@ def hidden_states(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
     """The one path to hidden states for ``ilo``, ``similarity``, ``inside`` and the demo:
     pooled states of the parallel texts, every layer, extracted into ``OUT/hidden/`` or
     resumed from there (a :class:`~xlgap.representations.extract.HiddenStateSet`)."""
-    from xlgap.representations.extract import load_or_extract
-
     if not backend.supports_white_box:
         raise ConfigError(f"hidden states need a white-box model; {cfg.model!r} has none")
     return load_or_extract(backend, parallel_texts(dataset, languages), out,
@@ -90,8 +99,6 @@ def hidden_states(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 def ilo_settings(cfg: InsideConfig, n_languages: int | None) -> dict[str, Any]:
     """The preset's ILO settings with the options given explicitly laid over them
     (``t`` stays None, to be resolved later, when the number of languages is unknown)."""
-    from xlgap.representations.ilo import default_t
-
     base = PRESETS[cfg.preset]
     t = cfg.t
     if t is None and n_languages is not None:
@@ -106,9 +113,6 @@ def _uncertainty(cfg: InsideConfig) -> dict[str, int]:
 
 
 def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-    from xlgap.report.plots.representations import plot_ilo_by_layer
-    from xlgap.representations.extract import CenteredStates
-    from xlgap.representations.ilo import ilo_by_layer
 
     settings = ilo_settings(cfg, len(states.languages))
     source = CenteredStates(states) if settings["centered"] else states
@@ -122,9 +126,6 @@ def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
 
 
 def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-    from xlgap.report.plots.representations import plot_similarity_by_layer
-    from xlgap.representations.extract import CenteredStates
-    from xlgap.representations.similarity import layerwise_similarity
 
     center = True if cfg.center is None else cfg.center
     result = layerwise_similarity(CenteredStates(states) if center else states,
@@ -137,8 +138,6 @@ def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
 
 def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                    languages: Sequence[str], out: Path) -> dict[str, Any]:
-    from xlgap.report.plots.representations import plot_logit_lens
-    from xlgap.representations.logit_lens import logit_lens
 
     result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot or cfg.source,
                         shots=cfg.shots, progress=cfg.show_progress())
@@ -149,8 +148,6 @@ def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                     languages: Sequence[str], out: Path) -> dict[str, Any]:
-    from xlgap.report.plots.representations import plot_pair_heatmap
-    from xlgap.stats.consistency import consistency_matrix
 
     scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
     result = consistency_matrix(scores, gold, **_uncertainty(cfg))
@@ -164,12 +161,10 @@ def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
 
 
 def _setup(cfg: InsideConfig, default: str) -> tuple[Any, ParallelDataset, list[str], Path]:
-    from xlgap.cli.workspace import default_out, open_backend, open_dataset
-
-    dataset, source, targets = open_dataset(cfg)
-    out = Path(cfg.out) if cfg.out else default_out(default)
+    dataset, source, targets = workspace.open_dataset(cfg)
+    out = Path(cfg.out) if cfg.out else workspace.default_out(default)
     out.mkdir(parents=True, exist_ok=True)
-    return open_backend(cfg), dataset, _languages(source, targets), out
+    return workspace.open_backend(cfg), dataset, _languages(source, targets), out
 
 
 def _setup_states(cfg: InsideConfig, default: str
@@ -184,8 +179,6 @@ def _setup_states(cfg: InsideConfig, default: str
          "level, from a model or your own vectors (--vectors FILE.npz)")
 def cmd_ilo(cfg: IloConfig) -> int:
     if cfg.vectors:
-        from xlgap.representations.ilo import ilo_from_npz
-
         out = Path(cfg.out) if cfg.out else Path(cfg.vectors).with_suffix("")
         out.mkdir(parents=True, exist_ok=True)
         settings = ilo_settings(cfg, None)

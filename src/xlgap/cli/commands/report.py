@@ -15,6 +15,7 @@ from typing import ClassVar
 from xlgap.cli.config import opt
 from xlgap.cli.registry import command
 from xlgap.errors import ConfigError
+from xlgap.report.html import write_report
 
 
 @dataclass
@@ -46,8 +47,6 @@ def default_report_path(dirs: Sequence[Path]) -> Path:
 @command("report", ReportConfig, "one self-contained HTML page of the results in the given "
          "directories: verdicts, tables with CIs, figures, provenance")
 def cmd_report(cfg: ReportConfig) -> int:
-    from xlgap.report.html import write_report
-
     dirs = report_dirs(cfg.dirs)
     if not dirs:
         raise ConfigError("xlgap report DIR...: give one or more result directories")

@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, config_to_dict, opt
 from xlgap.cli.registry import command
+from xlgap.data.languages import check_known
 from xlgap.errors import ConfigError
+from xlgap.interventions.finetune import FinetuneOptions, run_finetune
+from xlgap.interventions.finetune.experiment import parse_freeze
+from xlgap.interventions.steering import SteerOptions, run_steering
+from xlgap.interventions.steering.experiment import VECTORS_FILE, parse_sweep
 from xlgap.report.plots import finetune as finetune_plots
 from xlgap.report.plots import steering as steering_plots
 from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
@@ -93,8 +99,6 @@ def _log(msg: str) -> None:
 def _open(cfg: RunConfig, command: str, extra_langs: Sequence[str] = ()) -> tuple[
         Any, Any, str, list[str], Path]:
     """Backend, data, source, targets, out."""
-    from xlgap.cli.workspace import default_out, open_backend, open_dataset
-    from xlgap.data.languages import check_known
 
     # Checked before anything loads: these commands hook one model in this process.
     if cfg.ray:
@@ -103,14 +107,14 @@ def _open(cfg: RunConfig, command: str, extra_langs: Sequence[str] = ()) -> tupl
     if cfg.steer:
         raise ConfigError(f"xlgap {command} sets up its own model changes; --steer is for "
                           "the other commands")
-    dataset, source, targets = open_dataset(cfg, all_languages=bool(extra_langs))
+    dataset, source, targets = workspace.open_dataset(cfg, all_languages=bool(extra_langs))
     check_known(extra_langs, dataset.languages, f"data set {dataset.name}")
     if not targets:
         raise ConfigError(f"xlgap {command} needs at least one target language (--targets)")
-    backend = open_backend(cfg)
+    backend = workspace.open_backend(cfg)
     if not backend.supports_white_box:
         raise ConfigError(f"xlgap {command} needs a white-box model; {cfg.model!r} is not one")
-    out = Path(cfg.out) if cfg.out else default_out(command)
+    out = Path(cfg.out) if cfg.out else workspace.default_out(command)
     out.mkdir(parents=True, exist_ok=True)
     return backend, dataset, source, targets, out
 
@@ -137,8 +141,6 @@ STEER_FIGURES: tuple[Figure, ...] = (
          "layers x alpha on dev, report the best and a random control on test (CIs, paired p)",
          analysis=True, white_box=True)
 def cmd_steer(cfg: SteerConfig) -> int:
-    from xlgap.interventions.steering import SteerOptions, run_steering
-    from xlgap.interventions.steering.experiment import VECTORS_FILE, parse_sweep
 
     parse_sweep(cfg.directions, cfg.layers, cfg.alphas)  # bad options fail before any load
     backend, dataset, source, targets, out = _open(cfg, "steer")
@@ -209,9 +211,6 @@ FINETUNE_FIGURES: tuple[Figure, ...] = ((finetune_plots.plot_ilo, "finetune_ilo.
          "(LoRA or full); ILO and transfer before/after, settings compared pairwise",
          analysis=True, white_box=True)
 def cmd_finetune(cfg: FinetuneConfig) -> int:
-    from xlgap.data.languages import check_known
-    from xlgap.interventions.finetune import FinetuneOptions, run_finetune
-    from xlgap.interventions.finetune.experiment import parse_freeze
 
     parse_freeze(cfg.freeze_first)  # bad options fail before any load
     backend, dataset, source, targets, out = _open(cfg, "finetune",

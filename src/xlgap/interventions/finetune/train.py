@@ -39,6 +39,7 @@ from torch import nn
 
 from xlgap.errors import ConfigError, DataError
 from xlgap.io import dump_json
+from xlgap.models.hf import HFBackend
 from xlgap.models.layers import get_module, layout_for, white_box
 from xlgap.progress import progress_bar
 
@@ -428,8 +429,6 @@ def finetuned_backend(base: Any, trainable: nn.Module, spec: TrainSpec, record: 
                       ) -> Any:
     """An HF backend of the trained model (LoRA merged into the weights), whose fingerprint
     is the base one tagged with the fine-tune (a modifier), so results never mix."""
-    from xlgap.models.hf import HFBackend  # loads transformers: only when a model is tuned
-
     inner = white_box(base)
     model = trainable.merge_and_unload() if spec.method == "lora" else trainable
     model.requires_grad_(False)
