@@ -30,6 +30,7 @@ import numpy as np
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.strategies import PairResult, Strategy
+from xlgap.interventions.strategies.vote import EXACT_NOT_APPLICABLE
 from xlgap.io import finite
 from xlgap.runs import SAMPLES_FILE, Run, load_run
 from xlgap.sampling import fill_run
@@ -189,6 +190,17 @@ def _paired_ratio_p(a: dict[str, np.ndarray], b: dict[str, np.ndarray], num: str
     return finite(paired_ratio_pvalue(na, da, nb, db, n_boot=n_boot, seed=seed))
 
 
+def not_applicable(run: Run) -> dict[str, Any] | None:
+    """The metrics a strategy's run cannot move by construction, with the reason (exact
+    vote-k keeps the baseline's modes), from ``run.json``; runs written before the key
+    existed are recognised by strategy and mode."""
+    na = run.meta.get("not_applicable")
+    if na is None and run.mode == "exact" and str(run.meta.get("strategy", "")).startswith(
+            "vote-"):
+        na = EXACT_NOT_APPLICABLE
+    return dict(na) if na else None
+
+
 def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: int = 1000,
                  seed: int = 0, failures: dict[str, dict[str, int]] | None = None
                  ) -> dict[str, Any]:
@@ -213,7 +225,11 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: in
         m["parse_failures"] = {"total": int(sum(fails.values())),
                                "by_language": {lang: int(fails.get(lang, 0))
                                                for lang in run.languages}}
-        if name == baseline or baseline not in runs:
+        na = not_applicable(run)
+        if na is not None:
+            m["not_applicable"] = na
+        if name == baseline or baseline not in runs or na is not None:
+            # exact vote-k: no test of a difference that is zero by construction
             m["p_vs_baseline"] = None
             m["p_vs_baseline_overall_success"] = None
         else:

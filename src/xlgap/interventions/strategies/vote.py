@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
+import itertools
+import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from xlgap.data.items import Item, ParallelDataset
+from xlgap.errors import ConfigError
 from xlgap.interventions.parsing import parse_direct
 from xlgap.interventions.strategies.base import (
     PairResult,
@@ -55,33 +58,67 @@ class Vote(Strategy):
         return results
 
     def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
-        """The distribution of the majority of k answers drawn from the baseline's exact
-        distribution (seeded per item and language)."""
+        """The exact distribution of the plurality winner of k answers drawn from the
+        baseline's exact distribution (:func:`vote_distribution`)."""
         base = self.score_prompts([self.builder.scoring_prompt(it, lang)
                                    for it, lang in pairs])
-        return [vote_distribution(p, self.k, _pair_seed(self.options.seed, it.id, lang))
-                for (it, lang), p in zip(pairs, base, strict=True)]
+        return [vote_distribution(p, self.k) for p in base]
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"k": self.k, "vote_rule": VOTE_RULE}
+        if self.options.exact:
+            out["not_applicable"] = EXACT_NOT_APPLICABLE
+        return out
 
 
-def _pair_seed(seed: int, item_id: str, lang: str) -> int:
-    digest = hashlib.sha256(f"{seed}\t{item_id}\t{lang}".encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+VOTE_RULE = ("plurality of k answers; a tie goes to the tied answer drawn first, which "
+             "over exact distributions splits the win evenly among the tied answers")
+# A plurality vote over k i.i.d. draws keeps the argmax of the distribution it draws from
+# (the count vector is exchangeable across answers, and the likelier answer stochastically
+# dominates in it), so in exact mode every statistic of the mode equals the baseline's.
+EXACT_NOT_APPLICABLE: dict[str, Any] = {
+    "metrics": ["transfer", "overall_success", "agreement", "mode_accuracy"],
+    "reason": ("exact vote-k keeps the mode of the baseline distribution it votes over, so "
+               "statistics of the mode equal the baseline's by construction and have no "
+               "test; only accuracy (P(gold)) and chi-square can move"),
+}
+MAX_COMPOSITIONS = 5_000_000  # count vectors enumerated at most (m = 10, k = 5: 2,002)
 
 
-VOTE_DRAWS = 4000  # Monte Carlo draws for the exact distribution of a k-vote winner
+@lru_cache(maxsize=32)
+def _compositions(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every count vector of k draws over m answers ``(N, m)`` and the log multinomial
+    coefficient of each."""
+    n = math.comb(m + k - 1, k)
+    if n > MAX_COMPOSITIONS:
+        raise ConfigError(f"exact vote-{k} over {m} candidates needs {n:,} count vectors; "
+                          f"lower k, or drop --exact to vote on sampled answers")
+    counts = np.zeros((n, m), dtype=np.int64)
+    for row, combo in enumerate(itertools.combinations_with_replacement(range(m), k)):
+        np.add.at(counts[row], list(combo), 1)
+    lgam = np.array([math.lgamma(c + 1) for c in range(k + 1)])
+    return counts, math.lgamma(k + 1) - lgam[counts].sum(axis=1)
 
 
-def vote_distribution(probs: Sequence[float], k: int, seed: int) -> list[float]:
-    """The distribution of the winner of k answers drawn from ``probs`` (plurality; ties go
-    to the answer drawn first, as in :func:`majority`), by seeded Monte Carlo."""
+def vote_distribution(probs: Sequence[float], k: int) -> list[float]:
+    """The exact distribution of the winner of k i.i.d. answers drawn from ``probs``.
+
+    Every count vector c of the k draws has the multinomial probability
+    ``k! / prod(c_i!) * prod(p_i^c_i)``; its plurality winners are the answers with the
+    largest count. :func:`majority` gives a tie to the tied answer drawn first; given the
+    counts, the draws are in uniformly random order, so that answer is each tied one with
+    the same chance, and a tie's probability is split evenly among the tied answers.
+    """
     p = np.asarray(probs, dtype=np.float64)
-    m = p.size
-    draws = np.random.default_rng(seed).choice(m, size=(VOTE_DRAWS, k), p=p / p.sum())
-    onehot = draws[:, :, None] == np.arange(m)
-    counts = onehot.sum(axis=1)
-    first = np.where(onehot.any(axis=1), onehot.argmax(axis=1), k)
-    winner = np.argmax(counts * (k + 1) - first, axis=1)
-    return (np.bincount(winner, minlength=m) / VOTE_DRAWS).tolist()
+    p = p / p.sum()
+    counts, log_coef = _compositions(p.size, k)
+    logp = np.log(np.where(p > 0, p, 1.0))
+    # an answer of probability 0 is never drawn: count vectors that draw it are impossible
+    impossible = ((counts > 0) & (p <= 0)).any(axis=1)
+    prob = np.where(impossible, 0.0, np.exp(log_coef + counts @ logp))
+    top = counts == counts.max(axis=1, keepdims=True)
+    out = (prob[:, None] * top / top.sum(axis=1, keepdims=True)).sum(axis=0)
+    return (out / out.sum()).tolist()
 
 
 def majority(raws: Sequence[str], concept: Callable[[str], int], lang: str | None = None
