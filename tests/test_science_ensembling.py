@@ -107,9 +107,11 @@ def test_exact_tta_answers_in_the_asked_language(chat: bool) -> None:
     for (it, lang), (prompt, conts) in zip(pairs, backend.requests, strict=True):
         assert question_text(it[lang]) in prompt
         assert [c.strip() for c in conts] == list(it[lang].candidates)
-    # the source's translation (into French, the first of its pool) is in its prompt,
-    # but the answer is scored in English
-    fr_q = question_text(ITEMS[0]["fr"]).replace("?", "").strip()
-    assert fr_q in backend.requests[0][0]
+    # the source's prompt holds the model's translation into French (the first of its
+    # pool) on the line after its English question, and the answer is asked in English
+    prompt = backend.requests[0][0]
+    assert "French: " in prompt.split(question_text(ITEMS[0]["en"]))[-1]
+    assert prompt.endswith("\nAnswer: " if chat else "\nAnswer (English):")
+    assert backend.requests[1][0].endswith("\nAnswer: " if chat else "\nAnswer (French):")
     tea = get_strategy("tea", backend, DATA, opts).score(pairs)
     assert not np.allclose(got[1], tea[1])

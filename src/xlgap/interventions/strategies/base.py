@@ -17,6 +17,15 @@ indices, so all strategies are compared on the same number of final answers. Str
 * ``vote-k`` (response ensembling): each final answer is the majority over k samples of
   the baseline prompt.
 
+Exact mode (``exact``) scores the candidates instead of sampling: TTA-k writes the
+model's own greedy translations into the TTA prompt and scores the asked language's
+candidates after the answer marker, so every language (the source included) is answered
+in its own language with its own question in sight, as when sampling; tta-1 is therefore
+not TEA. vote-k gives the exact distribution of the plurality winner of k draws from the
+baseline distribution; that winner's mode is the baseline's mode, so exact vote-k cannot
+move transfer, overall success or agreement (they are marked not applicable), only the
+expected accuracy P(gold) and the chi-square distance.
+
 Which k languages: the *pool* is ``translation_langs`` when given, else the source
 language, then the data set's other languages in data order (so a language's prompt does
 not depend on which other targets a run has); the asked language is removed, and with

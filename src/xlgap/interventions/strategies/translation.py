@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from xlgap.data.items import MASK, Item, LangEntry, ParallelDataset
 from xlgap.data.languages import language_name
 from xlgap.errors import ConfigError
@@ -159,19 +157,34 @@ class TranslateThenAnswer(_WithTranslations):
         return "\n\n".join(blocks)
 
     def score(self, pairs: Sequence[tuple[Item, str]]) -> list[list[float]]:
-        """The model's own translations of the question into the k languages (greedy);
-        in each, the candidates of that language are scored; the k distributions are
-        averaged (candidate j is the same entity everywhere)."""
+        """The sampled TTA prompt, continued with the model's own greedy translations of
+        the question into the k languages and the answer marker; the asked language's
+        candidates are scored after it. Every pair, the source included, is answered in
+        its own language with its own question in sight, as in the sampled TTA."""
         plans = [(it, lang, self.translation_languages(it, lang, self.k))
                  for it, lang in pairs]
         requests = [(it, question_text(it[lang]), lang, c) for it, lang, langs in plans
                     for c in langs]
         done = iter(self.translate(requests))
-        prompts = [self.scoring_prompt_for(it, lang, next(done), c)
-                   for it, lang, langs in plans for c in langs]
-        dists = iter(self.score_prompts(prompts))
-        return [np.mean([next(dists) for _ in langs], axis=0).tolist()
-                for _, _, langs in plans]
+        return self.score_prompts([self.answer_scoring_prompt(it, lang, {c: next(done)
+                                                                        for c in langs})
+                                   for it, lang, langs in plans])
+
+    def answer_scoring_prompt(self, item: Item, lang: str, translations: dict[str, str]
+                              ) -> ScoringPrompt:
+        """:meth:`prompt` with ``translations`` (``{language: text}``, in pool order)
+        written as the model's own lines, then the answer marker and ``lang``'s
+        candidates as continuations."""
+        entry = item[lang]
+        lines = [f"{language_name(c)}: {t}" for c, t in translations.items()]
+        chat = self.backend.is_chat
+        if chat:
+            text = self.prompt(item, lang) + "\n".join(lines) + "\nAnswer: "
+        else:  # the prompt already ends with the first language's label
+            first = lines[0].split(":", 1)[1]
+            text = (self.prompt(item, lang) + first + "".join(f"\n{ln}" for ln in lines[1:])
+                    + f"\nAnswer ({language_name(lang)}):")
+        return ScoringPrompt(text, answer_continuations(entry, chat=chat, cloze_prefix=False))
 
     def run(self, pairs: Sequence[tuple[Item, str]]) -> list[PairResult]:
         budget = self.options.tta_tokens_per_lang * self.k + self.options.max_new_tokens
