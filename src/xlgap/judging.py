@@ -13,13 +13,15 @@ as a completion, chat models as one user turn):
     Answer: <the answer's first line>
     Correct (yes or no):
 
-The judge answers greedily (3 tokens); "yes" (or "y", "true", "correct") is right,
-anything else wrong. Its calls go through its backend and the result store like every
+The judge answers greedily (3 tokens); its first word (the first run of letters, so
+"**Yes**", "Yes," and "yes." count) "yes" (or "y", "true", "correct") is right, anything
+else wrong. Its calls go through its backend and the result store like every
 other call, so a rerun asks nothing twice.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from xlgap.data.items import Item
@@ -31,6 +33,16 @@ JUDGE_INSTRUCTION = ("Decide whether the answer to the question is correct: it i
                      "names the same thing as one of the gold answers, in any language or "
                      "spelling.")
 _YES = ("yes", "y", "true", "correct")
+
+
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters (any script)
+
+
+def _says_yes(reply: str) -> bool:
+    """Whether the judge's first word is a yes: the first run of letters, so markdown,
+    punctuation and case around it ("**Yes**", "Yes,", " yes.") do not matter."""
+    word = _WORD.search(reply)
+    return word is not None and word.group(0).lower() in _YES
 
 
 def judge_prompt(backend: Backend, question: str, gold: Sequence[str], answer: str) -> str:
@@ -55,6 +67,5 @@ class Judge:
                    for a in asks]
         outs = self.backend.generate(prompts, n=1, temperature=0.0, max_new_tokens=3,
                                      seed=0) if prompts else []
-        verdicts = {a: o[0].strip().lower().strip(".!").split(" ")[0] in _YES
-                    for a, o in zip(asks, outs, strict=True)}
+        verdicts = {a: _says_yes(o[0]) for a, o in zip(asks, outs, strict=True)}
         return [0 if a and verdicts[a] else OTHER for a in answers]

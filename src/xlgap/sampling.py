@@ -269,7 +269,16 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     todo = [key for key in texts if key not in done]
     if todo:
         flat = [t for key in todo for t in texts[key]]
-        vecs = embedder([t if t.strip() else " " for t in flat]).astype(np.float32)
+        # An empty answer has no vector (NaN), never a shared " " that would make "no
+        # answer" coincide across languages; the curves leave it out of their subsets.
+        said = [i for i, t in enumerate(flat) if t.strip()]
+        got = (np.asarray(embedder([flat[i] for i in said]), dtype=np.float32) if said
+               else np.zeros((0, 0), np.float32))
+        # the vector size: from this batch, from earlier ones, or from one probe
+        dim = (got.shape[1] if said else next(iter(done.values())).shape[-1] if done
+               else np.asarray(embedder([" "])).shape[1])
+        vecs = np.full((len(flat), dim), np.nan, dtype=np.float32)
+        vecs[said] = got
         k = len(texts[todo[0]])
         for n, key in enumerate(todo):
             done[key] = vecs[n * k:(n + 1) * k]

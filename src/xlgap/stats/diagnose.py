@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,12 @@ def _add_answer_vectors(per: dict[str, Any], curves: dict[str, Any], src: np.nda
     """Open items: the L2 distance between the mean embeddings of all K source and K
     target answers, and its ensembling curves, in place of the candidate-embedding ones."""
     vc = vector_curves(src, tgt, repeats=repeats, seed=seed)
-    rows = np.isfinite(vc["l2"][:, 0])
-    if not rows.any():
-        return
-    full = np.sqrt(((np.nanmean(src, axis=1) - np.nanmean(tgt, axis=1)) ** 2).sum(axis=-1))
+    # an item with answers on both sides (empty answers are NaN vectors, left out)
+    rows = np.isfinite(vc["l2"]).any(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a side with no answer at all
+        full = np.sqrt(((np.nanmean(src, axis=1) - np.nanmean(tgt, axis=1)) ** 2
+                        ).sum(axis=-1))
     q, k = vc["l2"].shape
     for key in ("l2", "l2sq"):
         if curves.get(key) is None:

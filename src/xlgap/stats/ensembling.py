@@ -118,10 +118,12 @@ def vector_curves(source: np.ndarray, target: np.ndarray, *, repeats: int = 20,
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Per-item L2 curves ``(Q, K)`` from embeddings of every answer (open questions).
 
-    ``source`` and ``target`` are ``(Q, K, d)`` (NaN rows: no data). For k = 1..K the
-    distance is between the means of k random source answers and k random target answers
-    (without replacement), averaged over ``repeats`` subsets; ``l2sq`` is the mean squared
-    distance, which falls as ``bias^2 + variance / k`` (see :func:`variance_share`).
+    ``source`` and ``target`` are ``(Q, K, d)``. For k = 1..K the distance is between the
+    means of k random source answers and k random target answers (without replacement),
+    averaged over ``repeats`` subsets; ``l2sq`` is the mean squared distance, which falls
+    as ``bias^2 + variance / k`` (see :func:`variance_share`). A NaN answer (an empty one:
+    nothing to embed) is left out of each subset it falls in; a subset without any answer
+    on a side is left out of the average, and an item without answers on a side is NaN.
     """
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
@@ -129,18 +131,26 @@ def vector_curves(source: np.ndarray, target: np.ndarray, *, repeats: int = 20,
         raise DataError(f"ensembling: answer vectors must be two (Q, K, d) arrays of one "
                         f"shape, got {src.shape} and {tgt.shape}")
     q, k, _ = src.shape
-    ok = np.isfinite(src).all(axis=(1, 2)) & np.isfinite(tgt).all(axis=(1, 2))
+    has_s, has_t = np.isfinite(src).all(axis=2), np.isfinite(tgt).all(axis=2)  # (Q, K)
+    ok = has_s.any(axis=1) & has_t.any(axis=1)
     l2 = np.full((q, k), np.nan)
     l2sq = np.full((q, k), np.nan)
     rng = np.random.default_rng(seed)
-    sizes = np.arange(1, k + 1)[None, :, None]
+
+    def means(vec: np.ndarray, has: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        """(R, K, d): the mean of the answers among the first k of each permutation."""
+        total = np.cumsum(np.where(has[:, None], vec, 0.0)[perm], axis=1)
+        n = np.cumsum(has[perm], axis=1)[..., None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
     for i in np.nonzero(ok)[0]:
         ps = rng.random((repeats, k)).argsort(axis=1)
         pt = rng.random((repeats, k)).argsort(axis=1)
-        ms = np.cumsum(src[i][ps], axis=1) / sizes  # (R, K, d): mean of the first k
-        mt = np.cumsum(tgt[i][pt], axis=1) / sizes
-        d2 = ((ms - mt) ** 2).sum(axis=-1)
-        l2[i], l2sq[i] = np.sqrt(d2).mean(axis=0), d2.mean(axis=0)
+        d2 = ((means(src[i], has_s[i], ps) - means(tgt[i], has_t[i], pt)) ** 2).sum(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a size no subset had answers
+            l2[i], l2sq[i] = np.nanmean(np.sqrt(d2), axis=0), np.nanmean(d2, axis=0)
     return {"l2": l2, "l2sq": l2sq}
 
 

@@ -1,0 +1,88 @@
+"""The smaller points of issue 18: the tie rule of overall success / transfer, judge
+parsing, and empty open answers (not one shared " " vector in every language)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fake_backend import FakeBackend
+from test_open_questions import OpenAnswers, open_data
+from xlgap.data import load_dataset
+from xlgap.data.items import Item, LangEntry
+from xlgap.judging import Judge
+from xlgap.prompting.answers import OTHER
+from xlgap.runs import load_run
+from xlgap.sampling import SamplingOptions, make_run, write_sample_embeddings
+from xlgap.stats.ensembling import vector_curves
+from xlgap.stats.metrics import agreement_per_item, overall_success_per_item, transfer_parts
+
+
+def test_overall_success_uses_the_shared_draw_of_agreement() -> None:
+    """Modes {g, x} in the source and {g, y} in the target: one shared random order of
+    the candidates picks the first of each mode set; both are gold when g comes first
+    among {g, x, y}: 1/3 (|A & B| / |A | B| with g in both), not min(1/2, 1/2)."""
+    p = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    q = np.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
+    gold = np.array([0, 0, 0, 0])
+    both = overall_success_per_item(p, q, gold)
+    assert both == pytest.approx([1 / 3, 1 / 2, 1 / 2, 0.0])
+    # a target identical to its source is right exactly when the source is (transfer 1)
+    num, den = transfer_parts(p, p, gold)
+    assert num.sum() / den.sum() == pytest.approx(1.0)
+    # the same coupling as agreement: both right never exceeds agreeing
+    assert np.all(both <= agreement_per_item(p, q) + 1e-12)
+
+
+def test_judge_reads_the_first_word_whatever_surrounds_it() -> None:
+    replies = {"a1": "Yes,", "a2": "**Yes**", "a3": "Yes;", "a4": " yes.", "a5": "No, it",
+               "a6": "\n Correct!", "a7": "no", "a8": "Yesterday"}
+
+    class Replies(FakeBackend):
+        def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=16, seed=0,
+                     stop=("\n",)):
+            return [[next(v for k, v in replies.items() if f"Answer: {k}\n" in p)]
+                    for p in prompts]
+
+    judge = Judge(Replies(), "replies")
+    item = Item("o1", {"en": LangEntry("Who wrote item 1?", answers=("Author 1",))})
+    got = judge.judge(item, "en", list(replies))
+    assert got == [0, 0, 0, 0, OTHER, 0, OTHER, OTHER]
+
+
+class SomeEmpty(OpenAnswers):
+    """Every first answer of a prompt is empty."""
+
+    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=16, seed=0, stop=("\n",)):
+        got = super().generate(prompts, n, temperature, max_new_tokens, seed, stop)
+        return [["", *outs[1:]] for outs in got]
+
+
+def test_empty_open_answers_are_not_embedded(tmp_path: Path) -> None:
+    data = load_dataset(open_data(tmp_path / "open.jsonl", n=4))
+    out = make_run(SomeEmpty(), data, tmp_path / "run", source="en", targets=["fr"],
+                   options=SamplingOptions(samples=3, shots=1), progress=False)
+    seen: list[str] = []
+
+    def embed(texts):
+        seen.extend(texts)
+        return np.ones((len(texts), 2))
+    embed.name = "ones"
+
+    write_sample_embeddings(embed, out)
+    assert all(t.strip() for t in seen)  # nothing empty was embedded
+    vec = load_run(out).answer_vectors
+    assert vec is not None
+    assert np.isnan(vec["fr"][:, 0]).all() and np.isfinite(vec["fr"][:, 1:]).all()
+
+
+def test_ensembling_curve_drops_missing_answers_per_subset() -> None:
+    """An empty answer (NaN vector) is left out of the subsets it falls in; the item
+    keeps its curve, computed from the answers it has."""
+    src = np.array([[[0.0, 0.0], [0.0, 0.0], [np.nan, np.nan]]])
+    tgt = np.array([[[3.0, 4.0], [np.nan, np.nan], [3.0, 4.0]]])
+    curves = vector_curves(src, tgt, repeats=8, seed=0)
+    assert np.isfinite(curves["l2"][0]).all()
+    assert curves["l2"][0] == pytest.approx([5.0, 5.0, 5.0])
