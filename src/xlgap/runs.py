@@ -572,7 +572,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                                     f"{ids[i]!r}")
                 if s < 0:
                     raise DataError(f"{where}: negative sample index {s}")
-                answers.setdefault((i, lang), {})[s] = a if a >= 0 else _other_key(o, lang)
+                answers.setdefault((i, lang), {})[s] = (a if a >= 0 else
+                                                        _other_key(o, lang, open_flags[i]))
         if not isinstance(k, int) or k < 1:
             k = max((len(v) for v in answers.values()), default=0)
             warnings.append(f"run.json has no 'samples'; using K={k} from the data")
@@ -708,11 +709,22 @@ def open_item_texts(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], li
             if all(s in got for s in range(k))}
 
 
-def _other_key(row: Mapping[str, Any], lang: str) -> tuple[str, str]:
+def _other_key(row: Mapping[str, Any], lang: str, is_open: bool = False) -> tuple[str, str]:
     """The concept of an answer that names no candidate: its normalised text, or a "no
-    answer" concept of its language when the text is empty, missing or failed to parse."""
+    answer" concept of its language when the text is empty, missing or failed to parse.
+
+    On an open item every non-empty wrong answer is one concept, "not gold", in every
+    language: wrong texts are compared by their spelling otherwise, so "Paris" in French
+    could agree with "Paris" in English but "Париж" in Russian never could, and agreement
+    would depend on the script. (Normalised texts have no parentheses, so the label never
+    meets a real answer.)"""
     text = row.get("text")
     norm = normalize(text.strip().split("\n", 1)[0]) if isinstance(text, str) else ""
     if not norm or row.get("failed"):
         return ("none", lang)
+    if is_open:
+        return ("text", NOT_GOLD)
     return ("text", norm)
+
+
+NOT_GOLD = "(not gold)"  # the concept of every wrong answer to an open item

@@ -8,6 +8,8 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +24,8 @@ from xlgap.judging import Judge
 from xlgap.models.base import Backend
 from xlgap.models.embedder import Embedder, embedder_name, self_embedder
 from xlgap.progress import progress_bar
-from xlgap.prompting.templates import PromptBuilder
+from xlgap.prompting.answers import answer_matches, matching_languages
+from xlgap.prompting.templates import PromptBuilder, open_aliases
 from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import EMBEDDINGS_FILE, RunWriter, read_meta
 
@@ -161,7 +164,8 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                 answers = judge.judge(it, lang, texts)
             else:
                 answers = [builder.map_generated(it, lang, t) for t in texts]
-            rows.extend({"item": it.id, "lang": lang, "sample": k, "answer": a, "text": t}
+            rows.extend({"item": it.id, "lang": lang, "sample": k, "answer": a, "text": t,
+                         **(open_match(it, lang, t) if it[lang].is_open else {})}
                         for k, (a, t) in enumerate(zip(answers, texts, strict=True)))
         return rows
 
@@ -245,6 +249,49 @@ def write_answer_embeddings(embedder: Embedder, items: Sequence[Item], lang: str
     tmp = run_dir / "answer_embeddings.tmp.npz"
     np.savez(tmp, **arrays)
     tmp.replace(path)
+
+
+def open_match(item: Item, lang: str, text: str) -> dict[str, Any]:
+    """What an open answer's sample row records beside its answer: ``lenient`` (a gold
+    alias of any language occurs anywhere in it) and ``alias_langs`` (the languages whose
+    aliases start it, the strict rule that decides ``answer`` without a judge), so the
+    answer's language is reported apart from its correctness."""
+    aliases = open_aliases(item)
+    return {"lenient": any(answer_matches(text, names, lang) for names in aliases.values()),
+            "alias_langs": matching_languages(text, aliases, lang)}
+
+
+def open_answer_summary(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Per language, over the open items' sampled answers (``samples.jsonl``): ``strict``
+    accuracy (the answers counted right), ``lenient`` accuracy (an alias anywhere),
+    ``other_language`` (the share of right answers that only another language's aliases
+    name) and ``n`` answers. Empty when the run has no open answers with these fields."""
+    from xlgap.runs import SAMPLES_FILE
+
+    path = Path(run_dir) / SAMPLES_FILE
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                o = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if "lenient" in o:
+                rows[(str(o.get("item")), str(o.get("lang")), int(o.get("sample", -1)))] = o
+    out: dict[str, dict[str, Any]] = {}
+    for (_, lang, _), o in rows.items():
+        acc = out.setdefault(lang, {"n": 0, "strict": 0, "lenient": 0, "other_language": 0})
+        right = o.get("answer") == 0
+        acc["n"] += 1
+        acc["strict"] += right
+        acc["lenient"] += bool(o.get("lenient"))
+        acc["other_language"] += right and lang not in (o.get("alias_langs") or [])
+    for acc in out.values():
+        right = acc["strict"]
+        acc["other_language"] = acc["other_language"] / right if right else None
+        acc["strict"] /= acc["n"]
+        acc["lenient"] /= acc["n"]
+    return out
 
 
 def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:

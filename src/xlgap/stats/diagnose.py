@@ -228,6 +228,7 @@ def diagnose(run: Run, *, n_boot: int = 1000, seed: int = 0, fit_model: bool = T
             "checks": checks, "warnings": warnings, "n_boot": n_boot, "seed": seed,
             "l2_embedder": run.answer_embedder, "l2_centred": vectors is not None,
             "l2_space": _l2_space(run, vectors is not None),
+            "open_answers": _open_answers(run),
             "provenance": run_provenance(run)}
 
 
@@ -245,6 +246,16 @@ def centre_by_language(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             mean = np.nanmean(v.reshape(-1, v.shape[-1]), axis=0)
         out[lang] = v - np.where(np.isfinite(mean), mean, 0.0)
     return out
+
+
+def _open_answers(run: Run) -> dict[str, Any] | None:
+    """Open items: strict and lenient accuracy per language and the share of right
+    answers named only by another language's aliases (see docs/diagnosis.md)."""
+    if run.path is None or run.is_open is None or not run.is_open.any():
+        return None
+    from xlgap.sampling import open_answer_summary
+
+    return open_answer_summary(run.path) or None
 
 
 def _l2_space(run: Run, centred: bool) -> str | None:
