@@ -86,3 +86,20 @@ def test_ensembling_curve_drops_missing_answers_per_subset() -> None:
     curves = vector_curves(src, tgt, repeats=8, seed=0)
     assert np.isfinite(curves["l2"][0]).all()
     assert curves["l2"][0] == pytest.approx([5.0, 5.0, 5.0])
+
+
+def test_ilo_reference_is_the_language_mixed_one_and_zero_means_apart() -> None:
+    """Known answer: four languages in four far-apart clusters mix with nobody (ILO 0);
+    the label-shuffled figure is the fully language-mixed reference, well above 0, under
+    its own name (and the old one, for older readers)."""
+    from xlgap.representations.ilo import MIXED_REFERENCE, ilo_uncertainty
+
+    rng = np.random.default_rng(0)
+    vecs = {lang: rng.normal(size=(40, 6)) + 50.0 * np.eye(6)[j]
+            for j, lang in enumerate(["en", "fr", "ru", "ja"])}
+    res = ilo_uncertainty(vecs, k=5, t=2, n_boot=20, n_shuffles=3)
+    mean = res["summary"]["mean"]
+    assert mean["estimate"] == 0.0
+    assert mean["mixed_reference"] == mean["chance"] > 0.5
+    assert res["mixed_reference_method"] == MIXED_REFERENCE
+    assert "0 means no language mixes" in MIXED_REFERENCE
