@@ -6,6 +6,7 @@ known."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def meaning_plus_language(texts: list[str]) -> np.ndarray:
     meaning) plus a large offset per language, as a model's own space has."""
     out = []
     for t in texts:
-        n = int(re.findall(r"\d+", t)[0])
+        n = int((re.findall(r"\d+", t) or ["0"])[0])
         lang = ("ja" if re.search(r"[^\x00-\x7f]", t) and "écrit" not in t
                 else "fr" if ("Auteur" in t or t.strip().startswith("M.")) else "en")
         meaning = np.random.default_rng(n).normal(size=8)
@@ -120,3 +121,47 @@ def test_overall_share_weighs_targets_equally() -> None:
     both = np.stack([bias_only, spread_only], axis=1)  # (Q, T, K)
     share = variance_share(both, n_boot=50, seed=0)
     assert share["estimate"] == pytest.approx(0.5, abs=1e-6)
+
+
+class SaysNothing(SameBeliefs):
+    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=16, seed=0, stop=("\n",)):
+        return [[""] * n for _ in prompts]
+
+
+def test_every_open_answer_empty_gives_no_verdict(tmp_path: Path) -> None:
+    """Known answer: nothing to compare. No vector is embedded, nothing crashes, and the
+    verdict says why there is none."""
+    data = load_dataset(open_data(tmp_path / "open.jsonl", n=6))
+    out = make_run(SaysNothing(0.0), data, tmp_path / "run", source="en", targets=["fr"],
+                   options=SamplingOptions(samples=4, shots=1), progress=False,
+                   embedder=meaning_plus_language)
+    run = load_run(out)
+    assert run.answer_vectors is not None and np.isnan(run.answer_vectors["fr"]).all()
+    diag = diagnose(run, n_boot=50, fit_model=False)
+    assert diag["pairs"]["fr"]["variance_share_l2"]["estimate"] is None
+    assert verdict(diag).startswith("no verdict: most answers to the open questions are empty")
+
+
+def test_target_identical_to_source_is_no_bias(tmp_path: Path) -> None:
+    """Known answer: a "target" that is the source again (same question, same answers).
+    The centred L2 share is 1 (pooling all answers closes the distance) and no verdict
+    calls the gap bias. (Wrong open answers never agree across two language codes, so
+    agreement comes from the gold answers only.)"""
+    path = tmp_path / "copy.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(24):
+            en = {"prompt": f"Who wrote item {i}?", "answers": [f"Author {i}"]}
+            fh.write(json.dumps({"id": f"o{i}", "langs": {"en": en, "de": en}}) + "\n")
+    out = make_run(SameBeliefs(0.4), load_dataset(path), tmp_path / "run", source="en",
+                   targets=["de"], options=SamplingOptions(samples=8, shots=1),
+                   progress=False, embedder=meaning_plus_language)
+    run = load_run(out)
+    assert np.array_equal(run.answer_vectors["en"], run.answer_vectors["de"],
+                          equal_nan=True)
+    diag = diagnose(run, n_boot=100, fit_model=False)
+    assert diag["pairs"]["de"]["variance_share_l2"]["estimate"] > 0.95
+    assert diag["accuracy"]["de"] == diag["accuracy"]["en"]
+    # transfer is 1 but where gold ties with a wrong text: that text is a concept of its
+    # language, so the two tie sets differ ({g, x_en} against {g, x_de}: both right 1/3)
+    assert diag["pairs"]["de"]["transfer"]["estimate"] > 0.9
+    assert "bias" not in verdict(diag).split(":")[0]

@@ -325,7 +325,8 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
         dim = (got.shape[1] if said else next(iter(done.values())).shape[-1] if done
                else np.asarray(embedder([" "])).shape[1])
         vecs = np.full((len(flat), dim), np.nan, dtype=np.float32)
-        vecs[said] = got
+        if said:
+            vecs[said] = got
         k = len(texts[todo[0]])
         for n, key in enumerate(todo):
             done[key] = vecs[n * k:(n + 1) * k]
