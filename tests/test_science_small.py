@@ -103,3 +103,26 @@ def test_ilo_reference_is_the_language_mixed_one_and_zero_means_apart() -> None:
     assert mean["mixed_reference"] == mean["chance"] > 0.5
     assert res["mixed_reference_method"] == MIXED_REFERENCE
     assert "0 means no language mixes" in MIXED_REFERENCE
+
+
+def test_exact_runs_are_not_described_with_a_sample_count(tmp_path: Path) -> None:
+    """An exact run has distributions: run.json and interventions.json carry no sample
+    count for the report to print as "samples 10" or "R = 0 final answers"."""
+    import json
+
+    from test_interventions import write_data
+    from xlgap.data import load_dataset
+    from xlgap.interventions.evaluate import evaluate_dirs, run_strategy
+    from xlgap.interventions.strategies import StrategyOptions, get_strategy
+
+    data = load_dataset(write_data(tmp_path / "colors.jsonl", n=6))
+    out = make_run(FakeBackend(), data, tmp_path / "run", source="en", targets=["fr"],
+                   options=SamplingOptions(samples=10, exact=True, shots=1), progress=False)
+    assert json.loads((out / "run.json").read_text())["samples"] is None
+    opts = StrategyOptions(exact=True, shots=1)
+    for name in ("baseline", "vote-3"):
+        run_strategy(get_strategy(name, FakeBackend(), data, opts), data,
+                     tmp_path / "iv" / name, source="en", targets=["fr"], progress=False)
+    result = evaluate_dirs(tmp_path / "iv", ["baseline", "vote-3"], n_boot=20)
+    assert result["samples"] is None and result["mode"] == "exact"
+    assert json.loads((tmp_path / "iv" / "vote-3" / "run.json").read_text())["samples"] is None

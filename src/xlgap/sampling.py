@@ -174,7 +174,9 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
         answer_options["judge"] = judge.name
     run_meta = {"model": getattr(backend, "name", backend.fingerprint),
                 "fingerprint": backend.fingerprint,
-                "mode": "exact" if options.exact else "sample", "samples": options.samples,
+                "mode": "exact" if options.exact else "sample",
+                # an exact run has distributions, not samples: no sample count to show
+                "samples": None if options.exact else options.samples,
                 "strategy": "baseline",
                 "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
                 "answer_options": answer_options, **(meta or {})}

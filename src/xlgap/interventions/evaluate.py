@@ -92,7 +92,8 @@ def run_strategy(strategy: Strategy, dataset: ParallelDataset, run_dir: str | Pa
     run_meta = {"model": getattr(strategy.backend, "name", strategy.backend.fingerprint),
                 "fingerprint": strategy.backend.fingerprint,
                 "mode": "exact" if opts.exact else "sample",
-                "samples": opts.samples, "strategy": strategy.name, "options": options,
+                "samples": None if opts.exact else opts.samples,  # exact: no samples
+                "strategy": strategy.name, "options": options,
                 "answer_options": {k: v for k, v in options.items() if k != "source"},
                 **strategy.describe(), **(meta or {})}
     return fill_run(run_dir, dataset, source=source, targets=targets, meta=run_meta,
@@ -170,7 +171,7 @@ def strategy_metrics(run: Run, *, n_boot: int = 1000, seed: int = 0) -> dict[str
                      for lang in run.languages},
         "per_target": per_target,
         "n_pairs": int(np.isfinite(per["transfer_den"]).sum()),
-        "samples": run.k,
+        "samples": run.k if run.mode == "sample" else None,  # exact: distributions
     }
 
 
@@ -242,7 +243,10 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline", n_boot: in
         table[name] = m
     return {"format": FORMAT, "source": first.source, "targets": list(first.targets),
             "languages": list(first.languages), "n_items": first.n_items,
-            "samples": first.k, "baseline": baseline if baseline in runs else None,
+            "mode": first.mode,
+            # R answers per pair when sampled; null for exact distributions (no samples)
+            "samples": first.k if first.mode == "sample" else None,
+            "baseline": baseline if baseline in runs else None,
             "n_boot": n_boot, "seed": seed, "strategies": table}
 
 
