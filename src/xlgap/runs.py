@@ -713,13 +713,9 @@ def _other_key(row: Mapping[str, Any], lang: str, is_open: bool = False) -> tupl
     """The concept of an answer that names no candidate: its normalised text, or a "no
     answer" concept of its language when the text is empty, missing or failed to parse.
 
-    On an open item a wrong answer's concept is its normalised text *in its language*, so
-    wrong answers never agree across languages. Compared by spelling alone, "Paris" in
-    French would agree with "Paris" in English but "Париж" in Russian never could, and
-    agreement, chi-square and the ensembling drop would depend on the script; this way
-    open-item agreement comes from the gold answer only, in every script, while the mode
-    of one language (which wrong text it repeats) stays what it was. (Normalised texts
-    have no brackets, so the tag never meets a real answer.)"""
+    On an open item a wrong answer is its text *in its language* (normalised texts have
+    no brackets, so the tag meets no answer): by spelling alone French "Paris" would
+    agree with English "Paris" but never "Париж", so agreement would hang on the script."""
     text = row.get("text")
     norm = normalize(text.strip().split("\n", 1)[0]) if isinstance(text, str) else ""
     if not norm or row.get("failed"):
