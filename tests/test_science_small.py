@@ -126,3 +126,23 @@ def test_exact_runs_are_not_described_with_a_sample_count(tmp_path: Path) -> Non
     result = evaluate_dirs(tmp_path / "iv", ["baseline", "vote-3"], n_boot=20)
     assert result["samples"] is None and result["mode"] == "exact"
     assert json.loads((tmp_path / "iv" / "vote-3" / "run.json").read_text())["samples"] is None
+
+
+def test_an_exact_run_of_older_code_resumes(tmp_path: Path) -> None:
+    """Older exact runs recorded the --samples option as "samples"; resuming one with
+    today's code (no sample count) is not refused."""
+    import json
+
+    from test_interventions import write_data
+    from xlgap.data import load_dataset
+
+    data = load_dataset(write_data(tmp_path / "colors.jsonl", n=4))
+    opts = SamplingOptions(samples=3, exact=True, shots=1)
+    out = make_run(FakeBackend(), data, tmp_path / "run", source="en", targets=["fr"],
+                   options=opts, progress=False)
+    meta = json.loads((out / "run.json").read_text())
+    meta["samples"] = 3
+    (out / "run.json").write_text(json.dumps(meta))
+    make_run(FakeBackend(), data, out, source="en", targets=["fr", "ja"], options=opts,
+             progress=False)
+    assert load_run(out).targets == ["fr", "ja"]

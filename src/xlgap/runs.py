@@ -189,7 +189,9 @@ class RunWriter:
         run_file = self.dir / RUN_FILE
         if run_file.exists():
             old = read_meta(self.dir)
-            for key in ("mode", "source", "samples"):
+            # an exact run has no sample count (older ones recorded the option)
+            exact = self.meta.get("mode") == "exact"
+            for key in ("mode", "source") if exact else ("mode", "source", "samples"):
                 if old.get(key) != self.meta.get(key):
                     raise DataError(f"{run_file}: existing run has {key}={old.get(key)!r}, "
                                     f"not {self.meta.get(key)!r}; use another directory")
