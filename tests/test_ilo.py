@@ -328,11 +328,13 @@ def test_ilo_uncertainty_estimate_and_full_draw() -> None:
     assert res["resampling"] == "items" and res["t"] == 3
     json.dumps(res, allow_nan=False)
     mean = res["summary"]["mean"]
-    assert set(mean) == {"estimate", "ci", "chance"} and mean["estimate"] == plain.mean
+    assert set(mean) == {"estimate", "ci", "chance", "mixed_reference"}
+    assert mean["estimate"] == plain.mean and mean["mixed_reference"] == mean["chance"]
     assert set(res["summary"]["ilo"]) == set(vecs)
     # no replicates, no chance: nulls
     bare = ilo_uncertainty(vecs, k=5, t=3, n_boot=0, n_shuffles=0)
-    assert bare["summary"]["mean"] == {"estimate": plain.mean, "ci": None, "chance": None}
+    assert bare["summary"]["mean"] == {"estimate": plain.mean, "ci": None, "chance": None,
+                                       "mixed_reference": None}
 
 
 def test_ilo_replicate_reweights_points_on_fixed_neighbours(

@@ -97,6 +97,11 @@ class KnowsEnglish(FakeBackend):
         return " " + self.answer(i, lang, english, prompt, seed, k)
 
 
+def modes(answers: list[int]) -> set[int]:
+    counts = {a: answers.count(a) for a in set(answers)}
+    return {a for a, c in counts.items() if c == max(counts.values())}
+
+
 def mode_right(answers: list[int], gold: int) -> float:
     """Whether the most frequent answer is gold, ties split evenly (the definition that
     ``diagnose`` and ``intervene`` share)."""
@@ -116,11 +121,11 @@ def brute_force(run_dir: Path, ids: set[str] | None = None) -> tuple[float, floa
     for item, gold in items.items():
         if ids is not None and item not in ids:
             continue
-        s_ok = mode_right([ans[(item, meta["source"], r)] for r in range(meta["samples"])],
-                          gold)
+        s_ans = [ans[(item, meta["source"], r)] for r in range(meta["samples"])]
+        s_ok = mode_right(s_ans, gold)
         for tgt in meta["targets"]:
-            t_ok = mode_right([ans[(item, tgt, r)] for r in range(meta["samples"])], gold)
-            both += min(s_ok, t_ok)  # ties: one shared draw for both languages
+            a, b = modes(s_ans), modes([ans[(item, tgt, r)] for r in range(meta["samples"])])
+            both += (gold in a and gold in b) / len(a | b)  # ties: one shared draw
             src += s_ok
             total += 1
     return both / src, both / total

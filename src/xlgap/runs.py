@@ -186,7 +186,9 @@ class RunWriter:
         run_file = self.dir / RUN_FILE
         if run_file.exists():
             old = read_meta(self.dir)
-            for key in ("mode", "source", "samples"):
+            # an exact run has no sample count (older ones recorded the option)
+            exact = self.meta.get("mode") == "exact"
+            for key in ("mode", "source") if exact else ("mode", "source", "samples"):
                 if old.get(key) != self.meta.get(key):
                     raise DataError(f"{run_file}: existing run has {key}={old.get(key)!r}, "
                                     f"not {self.meta.get(key)!r}; use another directory")
@@ -569,7 +571,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
                                     f"{ids[i]!r}")
                 if s < 0:
                     raise DataError(f"{where}: negative sample index {s}")
-                answers.setdefault((i, lang), {})[s] = a if a >= 0 else _other_key(o, lang)
+                answers.setdefault((i, lang), {})[s] = (a if a >= 0 else
+                                                        _other_key(o, lang, open_flags[i]))
         if not isinstance(k, int) or k < 1:
             k = max((len(v) for v in answers.values()), default=0)
             warnings.append(f"run.json has no 'samples'; using K={k} from the data")
@@ -705,11 +708,17 @@ def open_item_texts(run_dir: str | os.PathLike[str]) -> dict[tuple[str, str], li
             if all(s in got for s in range(k))}
 
 
-def _other_key(row: Mapping[str, Any], lang: str) -> tuple[str, str]:
+def _other_key(row: Mapping[str, Any], lang: str, is_open: bool = False) -> tuple[str, str]:
     """The concept of an answer that names no candidate: its normalised text, or a "no
-    answer" concept of its language when the text is empty, missing or failed to parse."""
+    answer" concept of its language when the text is empty, missing or failed to parse.
+
+    On an open item a wrong answer is its text *in its language* (normalised texts have
+    no brackets, so the tag meets no answer): by spelling alone French "Paris" would
+    agree with English "Paris" but never "Париж", so agreement would hang on the script."""
     text = row.get("text")
     norm = normalize(text.strip().split("\n", 1)[0]) if isinstance(text, str) else ""
     if not norm or row.get("failed"):
         return ("none", lang)
+    if is_open:
+        return ("text", f"{norm} [{lang}]")
     return ("text", norm)

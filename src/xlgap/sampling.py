@@ -8,7 +8,9 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ from xlgap.judging import Judge
 from xlgap.models.base import Backend
 from xlgap.models.embedder import Embedder, embedder_name, self_embedder
 from xlgap.progress import progress_bar
-from xlgap.prompting.templates import PromptBuilder
+from xlgap.prompting.answers import answer_matches, matching_languages
+from xlgap.prompting.templates import PromptBuilder, open_aliases
 from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import EMBEDDINGS_FILE, RunWriter, read_meta
 
@@ -162,7 +165,8 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                 answers = judge.judge(it, lang, texts)
             else:
                 answers = [builder.map_generated(it, lang, t) for t in texts]
-            rows.extend({"item": it.id, "lang": lang, "sample": k, "answer": a, "text": t}
+            rows.extend({"item": it.id, "lang": lang, "sample": k, "answer": a, "text": t,
+                         **(open_match(it, lang, t) if it[lang].is_open else {})}
                         for k, (a, t) in enumerate(zip(answers, texts, strict=True)))
         return rows
 
@@ -171,7 +175,9 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
         answer_options["judge"] = judge.name
     run_meta = {"model": getattr(backend, "name", backend.fingerprint),
                 "fingerprint": backend.fingerprint,
-                "mode": "exact" if options.exact else "sample", "samples": options.samples,
+                "mode": "exact" if options.exact else "sample",
+                # an exact run has distributions, not samples: no sample count to show
+                "samples": None if options.exact else options.samples,
                 "strategy": "baseline",
                 "options": {k: getattr(options, k) for k in options.__dataclass_fields__},
                 "answer_options": answer_options, **(meta or {})}
@@ -248,6 +254,49 @@ def write_answer_embeddings(embedder: Embedder, items: Sequence[Item], lang: str
     tmp.replace(path)
 
 
+def open_match(item: Item, lang: str, text: str) -> dict[str, Any]:
+    """What an open answer's sample row records beside its answer: ``lenient`` (a gold
+    alias of any language occurs anywhere in it) and ``alias_langs`` (the languages whose
+    aliases start it, the strict rule that decides ``answer`` without a judge), so the
+    answer's language is reported apart from its correctness."""
+    aliases = open_aliases(item)
+    return {"lenient": any(answer_matches(text, names, lang) for names in aliases.values()),
+            "alias_langs": matching_languages(text, aliases, lang)}
+
+
+def open_answer_summary(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Per language, over the open items' sampled answers (``samples.jsonl``): ``strict``
+    accuracy (the answers counted right), ``lenient`` accuracy (an alias anywhere),
+    ``other_language`` (the share of right answers that only another language's aliases
+    name) and ``n`` answers. Empty when the run has no open answers with these fields."""
+    from xlgap.runs import SAMPLES_FILE
+
+    path = Path(run_dir) / SAMPLES_FILE
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                o = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if "lenient" in o:
+                rows[(str(o.get("item")), str(o.get("lang")), int(o.get("sample", -1)))] = o
+    out: dict[str, dict[str, Any]] = {}
+    for (_, lang, _), o in rows.items():
+        acc = out.setdefault(lang, {"n": 0, "strict": 0, "lenient": 0, "other_language": 0})
+        right = o.get("answer") == 0
+        acc["n"] += 1
+        acc["strict"] += right
+        acc["lenient"] += bool(o.get("lenient"))
+        acc["other_language"] += right and lang not in (o.get("alias_langs") or [])
+    for acc in out.values():
+        right = acc["strict"]
+        acc["other_language"] = acc["other_language"] / right if right else None
+        acc["strict"] /= acc["n"]
+        acc["lenient"] /= acc["n"]
+    return out
+
+
 def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     """Embeddings of every sampled answer of the run's open items
     (``sample_embeddings.npz``: ``pairs`` (P, 2) item id and language, ``vectors``
@@ -270,7 +319,17 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     todo = [key for key in texts if key not in done]
     if todo:
         flat = [t for key in todo for t in texts[key]]
-        vecs = embedder([t if t.strip() else " " for t in flat]).astype(np.float32)
+        # An empty answer has no vector (NaN), never a shared " " that would make "no
+        # answer" coincide across languages; the curves leave it out of their subsets.
+        said = [i for i, t in enumerate(flat) if t.strip()]
+        got = (np.asarray(embedder([flat[i] for i in said]), dtype=np.float32) if said
+               else np.zeros((0, 0), np.float32))
+        # the vector size: from this batch, from earlier ones, or from one probe
+        dim = (got.shape[1] if said else next(iter(done.values())).shape[-1] if done
+               else np.asarray(embedder([" "])).shape[1])
+        vecs = np.full((len(flat), dim), np.nan, dtype=np.float32)
+        if said:
+            vecs[said] = got
         k = len(texts[todo[0]])
         for n, key in enumerate(todo):
             done[key] = vecs[n * k:(n + 1) * k]

@@ -31,6 +31,7 @@ import numpy as np
 from xlgap.data.items import Item, ParallelDataset
 from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.strategies import PairResult, Strategy
+from xlgap.interventions.strategies.vote import EXACT_NOT_APPLICABLE
 from xlgap.provenance import FORMAT_VERSION
 from xlgap.runs import SAMPLES_FILE, Run, load_run
 from xlgap.sampling import fill_run
@@ -105,7 +106,8 @@ def run_strategy(strategy: Strategy, dataset: ParallelDataset, run_dir: str | Pa
     run_meta = {"model": getattr(strategy.backend, "name", strategy.backend.fingerprint),
                 "fingerprint": strategy.backend.fingerprint,
                 "mode": "exact" if opts.exact else "sample",
-                "samples": opts.samples, "strategy": strategy.name, "options": options,
+                "samples": None if opts.exact else opts.samples,  # exact: no samples
+                "strategy": strategy.name, "options": options,
                 "answer_options": {k: v for k, v in options.items() if k != "source"},
                 **strategy.describe(), **(meta or {})}
     return fill_run(run_dir, dataset, source=source, targets=targets, meta=run_meta,
@@ -169,8 +171,19 @@ def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
                      for lang in run.languages},
         "per_target": per_target,
         "n_pairs": 0 if transfer is None else int(np.isfinite(transfer.den).sum()),
-        "samples": run.k,
+        "samples": run.k if run.mode == "sample" else None,  # exact: distributions
     }
+
+
+def not_applicable(run: Run) -> dict[str, Any] | None:
+    """The metrics a strategy's run cannot move by construction, with the reason (exact
+    vote-k keeps the baseline's modes), from ``run.json``; runs written before the key
+    existed are recognised by strategy and mode."""
+    na = run.meta.get("not_applicable")
+    if na is None and run.mode == "exact" and str(run.meta.get("strategy", "")).startswith(
+            "vote-"):
+        na = EXACT_NOT_APPLICABLE
+    return dict(na) if na else None
 
 
 def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
@@ -200,20 +213,29 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
         m["parse_failures"] = {"total": int(sum(fails.values())),
                                "by_language": {lang: int(fails.get(lang, 0))
                                                for lang in run.languages}}
+        na = not_applicable(run)
+        if na is not None:
+            m["not_applicable"] = na
         if name == baseline or baseline not in runs:
             m["vs_baseline"] = None
             m["p_vs_baseline"] = None
             m["p_vs_baseline_overall_success"] = None
         else:
-            # each test is on the pooled statistic the table reports, on the same items
+            # each test is on the pooled statistic the table reports, on the same items;
+            # none of a difference that is zero by construction (exact vote-k's modes)
             tests = paired_test(per_item[name], per_item[baseline], n_boot, seed)
-            m["vs_baseline"] = {k: v for k, v in tests.items() if v is not None}
-            m["p_vs_baseline"] = (tests.get("transfer") or {}).get("p")
-            m["p_vs_baseline_overall_success"] = (tests.get("overall_success") or {}).get("p")
+            moot = set(na["metrics"]) if na is not None else set()
+            m["vs_baseline"] = {k: v for k, v in tests.items()
+                                if v is not None and k not in moot}
+            m["p_vs_baseline"] = m["vs_baseline"].get("transfer", {}).get("p")
+            m["p_vs_baseline_overall_success"] = (
+                m["vs_baseline"].get("overall_success", {}).get("p"))
         table[name] = m
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "source": first.source,
             "targets": list(first.targets), "languages": list(first.languages),
-            "n_items": first.n_items, "samples": first.k,
+            "n_items": first.n_items, "mode": first.mode,
+            # R answers per pair when sampled; null for exact distributions (no samples)
+            "samples": first.k if first.mode == "sample" else None,
             "baseline": baseline if baseline in runs else None,
             "n_boot": n_boot, "seed": seed, "metrics": describe_metrics(),
             "strategies": table}

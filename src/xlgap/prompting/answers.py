@@ -203,10 +203,12 @@ def map_answer(text: str, candidates: Sequence[str],
 
 
 def answer_matches(text: str, aliases: Iterable[str], lang: str | None = None) -> bool:
-    """Whether a free-text answer names one of the gold ``aliases`` (an open item's
-    ``answers``): an alias starts the answer's first line or appears in it as a word (or,
-    in scripts without spaces, anywhere). Both sides are normalised alike, so case, accents,
-    punctuation, a leading article and full-width forms do not matter.
+    """Lenient match: whether a free-text answer names one of the gold ``aliases`` (an
+    open item's ``answers``) anywhere: an alias starts the answer's first line or appears
+    in it as a word (or, in scripts without spaces, anywhere). Both sides are normalised
+    alike, so case, accents, punctuation, a leading article and full-width forms do not
+    matter. A list of guesses or a sentence that mentions the gold passes too; see
+    :func:`answer_starts_with` for the strict rule that decides correctness.
     """
     answers = _tiers(_first_line(text), lang)
     for alias in aliases:
@@ -214,3 +216,73 @@ def answer_matches(text: str, aliases: Iterable[str], lang: str | None = None) -
             if answer and form and (_matches_at_start(answer, form) or _occurs(answer, form)):
                 return True
     return False
+
+
+# Lead-ins an answer may start with before the entity itself (in normalised form: case
+# folded, accents and punctuation gone): copulas and "the answer is".
+COPULAS: dict[str, tuple[str, ...]] = {
+    "en": ("the answer is", "answer", "it is", "it s", "it was", "that is", "this is", "is",
+           "was"),
+    "fr": ("la reponse est", "reponse", "c est", "ce sont", "il s agit de", "il est",
+           "elle est"),
+    "es": ("la respuesta es", "respuesta", "es", "era", "son"),
+    "de": ("die antwort ist", "antwort", "es ist", "das ist", "ist", "war"),
+    "it": ("la risposta e", "risposta", "e", "era"),
+    "pt": ("a resposta e", "resposta", "e", "era"),
+    "ru": ("ответ", "это"),
+    "ar": ("الجواب", "انها", "انه", "هي", "هو"),
+    "zh": ("答案是", "答案", "是"),
+    "ja": ("答えは", "答え", "それは"),
+    "ko": ("정답은", "정답", "답은"),
+}
+_ALL_COPULAS = tuple(sorted({c for cs in COPULAS.values() for c in cs}, key=len,
+                            reverse=True))
+
+
+def _copulas(lang: str | None) -> tuple[str, ...]:
+    if lang is None:
+        return _ALL_COPULAS
+    base = lang.replace("_", "-").split("-", 1)[0].lower()
+    return tuple(sorted(COPULAS.get(base, ()), key=len, reverse=True))
+
+
+def _drop_lead_in(form: str, lang: str | None) -> str:
+    """``form`` without one leading copula or "the answer is" (then without an article)."""
+    for lead in _copulas(lang):
+        if form.startswith(lead) and len(form) > len(lead):
+            nxt = form[len(lead)]
+            if nxt == " " or _no_space_char(lead[-1]) or _no_space_char(nxt):
+                return _drop_article(form[len(lead):].lstrip(), lang)
+    return form
+
+
+def answer_starts_with(text: str, aliases: Iterable[str], lang: str | None = None) -> bool:
+    """Strict match: an alias starts the answer's first line, after an article or a
+    copula (``It is London``, ``C'est Londres``, ``Это Лондон``, ``ロンドンです``). An
+    alias later in a sentence or in a list of guesses (``Dresden. ... killed in London``)
+    does not count. Normalised as in :func:`answer_matches`."""
+    answers = _tiers(_first_line(text), lang)
+    for alias in aliases:
+        for tier, (answer, form) in enumerate(zip(answers, _tiers(alias, lang),
+                                                  strict=True)):
+            if not answer or not form:
+                continue
+            if _matches_at_start(answer, form):
+                return True
+            rest = answer
+            for _ in range(3 if tier == 2 else 0):  # "the answer is", then "it is", ...
+                rest, before = _drop_lead_in(rest, lang), rest
+                if rest == before:
+                    break
+                if _matches_at_start(rest, form):
+                    return True
+    return False
+
+
+def matching_languages(text: str, aliases: dict[str, Sequence[str]], lang: str | None,
+                       *, lenient: bool = False) -> list[str]:
+    """The languages whose gold aliases ``text`` names (strictly, or leniently), in the
+    order of ``aliases``: whether a right answer is in the asked language is reported
+    apart from whether it is right."""
+    match = answer_matches if lenient else answer_starts_with
+    return [code for code, names in aliases.items() if match(text, names, lang)]

@@ -9,7 +9,7 @@ Lettered multiple-choice entries (``format: "mc"``) show their options as ``A. .
 lines under the question and are answered with a letter; with ``shuffle_options`` the
 order of the options is permuted per (item, language) by a fixed rule, which separates a
 position bias from the gap. Open entries (gold answers, no candidates) are asked like
-questions and judged by alias match (:func:`xlgap.prompting.answers.answer_matches`).
+questions and judged by alias match (:func:`xlgap.prompting.answers.answer_starts_with`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from xlgap.data.items import LETTERS, MASK, Item, LangEntry
 from xlgap.models.base import Backend
-from xlgap.prompting.answers import OTHER, answer_matches, map_answer
+from xlgap.prompting.answers import OTHER, answer_starts_with, map_answer
 
 CHAT_INSTRUCTION = ("Answer with only the answer (a few words), in the language of the "
                     "question.")
@@ -94,6 +94,19 @@ def answer_continuations(entry: LangEntry, *, chat: bool, cloze_prefix: bool,
     return tuple(f" {c}\n" for c in entry.candidates)
 
 
+def open_aliases(item: Item) -> dict[str, list[str]]:
+    """The gold aliases of an item in each of its languages (open entries: their
+    ``answers``; candidate entries: the gold candidate and its answers)."""
+    out: dict[str, list[str]] = {}
+    for code, entry in item.langs.items():
+        names = [a for a in entry.answers if a]
+        if entry.gold is not None and entry.candidates and not entry.is_mc:
+            names.insert(0, entry.candidates[entry.gold])
+        if names:
+            out[code] = list(dict.fromkeys(names))
+    return out
+
+
 def next_shots(items: Sequence[Item], index: dict[str, int], item: Item, shots: int,
                langs: Sequence[str], answer_lang: str) -> list[Item]:
     """Few-shot examples for ``item``: the next ``shots`` items after it (cyclically) that
@@ -136,7 +149,10 @@ class PromptBuilder:
         open entry's answer that matches a gold alias, else OTHER."""
         entry = item[lang]
         if entry.is_open:
-            return 0 if answer_matches(text, entry.answers, lang) else OTHER
+            # one rule in every language: an alias of any language of the item starts the
+            # answer (the answer's language is reported apart, see open_aliases)
+            aliases = [a for names in open_aliases(item).values() for a in names]
+            return 0 if answer_starts_with(text, aliases, lang) else OTHER
         aliases = {entry.gold: [a for a in entry.answers if a]} \
             if entry.gold is not None else {}
         if entry.is_mc:

@@ -118,10 +118,12 @@ def vector_curves(source: np.ndarray, target: np.ndarray, *, repeats: int = 20,
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Per-item L2 curves ``(Q, K)`` from embeddings of every answer (open questions).
 
-    ``source`` and ``target`` are ``(Q, K, d)`` (NaN rows: no data). For k = 1..K the
-    distance is between the means of k random source answers and k random target answers
-    (without replacement), averaged over ``repeats`` subsets; ``l2sq`` is the mean squared
-    distance, which falls as ``bias^2 + variance / k`` (see :func:`variance_share`).
+    ``source`` and ``target`` are ``(Q, K, d)``. For k = 1..K the distance is between the
+    means of k random source answers and k random target answers (without replacement),
+    averaged over ``repeats`` subsets; ``l2sq`` is the mean squared distance, which falls
+    as ``bias^2 + variance / k`` (see :func:`variance_share`). A NaN answer (an empty one:
+    nothing to embed) is left out of each subset it falls in; a subset without any answer
+    on a side is left out of the average, and an item without answers on a side is NaN.
     """
     src = np.asarray(source, dtype=np.float64)
     tgt = np.asarray(target, dtype=np.float64)
@@ -129,18 +131,26 @@ def vector_curves(source: np.ndarray, target: np.ndarray, *, repeats: int = 20,
         raise DataError(f"ensembling: answer vectors must be two (Q, K, d) arrays of one "
                         f"shape, got {src.shape} and {tgt.shape}")
     q, k, _ = src.shape
-    ok = np.isfinite(src).all(axis=(1, 2)) & np.isfinite(tgt).all(axis=(1, 2))
+    has_s, has_t = np.isfinite(src).all(axis=2), np.isfinite(tgt).all(axis=2)  # (Q, K)
+    ok = has_s.any(axis=1) & has_t.any(axis=1)
     l2 = np.full((q, k), np.nan)
     l2sq = np.full((q, k), np.nan)
     rng = np.random.default_rng(seed)
-    sizes = np.arange(1, k + 1)[None, :, None]
+
+    def means(vec: np.ndarray, has: np.ndarray, perm: np.ndarray) -> np.ndarray:
+        """(R, K, d): the mean of the answers among the first k of each permutation."""
+        total = np.cumsum(np.where(has[:, None], vec, 0.0)[perm], axis=1)
+        n = np.cumsum(has[perm], axis=1)[..., None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
     for i in np.nonzero(ok)[0]:
         ps = rng.random((repeats, k)).argsort(axis=1)
         pt = rng.random((repeats, k)).argsort(axis=1)
-        ms = np.cumsum(src[i][ps], axis=1) / sizes  # (R, K, d): mean of the first k
-        mt = np.cumsum(tgt[i][pt], axis=1) / sizes
-        d2 = ((ms - mt) ** 2).sum(axis=-1)
-        l2[i], l2sq[i] = np.sqrt(d2).mean(axis=0), d2.mean(axis=0)
+        d2 = ((means(src[i], has_s[i], ps) - means(tgt[i], has_t[i], pt)) ** 2).sum(axis=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a size no subset had answers
+            l2[i], l2sq[i] = np.nanmean(np.sqrt(d2), axis=0), np.nanmean(d2, axis=0)
     return {"l2": l2, "l2sq": l2sq}
 
 
@@ -165,37 +175,53 @@ def variance_share(l2sq: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
     the share is ``variance / (variance + bias^2)`` (bias^2 clipped at 0; a curve from a
     finite set of K answers without replacement keeps this form, since its finite-
     population term is linear in 1/k too). CI: percentile bootstrap over items.
-    ``l2sq`` is ``(Q, K)`` or ``(Q, T, K)`` per (item, target); NaN rows are left out.
+
+    ``l2sq`` is ``(Q, K)`` or ``(Q, T, K)`` per (item, target); NaN rows are left out. With
+    several targets each target's share is fitted on its own curve and the estimate is
+    their mean (every target weighs the same; a pooled curve would be dominated by the
+    targets whose answers lie farthest away); ``per_target`` lists them. The bootstrap
+    resamples items once for all targets. The share is a share of squared distance summed
+    over the embedding's dimensions, not a share of items.
     """
     arr = np.asarray(l2sq, dtype=np.float64)
     if arr.ndim == 2:
         arr = arr[:, None, :]
     ok = np.isfinite(arr).all(axis=-1)  # (Q, T)
-    sums = np.where(ok[..., None], arr, 0.0).sum(axis=1)  # (Q, K)
-    counts = ok.sum(axis=1).astype(np.float64)  # (Q,)
-    keep = counts > 0
-
-    def share(total: np.ndarray, n: float) -> tuple[float, float, float]:
-        if n <= 0:
-            return float("nan"), float("nan"), float("nan")
-        bias2, var = fit_bias_variance(total / n)
-        denom = var + max(bias2, 0.0)
-        return (var / denom if denom > 0 else float("nan")), bias2, var
-
-    est, bias2, var = share(sums[keep].sum(axis=0), counts[keep].sum())
+    vals = np.where(ok[..., None], arr, 0.0)  # (Q, T, K)
+    keep = ok.any(axis=1)
+    empty = {"estimate": None, "ci": [None, None], "bias2": None, "variance": None,
+             "n": 0, "per_target": [None] * arr.shape[1]}
     if not keep.any():
-        return {"estimate": None, "ci": [None, None], "bias2": None, "variance": None,
-                "n": 0}
+        return empty
+    vals, ok = vals[keep], ok[keep].astype(np.float64)
+
+    def shares(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per target (share, bias2, variance) with item weights ``w``."""
+        total = np.einsum("q,qtk->tk", w, vals)
+        n = w @ ok
+        out = np.full((3, total.shape[0]), np.nan)
+        for t in range(total.shape[0]):
+            if n[t] > 0:
+                bias2, var = fit_bias_variance(total[t] / n[t])
+                denom = var + max(bias2, 0.0)
+                share = var / denom if denom > 0 else float("nan")
+                out[:, t] = [min(max(share, 0.0), 1.0), bias2, var]
+        return out[0], out[1], out[2]
+
+    def mean(x: np.ndarray) -> float:
+        return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
+
+    est, bias2, var = shares(np.ones(vals.shape[0]))
     from xlgap.stats.bootstrap import resample_weights
 
-    w = resample_weights(int(keep.sum()), n_boot, np.random.default_rng(seed))
-    reps = np.array([share(wi @ sums[keep], float(wi @ counts[keep]))[0] for wi in w])
-    reps = np.clip(reps[np.isfinite(reps)], 0.0, 1.0)
+    w = resample_weights(vals.shape[0], n_boot, np.random.default_rng(seed))
+    reps = np.array([mean(shares(wi)[0]) for wi in w])
+    reps = reps[np.isfinite(reps)]
     lo, hi = (np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if reps.size
               else (float("nan"), float("nan")))
-    return {"estimate": finite(min(max(est, 0.0), 1.0)) if np.isfinite(est) else None,
-            "ci": [finite(float(lo)), finite(float(hi))], "bias2": finite(bias2),
-            "variance": finite(var), "n": int(counts[keep].sum())}
+    return {"estimate": finite(mean(est)), "ci": [finite(float(lo)), finite(float(hi))],
+            "bias2": finite(mean(bias2)), "variance": finite(mean(var)),
+            "n": int(ok.sum()), "per_target": [finite(float(x)) for x in est]}
 
 
 def summarise_curves(curves: dict[str, np.ndarray | None]) -> dict[str, Any]:

@@ -97,12 +97,21 @@ def agreement_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def overall_success_per_item(p: np.ndarray, q: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """ECLeKTic overall success: correct (mode is gold) in both source and target.
 
-    Under ties both languages are resolved by one shared random draw, so the chance that
-    both are correct is the smaller of their two chances: a target identical to its
-    source is correct exactly when the source is (transfer 1), ties included.
+    Under ties both languages are resolved by one shared random draw: a random order of
+    the answers, each language taking the first of its mode set (the coupling under
+    which agreement is ``|A & B| / |A | B|``). Both are gold exactly when gold comes first
+    among ``A | B``: ``[g in A & B] / |A | B|``. A target identical to its source is
+    correct exactly when the source is (transfer 1), ties included.
     """
     p, q = _check_pair(p, q)
-    return np.minimum(mode_correct_per_item(p, gold), mode_correct_per_item(q, gold))
+    g, known = _gold_index(gold, p.shape[0])
+    a, b = mode_mask(p), mode_mask(q)
+    rows = np.arange(p.shape[0])
+    n = (a | b).sum(axis=-1)
+    ok = known & (a.sum(axis=-1) > 0) & (b.sum(axis=-1) > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (a[rows, g] & b[rows, g]) / n
+    return np.where(ok, out, np.nan)
 
 
 def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray

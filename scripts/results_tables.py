@@ -1,0 +1,267 @@
+"""Write every table of docs/results.md from the committed result files.
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers and
+is rewritten from the files under ``docs/results/`` (and ``bench/results/``), so the page
+and the files cannot disagree; ``tests/test_science_docs.py`` fails when they do.
+
+    python scripts/results_tables.py            # rewrite the tables in docs/results.md
+    python scripts/results_tables.py --check    # exit 1 (and show the diff) if stale
+
+Only the standard library is used, so the script runs without the package installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = Path("docs/results.md")
+_BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
+                    re.DOTALL)
+
+
+def _load(root: Path, rel: str) -> dict[str, Any]:
+    return json.loads((root / rel).read_text(encoding="utf-8"))
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _ci(fig: Mapping[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``est [lo, hi]`` of a ``{"estimate", "ci"}`` figure (blank when absent)."""
+    if not fig or fig.get("estimate") is None:
+        return ""
+    est = fig["estimate"] * scale
+    ci = fig.get("ci") or [None, None]
+    if None in ci:
+        return f"{est:.{digits}f}"
+    return f"{est:.{digits}f} [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
+
+
+def _p(p: float | None, n_boot: int | None = None) -> str:
+    """A bootstrap p-value; at the smallest value ``n_boot`` draws can give (2/(n+1)),
+    only the bound is known."""
+    if p is None:
+        return ""
+    if n_boot and p <= 2.0 / (n_boot + 1) + 1e-12:
+        return f"< {2.0 / (n_boot + 1) + 5e-4:.3f}"
+    return f"{p:.2g}" if p >= 0.01 else f"{p:.3f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- the tables -------------------------------------------------------------------------
+
+
+def bmlama_exact(root: Path) -> str:
+    d = _load(root, "docs/results/bmlama-exact/diagnosis.json")
+    src = d["source"]
+    rows = [[f"{src} (source)", _ci(d["accuracy"][src]), "", "", "", ""]]
+    for t in d["targets"]:
+        pair = d["pairs"][t]
+        drop = (pair.get("ensembling") or {}).get("drop")
+        rows.append([t, _ci(d["accuracy"][t]), _num(pair["agreement"]["estimate"]),
+                     _num(pair["transfer"]["estimate"]), _ci(pair.get("pi_model"), 2),
+                     "" if drop is None else f"{drop:.0%}"])
+    overall = d["overall"]
+    drop = (overall.get("ensembling") or {}).get("drop")
+    rows.append(["overall", "", _ci(overall["agreement"]), _ci(overall["transfer"]),
+                 _ci((d.get("pi") or {}).get("model"), 2),
+                 "" if drop is None else f"{drop:.0%}"])
+    return _table(["language", "accuracy (P(gold)) [95% CI]", f"agreement with {src}",
+                   "transfer (ECLeKTic)", "pi (model) [95% CI]", "ensembling drop"], rows)
+
+
+_STRATEGY_NAMES = {"tea": "TEA", "baseline": "baseline"}
+
+
+def interventions_exact(root: Path) -> str:
+    d = _load(root, "docs/results/interventions-exact/interventions.json")
+    langs = list(d["languages"])
+    rows = []
+    for name, m in d["strategies"].items():
+        # a difference that is zero by construction has no test
+        p = ("n/a (mode unchanged)" if m.get("not_applicable")
+             else _p(m.get("p_vs_baseline"), d.get("n_boot")))
+        rows.append([_STRATEGY_NAMES.get(name, name), _ci(m["transfer"], 1, 100),
+                     _ci(m["overall_success"], 1, 100), p, _num(m["chi2"]["estimate"]),
+                     *(_num(m["accuracy"][lang]["estimate"] * 100, 1) for lang in langs)])
+    header = ["strategy", "transfer % [95% CI]", "overall success %", "p vs baseline",
+              "chi-square s-t", f"acc {langs[0]}", *langs[1:]]
+    return _table(header, rows)
+
+
+def interventions_per_target(root: Path) -> str:
+    d = _load(root, "docs/results/interventions-exact/interventions.json")
+    rows = [[_STRATEGY_NAMES.get(name, name),
+             *(_num(m["per_target"][t]["transfer"]["estimate"] * 100, 1)
+               for t in d["targets"])]
+            for name, m in d["strategies"].items()]
+    return _table(["transfer % per target", *d["targets"]], rows)
+
+
+def open_bmlama(root: Path) -> str:
+    last = _load(root, "docs/results/open-bmlama/diagnosis.json")
+    mid_path = root / "docs/results/open-bmlama/diagnosis-layer9.json"
+    mid = json.loads(mid_path.read_text(encoding="utf-8")) if mid_path.exists() else None
+    src, targets = last["source"], list(last["targets"])
+    cols = [src, *targets, "overall"]
+
+    def per(get: Callable[[dict[str, Any], str], str], diag: dict[str, Any]) -> list[str]:
+        return ["" if c == src else get(diag, c) for c in cols]
+
+    def pair(diag: dict[str, Any], c: str) -> dict[str, Any]:
+        return diag["overall"] if c == "overall" else diag["pairs"][c]
+
+    def curve(diag: dict[str, Any], c: str) -> str:
+        l2 = (pair(diag, c).get("ensembling") or {}).get("l2")
+        return "" if not l2 else f"{l2[0]:.1f} -> {l2[-1]:.1f}"
+
+    k = last.get("k")
+    rows = [["accuracy (alias match)",
+             *(_ci(last["accuracy"][c]) if c != "overall" else "" for c in cols)],
+            ["transfer from " + src, *per(lambda d, c: _ci(pair(d, c)["transfer"]), last)],
+            [f"L2 of 1-answer means -> {k}-answer means, last layer", *per(curve, last)],
+            ["variance share of L2, last layer",
+             *per(lambda d, c: _ci(pair(d, c).get("variance_share_l2"), 2), last)]]
+    if mid is not None:
+        rows.append(["variance share of L2, layer 9",
+                     *per(lambda d, c: _ci(pair(d, c).get("variance_share_l2"), 2), mid)])
+    return _table(["", *cols], rows)
+
+
+def _steer_cell(fig: Mapping[str, Any] | None, n_boot: int | None) -> str:
+    if not fig:
+        return ""
+    p = fig.get("p_value")
+    return _ci(fig) + ("" if p is None else f", p {_p(p, n_boot)}")
+
+
+def steering(root: Path) -> str:
+    s = _load(root, "docs/results/steering/steering.json")
+    metrics = ["accuracy", "agreement", "transfer", "rankc"]
+    n_boot = (s.get("config") or {}).get("n_boot")
+    base = s["baseline"]["test"]
+    best = s["best"]["test"]
+    rows = [["no steering, pooled", *(_num((base["all"].get(m) or {}).get("estimate"))
+                                      for m in metrics)],
+            ["steered, pooled", *(_steer_cell(best["all"].get(m), n_boot) for m in metrics)]]
+    control = (s.get("control") or {}).get("test")
+    if control and control.get("all"):
+        rows.append(["random direction (control), pooled",
+                     *(_steer_cell(control["all"].get(m), n_boot) for m in metrics)])
+    for t in s["targets"]:
+        cells = []
+        for m in metrics:
+            before = (base["per_target"][t].get(m) or {}).get("estimate")
+            after = best["per_target"][t].get(m) or {}
+            p = after.get("p_value")
+            cells.append(f"{_num(before)} -> {_num(after.get('estimate'))}"
+                         + ("" if p is None else f", p {_p(p, n_boot)}"))
+        rows.append([f"{t}: none -> steered", *cells])
+    return _table(["test split", "accuracy", f"agreement with {s['source']}", "transfer",
+                   "RankC"], rows)
+
+
+def finetune(root: Path) -> str:
+    f = _load(root, "docs/results/finetune/finetune.json")
+    langs = list(f["languages"])
+    n_boot = (f.get("config") or {}).get("n_boot")
+    rows = [["base model", *(_num(f["base"]["accuracy"][lang]["estimate"]) for lang in langs),
+             _ci(f["base"]["transfer"]["all"]), ""]]
+    for run in f["runs"]:
+        n = run["freeze_first"]
+        label = f"N = {n} " + ("(nothing frozen)" if n == 0 else f"(first {n} frozen)")
+        after = run["transfer_after"]
+        rows.append([label, *(_num(run["accuracy_after"][lang]["estimate"]) for lang in langs),
+                     _ci(after["all"]), _p((after.get("p_value") or {}).get("all"), n_boot)])
+    return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer (pooled) [95% CI]", "p"],
+                  rows)
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x" if x >= 1 else f"{x:.2f}x"
+
+
+def speed(root: Path) -> str:
+    b = _load(root, "bench/results/backend.json")
+    e = _load(root, "bench/results/representations_extract.json")
+    ilo = _load(root, "bench/results/representations_ilo.json")
+    target = b.get("targets") or {}
+    n = b.get("n")
+    rows = [["`generate` vs naive `model.generate(num_return_sequences=20)` per prompt, "
+             "tokens/s", _ratio(b["sampling_throughput_ratio"]),
+             f">= {target.get('sampling_throughput_ratio', 3):g}x"],
+            [f"exact scoring vs the naive sampling loop (n={n}), time",
+             _ratio(b["naive_seconds"] / b["score_seconds"]), ""],
+            [f"exact scoring vs xlgap's batched sampling (n={n}), time",
+             _ratio(b["score_vs_sampling_speedup"]),
+             f">= {target.get('score_vs_sampling_speedup', 20):g}x"],
+            ["hidden-state extraction vs a bare batched forward pass",
+             _ratio(e["throughput_ratio"]), f">= {e.get('target_ratio', 0.8):g}x"]]
+    setup = ilo["setup"]
+    chunked = next((r for r in ilo["rows"] if r.get("chunk") == 2048), None)
+    if chunked:
+        rows.append([f"chunked k-NN for ILO vs brute force, {setup['n_languages']} x "
+                     f"{setup['n_per_language']} x {setup['dim']} (synthetic)",
+                     f"{_ratio(chunked['time_ratio_vs_brute'])} time, "
+                     f"{_ratio(chunked['memory_ratio_vs_brute'])} peak memory", ""])
+    return _table(["benchmark", "measured", "target"], rows)
+
+
+TABLES: dict[str, Callable[[Path], str]] = {
+    "bmlama-exact": bmlama_exact,
+    "interventions-exact": interventions_exact,
+    "interventions-per-target": interventions_per_target,
+    "open-bmlama": open_bmlama,
+    "steering": steering,
+    "finetune": finetune,
+    "speed": speed,
+}
+
+
+def update(text: str, root: Path = ROOT) -> str:
+    """``text`` with every marked table rewritten from the files under ``root``; a marker
+    naming no known table is an error."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in TABLES:
+            raise KeyError(f"unknown table {name!r} in the page; known: {sorted(TABLES)}")
+        return match.group(1) + TABLES[name](root) + match.group(4)
+
+    return _BLOCK.sub(one, text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="fail if the page is stale")
+    ap.add_argument("--root", type=Path, default=ROOT)
+    args = ap.parse_args(argv)
+    page = args.root / PAGE
+    old = page.read_text(encoding="utf-8")
+    new = update(old, args.root)
+    if args.check:
+        if new != old:
+            sys.stdout.writelines(difflib.unified_diff(
+                old.splitlines(True), new.splitlines(True), str(page), "from the files"))
+            return 1
+        return 0
+    if new != old:
+        page.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
