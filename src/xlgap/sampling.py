@@ -28,7 +28,14 @@ from xlgap.progress import progress_bar
 from xlgap.prompting.answers import answer_matches, matching_languages
 from xlgap.prompting.templates import PromptBuilder, open_aliases
 from xlgap.provenance import data_hash, entry_hash, provenance
-from xlgap.runs import EMBEDDINGS_FILE, RunWriter, read_meta
+from xlgap.runs import (
+    EMBEDDINGS_FILE,
+    SAMPLE_EMBEDDINGS_FILE,
+    SAMPLES_FILE,
+    RunWriter,
+    open_item_texts,
+    read_meta,
+)
 
 
 @dataclass
@@ -269,8 +276,6 @@ def open_answer_summary(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, 
     accuracy (the answers counted right), ``lenient`` accuracy (an alias anywhere),
     ``other_language`` (the share of right answers that only another language's aliases
     name) and ``n`` answers. Empty when the run has no open answers with these fields."""
-    from xlgap.runs import SAMPLES_FILE
-
     path = Path(run_dir) / SAMPLES_FILE
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
     if path.exists():
@@ -302,8 +307,6 @@ def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     (``sample_embeddings.npz``: ``pairs`` (P, 2) item id and language, ``vectors``
     (P, K, d)), for the paper's L2 distance between source and target answers. Pairs
     already embedded are kept (a resumed run embeds only what is new)."""
-    from xlgap.runs import SAMPLE_EMBEDDINGS_FILE, open_item_texts
-
     texts = open_item_texts(run_dir)
     if not texts:
         return

@@ -138,3 +138,13 @@ def fmt_p(p: Any, n_boot: Any = None, digits: int = 3) -> str:
     if v < smallest:
         return f"< {smallest:.{digits}f}"
     return f"{v:.{digits}f}"
+
+
+NOT_APPLICABLE = "n/a (mode unchanged)"
+
+
+def moot(strategy: Mapping[str, Any], metric: str) -> bool:
+    """Whether a strategy's result says ``metric`` cannot move by construction (exact
+    vote-k keeps the baseline's modes), so it has no test against baseline."""
+    na = strategy.get("not_applicable")
+    return isinstance(na, Mapping) and metric in (na.get("metrics") or [])

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xlgap.report.format import chance_of, ci_of, fmt_estimate, fmt_number, fmt_p, value
+from xlgap.report.format import (
+    NOT_APPLICABLE,
+    chance_of,
+    ci_of,
+    fmt_estimate,
+    fmt_number,
+    fmt_p,
+    moot,
+    value,
+)
 
 __all__ = ["format_interventions_table", "interventions_markdown", "table_rows"]
 
@@ -46,6 +55,7 @@ def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     for name, m in result["strategies"].items():
         acc = m.get("accuracy", {})
         rows.append([name, _with_ci(m.get("transfer")), _with_ci(m.get("overall_success")),
+                     NOT_APPLICABLE if moot(m, "transfer") else
                      fmt_p(m.get("p_vs_baseline"), result.get("n_boot")),
                      _chi2(m.get("chi2")),
                      str((m.get("parse_failures") or {}).get("total", 0)),
@@ -113,10 +123,11 @@ def format_ilo(result: Mapping[str, Any]) -> str:
            f"k={result['k']}, t={result['t']}"
            + (", centred" if result.get("centered") else ""))
     lines = [f"Interlingual Local Overlap (ILO) by layer ({how}); mean over languages, "
-             "95% CI, chance = language labels shuffled:"]
+             "95% CI, mixed = the fully language-mixed reference (language labels shuffled; "
+             "0 means no language mixes with another):"]
     for e in layers:
         fig = e.get("summary", {}).get("mean")
-        lines.append(f"  layer {e['layer']:>2}  {e['mean']:.3f}{_ci(fig):<17}  chance "
+        lines.append(f"  layer {e['layer']:>2}  {e['mean']:.3f}{_ci(fig):<17}  mixed "
                      f"{_chance(fig)}  {'#' * round(e['mean'] * 30)}")
     lines.append(f"  most shared: layer {best['layer']} (ILO {best['mean']:.3f})")
     return "\n".join(lines)

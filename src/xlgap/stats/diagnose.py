@@ -21,9 +21,11 @@ import numpy as np
 
 from xlgap.errors import DataError
 from xlgap.io import finite, write_text_atomic
+from xlgap.progress import progress_bar
 from xlgap.provenance import FORMAT_VERSION, provenance
 from xlgap.results import Result
 from xlgap.runs import Run, load_run
+from xlgap.sampling import open_answer_summary
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
     per_item_curves,
@@ -175,8 +177,6 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     src_answers = _answers(run, src, seed)
     iterator: Any = targets
     if progress:
-        from xlgap.progress import progress_bar
-
         iterator = progress_bar(targets, desc="diagnosis pairs", unit="pair", leave=False)
     for t in iterator:
         per = pair_metrics(dists[src], dists[t], gold, emb, m_max=run.m_max,
@@ -264,8 +264,6 @@ def _open_answers(run: Run) -> dict[str, Any] | None:
     answers named only by another language's aliases (see docs/diagnosis.md)."""
     if run.path is None or run.is_open is None or not run.is_open.any():
         return None
-    from xlgap.sampling import open_answer_summary
-
     return open_answer_summary(run.path) or None
 
 

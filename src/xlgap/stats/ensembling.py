@@ -23,6 +23,7 @@ import numpy as np
 from xlgap.errors import DataError
 from xlgap.io import finite
 from xlgap.runs import MISSING, OTHER
+from xlgap.stats.bootstrap import resample_weights
 from xlgap.stats.metrics import chi2_distance
 
 _BLOCK_FLOATS = 1 << 24  # items per block: about this many R x K x O floats (64 MiB)
@@ -212,7 +213,6 @@ def variance_share(l2sq: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
         return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
 
     est, bias2, var = shares(np.ones(vals.shape[0]))
-    from xlgap.stats.bootstrap import resample_weights
 
     w = resample_weights(vals.shape[0], n_boot, np.random.default_rng(seed))
     reps = np.array([mean(shares(wi)[0]) for wi in w])

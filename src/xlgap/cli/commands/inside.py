@@ -33,7 +33,14 @@ from xlgap.report.text import (
     format_similarity,
 )
 from xlgap.representations.extract import CenteredStates, load_or_extract
-from xlgap.representations.ilo import DISTANCES, PRESETS, default_t, ilo_by_layer, ilo_from_npz
+from xlgap.representations.ilo import (
+    DISTANCES,
+    MIXED_REFERENCE,
+    PRESETS,
+    default_t,
+    ilo_by_layer,
+    ilo_from_npz,
+)
 from xlgap.representations.logit_lens import logit_lens
 from xlgap.representations.similarity import layerwise_similarity
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
@@ -41,9 +48,6 @@ from xlgap.stats.consistency import consistency_matrix
 
 ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
             "Interlingual Representations of Large Language Models', arXiv:2503.11280")
-ILO_CHANCE = ("language labels of the pooled points permuted at random (ILO ignores which "
-              "rows are translations, so a row shuffle would not change it), mean over the "
-              "shuffles")
 
 
 @dataclass
@@ -119,7 +123,7 @@ def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
     layers = ilo_by_layer(source, k=settings["k"], t=settings["t"], metric=settings["metric"],
                           **_uncertainty(cfg))
     result = {"score": ILO_NAME, **settings, "pooling": cfg.pooling, **_uncertainty(cfg),
-              "ci_level": 0.95, "chance_method": ILO_CHANCE, "layers": layers}
+              "ci_level": 0.95, "chance_method": MIXED_REFERENCE, "layers": layers}
     dump_json(tagged("ilo", result), out / "ilo.json")
     plot_ilo_by_layer(result, out / "ilo.png")
     return result
@@ -186,7 +190,7 @@ def cmd_ilo(cfg: IloConfig) -> int:
                               metric=settings["metric"], **_uncertainty(cfg))
         # --vectors are used as given: no centring, whatever the preset says
         result = {"score": ILO_NAME, **settings, "centered": False, **result,
-                  **_uncertainty(cfg), "ci_level": 0.95, "chance_method": ILO_CHANCE}
+                  **_uncertainty(cfg), "ci_level": 0.95, "chance_method": MIXED_REFERENCE}
         dump_json(tagged("ilo", result), out / "ilo.json")
         print(format_ilo(result))
         print(f"[xlgap] wrote {out / 'ilo.json'}")

@@ -67,7 +67,8 @@ def _draw_band(ax: Any, x: list[int], band: tuple[list[float], list[float], list
 def draw_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, Any],
                       title: str = "Interlingual Local Overlap (ILO) by layer") -> Any:
     """One line per language's ILO across layers, plus the mean in bold with its 95% CI
-    band and its chance level (language labels shuffled) when the result has them."""
+    band and its fully language-mixed reference (language labels shuffled: the value if
+    language left no trace in the geometry; not a floor) when the result has them."""
     layers = _layers_list(layers_json, "plot_ilo_by_layer")
     from matplotlib import colormaps
 
@@ -80,7 +81,7 @@ def draw_ilo_by_layer(layers_json: Sequence[Mapping[str, Any]] | Mapping[str, An
         ax.plot(x, [entry["ilo"].get(lang, np.nan) for entry in layers], lw=1, alpha=0.6,
                 color=cmap(j % 20), label=lang)
     _draw_band(ax, x, _band(layers, lambda e: e.get("summary", {}).get("mean")), "black",
-               "mean: 95% CI", "mean: chance (labels shuffled)")
+               "mean: 95% CI", "mean: fully language-mixed reference")
     ax.plot(x, [entry["mean"] for entry in layers], lw=3, color="black", label="mean")
     ax.set_xlabel("layer (0 = embeddings)")
     _integer_ticks(ax)

@@ -19,7 +19,15 @@ from xlgap.report.blocks import (
     p_cell,
 )
 from xlgap.report.discover import Artifact
-from xlgap.report.format import fmt_estimate, fmt_p, mapping, points, value
+from xlgap.report.format import (
+    NOT_APPLICABLE,
+    fmt_estimate,
+    fmt_p,
+    mapping,
+    moot,
+    points,
+    value,
+)
 from xlgap.report.plots.interventions import draw_interventions
 from xlgap.report.sections import FigureSpec, Section, n_boot_of, register
 from xlgap.report.text import answers_per_pair
@@ -86,6 +94,7 @@ class InterventionsSection(Section):
                                   [result.get("source"), *(result.get("targets") or [])]) if x]
         n_boot = n_boot_of(result)
         rows = [[Cell(name), cell(m.get("transfer")), cell(m.get("overall_success")),
+                 Cell(NOT_APPLICABLE) if moot(m, "transfer") else
                  p_cell(m.get("p_vs_baseline"), n_boot), cell(m.get("chi2")),
                  count_cell(mapping(m.get("parse_failures")).get("total")),
                  *(cell(mapping(m.get("accuracy")).get(lang)) for lang in langs)]
@@ -109,6 +118,7 @@ class InterventionsSection(Section):
                 metric_rows.append([Cell(name), Cell(label), cell(m.get(key)),
                                     cell({"estimate": test.get("difference"),
                                           "ci": test.get("ci")} if test else None),
+                                    Cell(NOT_APPLICABLE) if moot(m, key) else
                                     p_cell(test.get("p"), n_boot)])
         if metric_rows:
             out.append(Details("every pair metric, against baseline", [Table(
