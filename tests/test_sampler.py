@@ -122,8 +122,10 @@ def test_shared_prompt_decoder_is_taken_and_matches_transformers(wide_backend, m
         assert got == [tok.decode(ref[0, ids["input_ids"].shape[1]:],
                                   skip_special_tokens=True)] * 2
     # sampled: the same answers as through transformers' cache (the fallback path)
-    kwargs = {"n": 5, "temperature": 1.0, "max_new_tokens": 8, "seed": 4, "stop": ("e",)}
+    # rows finish unevenly (stop strings), so the decoder repacks its slots
+    kwargs = {"n": 5, "temperature": 2.5, "max_new_tokens": 8, "seed": 4, "stop": ("e", "a")}
     fast = wide_backend.generate(PROMPTS, **kwargs)
+    assert len({len(s) for x in fast for s in x}) > 2
     monkeypatch.setattr(SharedPrefixDecoder, "applies", staticmethod(lambda *a: False))
     assert wide_backend.generate(PROMPTS, **kwargs) == fast
 
@@ -146,7 +148,8 @@ def test_same_prompt_seed_index_same_answer_alone_and_in_a_batch(wide_backend):
 def test_first_tokens_follow_the_model_softmax(wide_backend):
     prompt = "one two"
     n = 6000
-    samples = wide_backend.generate([prompt], n=n, temperature=0.8, max_new_tokens=1,
+    # a high temperature: this random model is nearly deterministic at 1
+    samples = wide_backend.generate([prompt], n=n, temperature=4.0, max_new_tokens=1,
                                     seed=11, stop=())[0]
     tok = wide_backend.tokenizer
     ids = tok(prompt, return_tensors="pt")
@@ -156,10 +159,10 @@ def test_first_tokens_follow_the_model_softmax(wide_backend):
     texts = [tok.decode([i], skip_special_tokens=True) for i in range(logits.shape[0])]
     names = sorted(set(texts))
     index = {t: i for i, t in enumerate(names)}
-    for temperature, ok in [(0.8, True), (1.0, False)]:
+    for temperature, ok in [(4.0, True), (5.0, False)]:
         probs = np.zeros(len(names))
         np.add.at(probs, [index[t] for t in texts], torch.softmax(logits / temperature,
                                                                   -1).numpy())
         counts = np.bincount([index[s] for s in samples], minlength=len(names))
         p = chi_square_p(counts, probs)
-        assert (p > 1e-4) if ok else (p < 1e-6)
+        assert (p > 1e-4) if ok else (p < 1e-6), (temperature, p)

@@ -36,7 +36,13 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class SharedPrefixDecoder:
-    """Decoding state of ``rows`` samples whose prompts' caches are shared, not copied."""
+    """Decoding state of the samples of a few prompts, whose prompt caches are shared.
+
+    Rows live in a padded ``[prompts, slots]`` layout so that attention over the prompt
+    is one batched matmul for all prompts; dropping finished rows repacks the layout
+    (a prompt with fewer live rows than the widest gets padding slots that repeat one of
+    its rows and are never read).
+    """
 
     def __init__(self, model: Any, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
                  owner: torch.Tensor, max_new: int) -> None:
@@ -46,17 +52,23 @@ class SharedPrefixDecoder:
         # Prompt keys/values per layer: [prompts, kv, width, d], shared by their samples.
         self.prefix = [(layer.keys, layer.values) for layer in cache.layers]
         # Additive mask for prompt padding (left), one row per prompt.
-        self.bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-        self.bias.masked_fill_(mask == 0, -torch.inf)
-        self.owner = owner  # prompt of each row, sorted, so each prompt's rows are contiguous
-        self.next_pos = positions[owner, -1] + 1
+        bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        self.bias = bias.masked_fill_(mask == 0, -torch.inf)[:, None, None, :]
+        self.owner = owner  # prompt of each live row, sorted (a prompt's rows are adjacent)
+        self.prompts = torch.arange(mask.shape[0], device=owner.device)
+        self.slots = len(owner) // mask.shape[0]  # every prompt starts with its n rows
+        self.slot_of_row = torch.arange(len(owner), device=owner.device)
+        self.row_of_slot = self.slot_of_row.clone()
+        self.next_pos = positions[owner, -1] + 1  # per slot
         rows, kv, d = len(owner), self.config.num_key_value_heads, self.config.head_dim
         dtype, dev = self.prefix[0][0].dtype, self.prefix[0][0].device
         self.keys = [torch.empty((rows, kv, max_new, d), dtype=dtype, device=dev)
                      for _ in self.layers]
         self.values = [torch.empty_like(k) for k in self.keys]
         self.t = 0  # tokens fed so far
-
+        # Gemma's RMSNorm scales by (1 + w): computed once here, not at every call.
+        self.norm_scale = {id(m): 1.0 + m.weight.float() for m in model.modules()
+                           if type(m).__name__.endswith("RMSNorm")}
     @staticmethod
     def applies(model: Any, cache: Any, width: int, max_new: int) -> bool:
         """Whether this decoder reproduces ``model`` exactly for this prompt batch."""
@@ -83,69 +95,82 @@ class SharedPrefixDecoder:
                         for c in layers_cache))
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only rows ``keep`` (sorted): their own buffers are copied, prompts are not."""
-        self.owner, self.next_pos = self.owner[keep], self.next_pos[keep]
-        self.keys = [k[keep] for k in self.keys]
-        self.values = [v[keep] for v in self.values]
+        """Keep only live rows ``keep`` (sorted); their slots are repacked, the prompts'
+        caches are only narrowed when a prompt has no live row left."""
+        owner, old_slot = self.owner[keep], self.slot_of_row[keep]
+        prompts, counts = torch.unique_consecutive(owner, return_counts=True)
+        width = int(counts.max())
+        rank = torch.repeat_interleave(torch.arange(len(prompts), device=owner.device), counts)
+        first = torch.cumsum(counts, 0) - counts  # first live row of each prompt
+        within = torch.arange(len(owner), device=owner.device) - first[rank]
+        new_slot = rank * width + within
+        # padding slots repeat their prompt's first row
+        src_slot = old_slot[first].repeat_interleave(width)
+        src_slot[new_slot] = old_slot
+        row_of_slot = first.repeat_interleave(width)
+        row_of_slot[new_slot] = torch.arange(len(owner), device=owner.device)
+        if len(prompts) < len(self.prompts):
+            idx = torch.searchsorted(self.prompts, prompts)
+            self.prefix = [(k[idx], v[idx]) for k, v in self.prefix]
+            self.bias = self.bias[idx]
+        self.owner, self.prompts, self.slots = owner, prompts, width
+        self.slot_of_row, self.row_of_slot = new_slot, row_of_slot
+        self.next_pos = self.next_pos[src_slot]
+        self.keys = [k[src_slot] for k in self.keys]
+        self.values = [v[src_slot] for v in self.values]
 
-    def _groups(self) -> list[tuple[int, int, int]]:
-        """(prompt, first row, end row) of each prompt that still has rows."""
-        prompts, counts = torch.unique_consecutive(self.owner, return_counts=True)
-        out, start = [], 0
-        for p, c in zip(prompts.tolist(), counts.tolist(), strict=True):
-            out.append((p, start, start + c))
-            start += c
-        return out
+    def _norm(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        scale = self.norm_scale.get(id(module))
+        if scale is None or x.dtype != torch.float32:
+            return module(x)
+        # Gemma3RMSNorm's float32 arithmetic, in the same order (same bits)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps) * scale
 
-    def _attend(self, i: int, q: torch.Tensor, groups: list[tuple[int, int, int]],
-                scaling: float) -> torch.Tensor:
-        """Attention of ``q`` [rows, heads, d] over prompt + own tokens of layer ``i``."""
-        rows, heads, d = q.shape
+    def _attend(self, i: int, q: torch.Tensor, scaling: float) -> torch.Tensor:
+        """Attention of ``q`` [slots, heads, d] over prompt + own tokens of layer ``i``."""
+        n_slots, heads, d = q.shape
         kv = self.keys[i].shape[1]
-        g = heads // kv
+        g, p, m = heads // kv, len(self.prompts), self.slots
         pk, pv = self.prefix[i]
         width = pk.shape[-2]
-        qg = q.view(rows, kv, g, d)
-        scores = torch.empty((rows, kv, g, width + self.t), dtype=torch.float32,
-                             device=q.device)
-        for p, a, b in groups:
-            # [kv, (b-a)*g, d] @ [kv, d, width]: the prompt's samples as one wide matmul.
-            qp = qg[a:b].permute(1, 0, 2, 3).reshape(kv, (b - a) * g, d)
-            sp = torch.matmul(qp, pk[p].transpose(1, 2)).view(kv, b - a, g, width)
-            scores[a:b, :, :, :width] = sp.permute(1, 0, 2, 3) * scaling + self.bias[p]
-        own_k = self.keys[i][:, :, :self.t]
-        scores[..., width:] = torch.matmul(qg, own_k.transpose(2, 3)) * scaling
-        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        # prompt part: [p, kv, m*g, d] @ [p, kv, d, width], one matmul for all prompts
+        qp = q.view(p, m, kv, g, d).transpose(1, 2).reshape(p, kv, m * g, d)
+        sp = torch.matmul(qp, pk.transpose(-1, -2)).mul_(scaling).add_(self.bias)
+        sp = sp.view(p, kv, m, g, width).transpose(1, 2).reshape(n_slots, kv, g, width)
+        # own part: each slot's generated tokens
+        qg = q.view(n_slots, kv, g, d)
+        own = torch.matmul(qg, self.keys[i][:, :, :self.t].transpose(-1, -2)).mul_(scaling)
+        probs = torch.softmax(torch.cat([sp.float(), own.float()], dim=-1), dim=-1)
+        probs = probs.to(q.dtype)
         out = torch.matmul(probs[..., width:], self.values[i][:, :, :self.t])
-        for p, a, b in groups:
-            pp = probs[a:b, :, :, :width].permute(1, 0, 2, 3).reshape(kv, (b - a) * g, width)
-            out[a:b] += torch.matmul(pp, pv[p]).view(kv, b - a, g, d).permute(1, 0, 2, 3)
-        return out.reshape(rows, heads * d)
+        pp = probs[..., :width].reshape(p, m, kv, g, width).transpose(1, 2)
+        prompt_out = torch.matmul(pp.reshape(p, kv, m * g, width), pv)
+        out += prompt_out.view(p, kv, m, g, d).transpose(1, 2).reshape(n_slots, kv, g, d)
+        return out.reshape(n_slots, heads * d)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; returns the final (normed) hidden state of each row."""
+        """Feed one token per live row; returns each live row's final (normed) state."""
         body, config = self.body, self.config
-        h = body.embed_tokens(tokens[:, None])[:, 0]  # [rows, hidden], scaled as the model does
+        h = body.embed_tokens(tokens[self.row_of_slot][:, None])[:, 0]  # scaled as the model does
         pos = self.next_pos[:, None]
         rope = {lt: body.rotary_emb(h[:, None], pos, lt) for lt in set(config.layer_types)}
-        groups = self._groups()
         t = self.t
         self.t += 1
-        rows = h.shape[0]
+        n_slots = h.shape[0]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(h)
-            q = attn.q_norm(attn.q_proj(x).view(rows, -1, attn.head_dim))
-            k = attn.k_norm(attn.k_proj(x).view(rows, -1, attn.head_dim))
-            v = attn.v_proj(x).view(rows, -1, attn.head_dim)
-            cos, sin = rope[config.layer_types[i]]  # [rows, 1, d]: broadcast over heads
+            x = self._norm(layer.input_layernorm, h)
+            q = self._norm(attn.q_norm, attn.q_proj(x).view(n_slots, -1, attn.head_dim))
+            k = self._norm(attn.k_norm, attn.k_proj(x).view(n_slots, -1, attn.head_dim))
+            v = attn.v_proj(x).view(n_slots, -1, attn.head_dim)
+            cos, sin = rope[config.layer_types[i]]  # [slots, 1, d]: broadcast over heads
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.keys[i][:, :, t] = k
             self.values[i][:, :, t] = v
-            a = attn.o_proj(self._attend(i, q, groups, attn.scaling))
-            h = h + layer.post_attention_layernorm(a)
-            m = layer.mlp(layer.pre_feedforward_layernorm(h))
-            h = h + layer.post_feedforward_layernorm(m)
+            a = attn.o_proj(self._attend(i, q, attn.scaling))
+            h = h + self._norm(layer.post_attention_layernorm, a)
+            m = layer.mlp(self._norm(layer.pre_feedforward_layernorm, h))
+            h = h + self._norm(layer.post_feedforward_layernorm, m)
         self.next_pos = self.next_pos + 1
-        return body.norm(h)
+        return self._norm(body.norm, h[self.slot_of_row])
