@@ -174,7 +174,13 @@ def main() -> None:
         naive_generate(backend, prompts[:1], 2, 4, 99)
 
     # (b) the machine's matmul rates at the rows our sampler keeps in flight
-    rows = max(1, (backend.batch_size * 8) // args.n) * args.n
+    try:  # (this file also profiles older checkouts, which have no shared decoder)
+        from xlgap.models.decode import SharedPrefixDecoder
+
+        budget = backend.batch_size * (32 if SharedPrefixDecoder.supports(backend.model) else 8)
+    except ImportError:
+        budget = backend.batch_size * 8
+    rows = min(len(prompts), max(1, budget // args.n)) * args.n
     shapes = linear_shapes(backend.model)
     rates = matmul_rates(shapes, rows)
     bound = compute_bound(shapes, rates)

@@ -37,7 +37,7 @@ def draw(hidden, weight, n, temperature, softcap=None, seed=1) -> np.ndarray:
     keys = sampler.stream_keys(seed, [5, 6, 7], n)
     u = sampler.step_uniforms(keys, 0)
     rows = torch.zeros(n, dtype=torch.long)
-    return sampler.head_sample(hidden[:1], weight, u, temperature, softcap, chunk=64,
+    return sampler.head_sample(hidden[:1], weight, u, temperature, softcap, chunk=64, block=16,
                                rows=rows).numpy()
 
 

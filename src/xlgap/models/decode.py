@@ -62,7 +62,8 @@ class SharedPrefixDecoder:
         self.next_pos = positions[owner, -1] + 1  # per slot
         rows, kv, d = len(owner), self.config.num_key_value_heads, self.config.head_dim
         dtype, dev = self.prefix[0][0].dtype, self.prefix[0][0].device
-        self.keys = [torch.empty((rows, kv, max_new, d), dtype=dtype, device=dev)
+        # step-major [max_new, slots, kv, d]: repacking copies only the steps written
+        self.keys = [torch.empty((max_new, rows, kv, d), dtype=dtype, device=dev)
                      for _ in self.layers]
         self.values = [torch.empty_like(k) for k in self.keys]
         self.t = 0  # tokens fed so far
@@ -70,17 +71,14 @@ class SharedPrefixDecoder:
         self.norm_scale = {id(m): 1.0 + m.weight.float() for m in model.modules()
                            if type(m).__name__.endswith("RMSNorm")}
     @staticmethod
-    def applies(model: Any, cache: Any, width: int, max_new: int) -> bool:
-        """Whether this decoder reproduces ``model`` exactly for this prompt batch."""
+    def supports(model: Any) -> bool:
+        """Whether this decoder reproduces ``model`` exactly (architecture, no hooks)."""
         config = model.config.get_text_config()
         if getattr(config, "model_type", None) not in _SUPPORTED or _has_hooks(model):
             return False
         if getattr(config, "attn_logit_softcapping", None) or getattr(
                 config, "use_bidirectional_attention", False):
             return False
-        window = getattr(config, "sliding_window", None)
-        if window is not None and width + max_new >= window:
-            return False  # the window would start to cut; transformers handles that
         body = model.base_model
         layers = body.layers[: config.num_hidden_layers]
         lin = torch.nn.Linear
@@ -89,6 +87,18 @@ class SharedPrefixDecoder:
             if any(type(m) is not lin or m.bias is not None for m in (
                     attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj)):
                 return False  # adapters (LoRA) or biases: not what the step below computes
+        return True
+
+    @staticmethod
+    def applies(model: Any, cache: Any, width: int, max_new: int) -> bool:
+        """Whether this decoder reproduces ``model`` exactly for this prompt batch."""
+        if not SharedPrefixDecoder.supports(model):
+            return False
+        config = model.config.get_text_config()
+        window = getattr(config, "sliding_window", None)
+        if window is not None and width + max_new >= window:
+            return False  # the window would start to cut; transformers handles that
+        layers = model.base_model.layers[: config.num_hidden_layers]
         layers_cache = getattr(cache, "layers", None)
         return (layers_cache is not None and len(layers_cache) == len(layers)
                 and all(getattr(c, "keys", None) is not None and c.keys.shape[-2] == width
@@ -116,8 +126,12 @@ class SharedPrefixDecoder:
         self.owner, self.prompts, self.slots = owner, prompts, width
         self.slot_of_row, self.row_of_slot = new_slot, row_of_slot
         self.next_pos = self.next_pos[src_slot]
-        self.keys = [k[src_slot] for k in self.keys]
-        self.values = [v[src_slot] for v in self.values]
+        for buffers in (self.keys, self.values):
+            for i, buf in enumerate(buffers):
+                fresh = torch.empty((buf.shape[0], len(src_slot), *buf.shape[2:]),
+                                    dtype=buf.dtype, device=buf.device)
+                torch.index_select(buf[:self.t], 1, src_slot, out=fresh[:self.t])
+                buffers[i] = fresh
 
     def _norm(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         scale = self.norm_scale.get(id(module))
@@ -129,7 +143,7 @@ class SharedPrefixDecoder:
     def _attend(self, i: int, q: torch.Tensor, scaling: float) -> torch.Tensor:
         """Attention of ``q`` [slots, heads, d] over prompt + own tokens of layer ``i``."""
         n_slots, heads, d = q.shape
-        kv = self.keys[i].shape[1]
+        kv = self.keys[i].shape[2]
         g, p, m = heads // kv, len(self.prompts), self.slots
         pk, pv = self.prefix[i]
         width = pk.shape[-2]
@@ -139,10 +153,12 @@ class SharedPrefixDecoder:
         sp = sp.view(p, kv, m, g, width).transpose(1, 2).reshape(n_slots, kv, g, width)
         # own part: each slot's generated tokens
         qg = q.view(n_slots, kv, g, d)
-        own = torch.matmul(qg, self.keys[i][:, :, :self.t].transpose(-1, -2)).mul_(scaling)
+        own_k = self.keys[i][:self.t].permute(1, 2, 3, 0)  # [slots, kv, d, t]
+        own = torch.matmul(qg, own_k).mul_(scaling)
         probs = torch.softmax(torch.cat([sp.float(), own.float()], dim=-1), dim=-1)
         probs = probs.to(q.dtype)
-        out = torch.matmul(probs[..., width:], self.values[i][:, :, :self.t])
+        out = torch.matmul(probs[..., width:], self.values[i][:self.t].transpose(0, 1)
+                           .transpose(1, 2))
         pp = probs[..., :width].reshape(p, m, kv, g, width).transpose(1, 2)
         prompt_out = torch.matmul(pp.reshape(p, kv, m * g, width), pv)
         out += prompt_out.view(p, kv, m, g, d).transpose(1, 2).reshape(n_slots, kv, g, d)
@@ -166,8 +182,8 @@ class SharedPrefixDecoder:
             cos, sin = rope[config.layer_types[i]]  # [slots, 1, d]: broadcast over heads
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            self.keys[i][:, :, t] = k
-            self.values[i][:, :, t] = v
+            self.keys[i][t] = k
+            self.values[i][t] = v
             a = attn.o_proj(self._attend(i, q, attn.scaling))
             h = h + self._norm(layer.post_attention_layernorm, a)
             m = layer.mlp(self._norm(layer.pre_feedforward_layernorm, h))

@@ -223,9 +223,13 @@ class HFBackend(Backend):
                  stop: Sequence[str] = ("\n",)) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        # Rows in flight = prompts x n; keep about batch_size * 8 rows per step, since
-        # decoding rows are one token each and the output head wants wide matmuls.
-        per_batch = max(1, (self.batch_size * 8) // max(1, n))
+        # Rows in flight = prompts x n. The output head wants wide matmuls, and every
+        # batch ends in a tail of few long answers where the head's weight is read for a
+        # few rows; so take many rows: batch_size * 32 when prompt caches are shared
+        # (a row then costs only its own tokens), batch_size * 8 when each row copies
+        # its prompt's cache.
+        rows = self.batch_size * (32 if SharedPrefixDecoder.supports(self.model) else 8)
+        per_batch = max(1, rows // max(1, n))
         results: list[list[str]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
@@ -283,8 +287,10 @@ class HFBackend(Backend):
             alive = [r for r, slot in enumerate(row_id) if not finished[slot]]
             if not alive or step == max_new - 1:
                 break
-            # Dropping rows copies their state, so wait until an eighth of them finished.
-            if len(row_id) - len(alive) >= max(1, len(row_id) // 8):
+            # Finished rows leave at once when prompt caches are shared (a row's own state
+            # is small); copying transformers' cache waits until an eighth finished.
+            if len(alive) < len(row_id) and (
+                    shared or len(row_id) - len(alive) >= max(1, len(row_id) // 8)):
                 sel = torch.tensor(alive, device=self.device)
                 tokens, keys = tokens[sel], keys[alive]
                 row_id = [row_id[r] for r in alive]

@@ -6,11 +6,12 @@ searchsorted then read several times. Here the head is applied over vocabulary c
 small enough to stay in the last-level cache, keeping only each chunk's log-sum-exp (one float
 per row and chunk); the law is the exact softmax over the full vocabulary:
 
-1. ``lse[r, c] = logsumexp(logits[r, chunk c] / T)`` for every chunk (one pass);
-2. the chunk is drawn by inverting the cumulative chunk masses with the row's uniform;
-3. inside the drawn chunk (recomputed for that row only: ``1 / n_chunks`` of the head),
-   the word is drawn by inverting the chunk's own cumulative distribution with the
-   rescaled remainder of the same uniform.
+1. ``lse[r, b] = logsumexp(logits[r, block b] / T)`` for every block of 1024 words
+   (one pass over the head, applied 32768 words at a time);
+2. the block is drawn by inverting the cumulative block masses with the row's uniform;
+3. inside the drawn block (recomputed for that row only: 1/256 of the head), the word
+   is drawn by inverting the block's own cumulative distribution with the rescaled
+   remainder of the same uniform.
 
 This is inverse-CDF sampling in two stages, so token ``k`` is drawn with probability
 ``softmax(logits / T)[k]`` (up to float32 rounding, like the one-matrix version). Greedy
@@ -33,6 +34,9 @@ import torch
 #: words per vocabulary chunk: ``rows x CHUNK`` float32 stays within the L2 cache for the
 #: usual 64-256 rows, and the head matmul on it is still wide enough to run at full rate.
 CHUNK = 32768
+#: words per block of the first stage: one log-sum-exp per row and block is kept, and the
+#: drawn block (not the whole chunk) is recomputed for its row in the second stage.
+BLOCK = 1024
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -106,23 +110,34 @@ def head_argmax(hidden: torch.Tensor, weight: torch.Tensor | None, softcap: floa
 
 
 def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperature: float,
-                     softcap: float | None = None, chunk: int = CHUNK) -> torch.Tensor:
-    """``[rows x n_chunks]``: the log-sum-exp of ``logits / temperature`` over each chunk."""
+                     softcap: float | None = None, chunk: int = CHUNK,
+                     block: int = BLOCK) -> torch.Tensor:
+    """``[rows x n_blocks]``: the log-sum-exp of ``logits / temperature`` over each block of
+    ``block`` words (the head is applied ``chunk`` words at a time; a partial last block is
+    padded with -inf, i.e. no mass)."""
+    block = min(block, chunk)
+    if chunk % block:
+        raise ValueError(f"chunk {chunk} is not a multiple of block {block}")
     vocab = _vocab(hidden, weight)
-    n_chunks = -(-vocab // chunk)
-    out = torch.empty((hidden.shape[0], n_chunks), dtype=torch.float32, device=hidden.device)
+    n_blocks = -(-vocab // block)
+    out = torch.empty((hidden.shape[0], n_blocks), dtype=torch.float32, device=hidden.device)
     pre, post = _scales(weight, temperature, softcap)
     h = hidden if pre == 1.0 else hidden * pre
-    for c in range(n_chunks):
-        start = c * chunk
+    for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
-        out[:, c] = torch.logsumexp(_chunk_logits(h, weight, start, stop, softcap, post), dim=1)
+        logits = _chunk_logits(h, weight, start, stop, softcap, post)
+        width = -(-(stop - start) // block) * block
+        if width != stop - start:
+            logits = torch.nn.functional.pad(logits, (0, width - (stop - start)),
+                                             value=-torch.inf)
+        out[:, start // block:start // block + width // block] = torch.logsumexp(
+            logits.view(len(logits), width // block, block), dim=2)
     return out
 
 
 def head_sample(hidden: torch.Tensor, weight: torch.Tensor | None, uniforms: torch.Tensor,
                 temperature: float, softcap: float | None = None, chunk: int = CHUNK,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
+                rows: torch.Tensor | None = None, block: int = BLOCK) -> torch.Tensor:
     """One token per row from ``softmax(head(hidden) / temperature)``, by inverse CDF with
     the row's uniform (``uniforms``: ``[rows]`` in [0, 1)); ``temperature <= 0`` is greedy.
 
@@ -133,24 +148,25 @@ def head_sample(hidden: torch.Tensor, weight: torch.Tensor | None, uniforms: tor
     if temperature <= 0:
         best = head_argmax(hidden, weight, softcap, chunk)
         return best if rows is None else best[rows]
-    lse = chunk_log_masses(hidden, weight, temperature, softcap, chunk).double()
+    block = min(block, chunk)
+    lse = chunk_log_masses(hidden, weight, temperature, softcap, chunk, block).double()
     if rows is not None:
         lse, hidden = lse[rows], hidden[rows]
-    masses = torch.softmax(lse, dim=1)  # each chunk's share of the row's probability
+    masses = torch.softmax(lse, dim=1)  # each block's share of the row's probability
     cum = masses.cumsum(1)
     u = uniforms.to(device=hidden.device, dtype=torch.float64)[:, None] * cum[:, -1:]
     picked = torch.searchsorted(cum, u).squeeze(1).clamp(max=cum.shape[1] - 1)
-    # The remainder of u inside the drawn chunk, rescaled to [0, 1).
+    # The remainder of u inside the drawn block, rescaled to [0, 1).
     before = torch.where(picked > 0, cum.gather(1, (picked - 1).clamp(min=0)[:, None])[:, 0],
                          torch.zeros_like(u[:, 0]))
     inner = ((u[:, 0] - before) / masses.gather(1, picked[:, None])[:, 0]).clamp(0.0, 1.0)
     tokens = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
     pre, post = _scales(weight, temperature, softcap)
     vocab = _vocab(hidden, weight)
-    # Rows share few chunks (likely words cluster), so recompute per drawn chunk.
+    # Rows share few blocks (likely words cluster), so recompute per drawn block.
     for c in torch.unique(picked).tolist():
         sel = (picked == c).nonzero().squeeze(1)
-        start, stop = c * chunk, min((c + 1) * chunk, vocab)
+        start, stop = c * block, min((c + 1) * block, vocab)
         h = hidden[sel] if pre == 1.0 else hidden[sel] * pre
         probs = torch.softmax(_chunk_logits(h, weight, start, stop, softcap, post).double(), 1)
         cdf = probs.cumsum(1)
