@@ -6,15 +6,19 @@ tests check batched results against one-at-a-time results.
 
 Speed on small CPUs: a 262k-token output head dominates each decoding step, so
 
-* ``generate`` encodes each prompt once, then copies its KV cache to its ``n`` samples;
-  prompts are batched together (sorted by length) and rows that finished are dropped
-  from the batch at once (answers are short);
+* ``generate`` encodes each prompt once; its ``n`` samples share its KV cache
+  (:mod:`xlgap.models.decode`, Gemma 3; other models copy the cache through
+  transformers), the output head and the sampling step are fused over vocabulary chunks
+  so the ``[rows x vocabulary]`` logit matrix never exists (:mod:`xlgap.models.sampler`);
+  prompts are batched together (sorted by length) and rows that finished leave the
+  batch (answers are short);
 * ``score`` encodes each prompt once, copies its cache to its continuations, and takes
   the distribution of a continuation's first token from the prompt's last position
   (shared by all continuations), so the head runs only where it must.
 
-Sampling draws from one random stream per prompt (seeded by the run seed and the
-prompt's tokens), so a prompt's samples do not depend on what else is in its batch.
+Sampling is counter-based: sample ``k`` of a prompt draws, at step ``t``, the uniform
+hashed from (run seed, prompt tokens, ``k``, ``t``), so a prompt's samples do not depend
+on what else is in its batch, nor on ``n``.
 """
 
 from __future__ import annotations
