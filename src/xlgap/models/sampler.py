@@ -3,8 +3,8 @@
 A 262k-word head turns each decoding step's ``[rows x hidden]`` states into a
 ``[rows x 262144]`` float32 matrix (about 1 MB per row) that softmax, cumsum and
 searchsorted then read several times. Here the head is applied over vocabulary chunks
-small enough to stay in the last-level cache, keeping only each chunk's log-sum-exp (one float
-per row and chunk); the law is the exact softmax over the full vocabulary:
+small enough to stay in the last-level cache, keeping only a log-sum-exp per row and
+1024-word block; the law is the exact softmax over the full vocabulary:
 
 1. ``lse[r, b] = logsumexp(logits[r, block b] / T)`` for every block of 1024 words
    (one pass over the head, applied 32768 words at a time);
