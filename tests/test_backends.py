@@ -294,16 +294,19 @@ def test_engine_kwargs_on_cpu_and_gpu() -> None:
 
 # -- stop strings and retries --------------------------------------------------------------
 
-def test_cut_at_stop_is_one_rule_for_every_backend() -> None:
-    from xlgap.models.hf import HFBackend
-
+def test_cut_at_stop_is_one_rule_for_every_backend(tiny_backend) -> None:
     assert cut_at_stop("Paris.\nQ: next", ["\n"]) == "Paris."
     assert cut_at_stop("a;b\nc", ["\n", ";"]) == "a" == cut_at_stop("a;b\nc", [";", "\n"])
     assert cut_at_stop("abc", "b") == "a" and cut_at_stop("abc", []) == "abc"
     # an empty stop string is no stop (it would empty every completion): the HF backend's
     # own copy used to return "" here
     assert cut_at_stop("Paris", ["", "\n"]) == "Paris"
-    assert HFBackend._cut("Paris\nx", ("", "\n")) == "Paris"
+    # and the HF backend uses that rule: an empty stop string leaves its answers whole
+    plain = tiny_backend.generate(["The capital of France is"], n=2, max_new_tokens=6,
+                                  temperature=0.0, stop=("\n",))
+    with_empty = tiny_backend.generate(["The capital of France is"], n=2, max_new_tokens=6,
+                                       temperature=0.0, stop=("", "\n"))
+    assert with_empty == plain and any(text for text in plain[0])
 
 
 def _state(attempt: int, err: BaseException) -> RetryCallState:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -38,19 +40,52 @@ def test_embedded_batched_equals_single(embedded_backend):
 
 def test_conversion_failure_leaves_no_cache(tmp_path, monkeypatch):
     """An interrupted conversion never leaves a directory that would load wrong."""
-    import transformers
-
-    from xlgap.models import embedded
+    from xlgap.models import embedded, gguf_convert
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-conversion
 
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    # after the weights are written, while the tokenizer is being built
+    monkeypatch.setattr(gguf_convert, "_save_tokenizer", boom)
     with pytest.raises(KeyboardInterrupt):
         embedded.ensure_converted(tmp_path)
     assert not embedded.is_converted(tmp_path)
     models_dir = tmp_path / "models"
     assert [p.name for p in models_dir.iterdir() if not p.name.startswith(".convert.lock")] == []
+
+
+def test_conversion_is_bit_identical_to_the_transformers_loader(tmp_path):
+    """The fast conversion gives, tensor for tensor and bit for bit, the weights (and the
+    same config and tokenizer files) as the cache that transformers' GGUF loader wrote."""
+    import torch
+    from safetensors import safe_open
+
+    from xlgap.models import embedded
+
+    reference = embedded.embedded_dir()
+    marker = reference / "xlgap-embedded.json"
+    if not marker.exists():
+        pytest.skip(f"no reference cache at {reference}")
+    if json.loads(marker.read_text()).get("converter") == "gguf-numpy":
+        pytest.skip("the default cache was itself written by the fast converter, not by "
+                    "transformers' GGUF loader")
+    fresh = embedded.ensure_converted(tmp_path)
+    for name in ["config.json", "generation_config.json", "tokenizer.json"]:
+        assert (fresh / name).read_text() == (reference / name).read_text(), name
+    # tokenizer_config.json records how it was loaded (HF_HUB_OFFLINE in the tests)
+    loading = {"local_files_only", "is_local"}
+    new_cfg, old_cfg = (json.loads((d / "tokenizer_config.json").read_text())
+                        for d in (fresh, reference))
+    assert {k: v for k, v in new_cfg.items() if k not in loading} == {
+        k: v for k, v in old_cfg.items() if k not in loading}
+    with safe_open(fresh / "model.safetensors", "pt") as new, \
+            safe_open(reference / "model.safetensors", "pt") as old:
+        keys = sorted(old.keys())
+        assert sorted(new.keys()) == keys and len(keys) == 236
+        for key in keys:
+            a, b = new.get_tensor(key), old.get_tensor(key)
+            assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape, key
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32)), key
 
 
 def test_demo_main_job_end_to_end(embedded_backend, tmp_path, capsys):

@@ -6,15 +6,19 @@ tests check batched results against one-at-a-time results.
 
 Speed on small CPUs: a 262k-token output head dominates each decoding step, so
 
-* ``generate`` encodes each prompt once, then copies its KV cache to its ``n`` samples;
-  prompts are batched together (sorted by length) and rows that finished are dropped
-  from the batch at once (answers are short);
+* ``generate`` encodes each prompt once; its ``n`` samples share its KV cache
+  (:mod:`xlgap.models.decode`, Gemma 3; other models copy the cache through
+  transformers), the output head and the sampling step are fused over vocabulary chunks
+  so the ``[rows x vocabulary]`` logit matrix never exists (:mod:`xlgap.models.sampler`);
+  prompts are batched together (sorted by length) and rows that finished leave the
+  batch (answers are short);
 * ``score`` encodes each prompt once, copies its cache to its continuations, and takes
   the distribution of a continuation's first token from the prompt's last position
   (shared by all continuations), so the head runs only where it must.
 
-Sampling draws from one random stream per prompt (seeded by the run seed and the
-prompt's tokens), so a prompt's samples do not depend on what else is in its batch.
+Sampling is counter-based: sample ``k`` of a prompt draws, at step ``t``, the uniform
+hashed from (run seed, prompt tokens, ``k``, ``t``), so a prompt's samples do not depend
+on what else is in its batch, nor on ``n``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import torch
 
 from xlgap.errors import ModelError
 from xlgap.models.base import POOLINGS, Backend, check_normalize
+from xlgap.models.decode import SharedPrefixDecoder
 from xlgap.models.layers import apply_logit_head
+from xlgap.models.sampler import head_sample, step_uniforms, stream_keys
 from xlgap.models.tokens import adds_special_tokens, cut_at_stop, joint_tokens, resolve_is_chat
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -221,42 +227,59 @@ class HFBackend(Backend):
                  stop: Sequence[str] = ("\n",)) -> list[list[str]]:
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        # Rows in flight = prompts x n; keep about batch_size * 8 rows per step, since
-        # decoding rows are one token each and the output head wants wide matmuls.
-        per_batch = max(1, (self.batch_size * 8) // max(1, n))
+        # Rows in flight = prompts x n. The output head wants wide matmuls, and every
+        # batch ends in a tail of few long answers where the head's weight is read for a
+        # few rows; so take many rows: batch_size * 32 when prompt caches are shared
+        # (a row then costs only its own tokens), batch_size * 8 when each row copies
+        # its prompt's cache.
+        rows = self.batch_size * (32 if SharedPrefixDecoder.supports(self.model) else 8)
+        per_batch = max(1, rows // max(1, n))
         results: list[list[str]] = [[] for _ in prompts]
         for start in range(0, len(order), per_batch):
             idx = order[start:start + per_batch]
             with out_of_memory_hint(self.batch_size):
+                # an empty stop string is no stop (cut_at_stop's rule): it would end every
+                # answer at its first token
                 texts = self._sample([encoded[i] for i in idx], n, temperature,
-                                     max_new_tokens, seed, tuple(stop))
+                                     max_new_tokens, seed, tuple(s for s in stop if s))
             for i, t in zip(idx, texts, strict=True):
                 results[i] = t
         return results
 
-    def _prompt_generator(self, ids: Sequence[int], seed: int) -> torch.Generator:
-        digest = hashlib.sha256(json.dumps([seed, list(ids)]).encode()).digest()
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-        return gen
+    def _head(self) -> tuple[torch.Tensor | None, float | None]:
+        """The output head's weight when the fused sampler can use it (a plain bias-free
+        linear head without hooks), and the final logit softcap."""
+        config = self.model.config
+        cap = getattr(config, "final_logit_softcapping", None)
+        if cap is None and hasattr(config, "get_text_config"):
+            cap = getattr(config.get_text_config(), "final_logit_softcapping", None)
+        head = self.model.get_output_embeddings()
+        plain = (type(head) is torch.nn.Linear and head.bias is None
+                 and not head._forward_hooks and not head._forward_pre_hooks)
+        return (head.weight if plain else None), cap
 
     def _sample(self, prompts: list[list[int]], n: int, temperature: float, max_new: int,
                 seed: int, stop: tuple[str, ...]) -> list[list[str]]:
         ids, mask, positions = self._left_pad(prompts)
         hidden, cache = self._forward(ids, mask, positions)
-        logits = self._logits(hidden[:, -1])
-        # Copy each prompt's cache to its n samples.
-        rows = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
-        cache.batch_select_indices(rows)
-        logits, mask = logits[rows], mask[rows]
-        next_pos = positions[rows, -1] + 1
-        gens = [self._prompt_generator(p, seed) for p in prompts]
-        row_prompt = rows.tolist()  # prompt of each active row
-        row_id = list(range(len(row_prompt)))  # output slot of each active row
-        out_tokens: list[list[int]] = [[] for _ in row_prompt]
-        finished = [False] * len(row_prompt)
+        owner = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
+        weight, cap = self._head()
+        # One counter-based random stream per sample: (seed, prompt, index) -> key.
+        keys = np.concatenate([stream_keys(seed, p, n) for p in prompts])
+        shared = SharedPrefixDecoder.applies(self.model, cache, ids.shape[1], max_new)
+        if shared:
+            decoder = SharedPrefixDecoder(self.model, cache, mask, positions, owner, max_new)
+        else:  # transformers' cache: one copy of the prompt's cache per sample
+            cache.batch_select_indices(owner)
+            mask, next_pos = mask[owner], positions[owner, -1] + 1
+        # The first token of all n samples of a prompt comes from the same state.
+        states, rows = hidden[:, -1], owner
+        row_id = list(range(len(owner)))  # output slot of each active row
+        out_tokens: list[list[int]] = [[] for _ in row_id]
+        finished = [False] * len(row_id)
         for step in range(max_new):
-            tokens = self._pick(logits, row_prompt, row_id, gens, n, temperature)
+            tokens = self._pick(states, rows, weight, cap, step_uniforms(keys, step),
+                                temperature)
             for r, tok in enumerate(tokens.tolist()):
                 slot = row_id[r]
                 if finished[slot]:
@@ -270,40 +293,36 @@ class HFBackend(Backend):
             alive = [r for r, slot in enumerate(row_id) if not finished[slot]]
             if not alive or step == max_new - 1:
                 break
-            # Dropping rows copies the whole cache, so wait until an eighth of them finished.
-            if len(row_id) - len(alive) >= max(1, len(row_id) // 8):
+            # Finished rows leave at once when prompt caches are shared (a row's own state
+            # is small); copying transformers' cache waits until an eighth finished.
+            if len(alive) < len(row_id) and (
+                    shared or len(row_id) - len(alive) >= max(1, len(row_id) // 8)):
                 sel = torch.tensor(alive, device=self.device)
-                cache.batch_select_indices(sel)
-                mask, next_pos, tokens = mask[sel], next_pos[sel], tokens[sel]
-                row_prompt = [row_prompt[r] for r in alive]
+                tokens, keys = tokens[sel], keys[alive]
                 row_id = [row_id[r] for r in alive]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
-            logits = self._logits(hidden[:, -1])
-            next_pos = next_pos + 1
-        texts = [self._cut(self.tokenizer.decode(t, skip_special_tokens=True), stop)
+                if shared:
+                    decoder.select(sel)
+                else:
+                    cache.batch_select_indices(sel)
+                    mask, next_pos = mask[sel], next_pos[sel]
+            if shared:
+                states = decoder.step(tokens)
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
+                states, next_pos = hidden[:, -1], next_pos + 1
+            rows = None
+        texts = [cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop)
                  for t in out_tokens]
         return [texts[p * n:(p + 1) * n] for p in range(len(prompts))]
 
-    def _pick(self, logits: torch.Tensor, row_prompt: list[int], row_slot: list[int],
-              gens: list[torch.Generator], n: int, temperature: float) -> torch.Tensor:
-        if temperature <= 0:
-            return logits.argmax(-1)
-        # One uniform per sample slot per step from the prompt's own stream: n draws per
-        # step while any of the prompt's rows is alive, and sample k always takes the k-th,
-        # so dropping finished rows never shifts another row's numbers.
-        uniforms = torch.empty(len(row_prompt), dtype=torch.float32)
-        drawn = {p: torch.rand(n, generator=gens[p]) for p in sorted(set(row_prompt))}
-        for r, p in enumerate(row_prompt):
-            uniforms[r] = drawn[p][row_slot[r] - p * n]
-        probs = torch.softmax(logits / temperature, dim=-1)
-        cdf = probs.cumsum(-1)
-        u = uniforms.to(cdf.device)[:, None] * cdf[:, -1:]
-        return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
-
-    @staticmethod
-    def _cut(text: str, stop: tuple[str, ...]) -> str:
-        return cut_at_stop(text, stop)
+    def _pick(self, states: torch.Tensor, rows: torch.Tensor | None, weight: torch.Tensor | None,
+              cap: float | None, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
+        """One token per row (``states[rows]``) through the fused head sampler; a head it
+        cannot fuse (hooks, bias, adapters) is applied whole, then sampled by the same law."""
+        if weight is None:
+            return head_sample(self._logits(states), None, uniforms, temperature, rows=rows)
+        return head_sample(states, weight, uniforms, temperature, cap, rows=rows)
 
     # -- score -------------------------------------------------------------------------
     def _joint_request(self, prompt: str, continuations: Sequence[str]
