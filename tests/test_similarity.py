@@ -610,7 +610,8 @@ def test_commands_work_without_english(capsys, tmp_path, fr_de) -> None:
     assert {key: ilo_json[key] for key in ("preset", "metric", "k", "t", "centered")} == {
         "preset": "paper", "metric": "euclidean", "k": 10, "t": 1, "centered": False}
     assert "Wilie" in ilo_json["score"] and "2503.11280" in ilo_json["score"]
-    assert set(ilo_json["layers"][0]["summary"]["mean"]) == {"estimate", "ci", "chance"}
+    assert set(ilo_json["layers"][0]["summary"]["mean"]) == {"estimate", "ci", "chance",
+                                                             "mixed_reference"}
     # one path to the hidden states: ilo reused what similarity extracted
     assert (out / "hidden" / "index.json").read_bytes() == index
     assert (out / "hidden" / "layer_000.npy").stat().st_mtime_ns == stamp
