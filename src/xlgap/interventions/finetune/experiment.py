@@ -49,7 +49,7 @@ from xlgap.prompting.scoring import candidate_scores, parallel_texts
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import provenance, tagged
 from xlgap.sampling import default_shots
-from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
 
@@ -79,7 +79,7 @@ class FinetuneOptions:
     shots: int | None = None
     k: int = 5
     eval_trained: bool = True
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
     n_shuffles: int = DEFAULT_N_SHUFFLES
     seed: int = 0
     progress: bool = False

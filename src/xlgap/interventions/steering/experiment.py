@@ -43,7 +43,7 @@ from xlgap.progress import progress_bar
 from xlgap.prompting.scoring import candidate_scores, parallel_texts
 from xlgap.provenance import provenance, tagged
 from xlgap.sampling import default_shots
-from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES, mean_with_ci
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
 
 RESULT_FILE = "steering.json"
@@ -105,7 +105,7 @@ class SteerOptions:
     select: str = "accuracy"
     shots: int | None = None  # default: 0 for cloze items, else 3
     k: int = 5
-    n_boot: int = 1000
+    n_boot: int = DEFAULT_N_BOOT
     n_shuffles: int = DEFAULT_N_SHUFFLES
     seed: int = 0
     progress: bool = False
