@@ -203,12 +203,14 @@ def speed(root: Path) -> str:
     n = b.get("n")
     rows = [["`generate` vs naive `model.generate(num_return_sequences=20)` per prompt, "
              "tokens/s", _ratio(b["sampling_throughput_ratio"]),
-             f">= {target.get('sampling_throughput_ratio', 3):g}x"],
+             f">= {target.get('sampling_throughput_ratio', 15):g}x"],
+            ["`generate`, share of the measured decoding compute bound",
+             f"{b['share_of_compute_bound']:.0%}",
+             f">= {target.get('share_of_compute_bound', 0.6):.0%}"],
             [f"exact scoring vs the naive sampling loop (n={n}), time",
-             _ratio(b["naive_seconds"] / b["score_seconds"]), ""],
+             _ratio(b["score_vs_naive_sampling_speedup"]), ""],
             [f"exact scoring vs xlgap's batched sampling (n={n}), time",
-             _ratio(b["score_vs_sampling_speedup"]),
-             f">= {target.get('score_vs_sampling_speedup', 20):g}x"],
+             _ratio(b["score_vs_sampling_speedup"]), ""],
             ["hidden-state extraction vs a bare batched forward pass",
              _ratio(e["throughput_ratio"]), f">= {e.get('target_ratio', 0.8):g}x"]]
     setup = ilo["setup"]
