@@ -91,7 +91,10 @@ def fmt_estimate(x: Any, digits: int | None = None, *, percent: bool = False,
         text += f" [{scale * lo:.{d}f}, {scale * hi:.{d}f}]"
     c = chance_of(x)
     if chance and c is not None:
-        text += f", chance {scale * c:.{d}f}"
+        # ILO's reference is the fully language-mixed value, not a floor (see ilo.py)
+        label = "mixed reference" if isinstance(x, Mapping) and "mixed_reference" in x \
+            else "chance"
+        text += f", {label} {scale * c:.{d}f}"
     return text
 
 
