@@ -105,7 +105,13 @@ def test_demo_main_job_end_to_end(embedded_backend, tmp_path, capsys):
     assert "Accuracy per language" in text and "ILO) by layer" in text
     diag = json.loads((out / "run" / "diagnosis.json").read_text())
     assert set(diag["accuracy"]) == {"en", "fr", "ja", "ar"}
-    assert 0.0 <= diag["pi"]["mismatch"] <= 1.0
+    # the mismatch heuristic is read over the candidates only: null when most answers
+    # name none (review finding 4), a share otherwise
+    mismatch = diag["pi"]["mismatch"]
+    if diag["checks"]["mostly_other"]:
+        assert mismatch is None
+    else:
+        assert 0.0 <= mismatch <= 1.0
     rows = (out / "run" / "samples.jsonl").read_text().splitlines()
     assert len(rows) == 6 * 4 * 3
     table = json.loads((out / "intervene" / "interventions.json").read_text())

@@ -11,21 +11,28 @@ from typing import Any
 
 from xlgap import __version__
 from xlgap.cli.config import add_config_arguments, build_config, read_config_file
-from xlgap.cli.registry import Command, commands
+from xlgap.cli.registry import COMMANDS, Command, commands, load_command
 from xlgap.errors import XlgapError
 from xlgap.provenance import set_command
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+def build_parser(selected: str | None = None
+                 ) -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    """The parser, with every command's options when ``selected`` is None, else only the
+    selected command's (the others are listed with their help, their modules not
+    imported: ``xlgap --help`` starts in a blink)."""
     parser = argparse.ArgumentParser(
         prog="xlgap", description="Measure, explain and reduce the cross-lingual gap of "
         "language models.")
-
     parser.add_argument("--version", action="version", version=f"xlgap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    registered = commands()
-    for name, cmd in registered.items():
-        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+    registered = commands() if selected is None else (
+        {selected: load_command(selected)} if selected in COMMANDS else {})
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        cmd = registered.get(name)
+        if cmd is None:
+            continue
         if cmd.arguments is not None:  # a command with its own sub-actions (``data``)
             cmd.arguments(p)
             continue
@@ -42,7 +49,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 def run(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser, registered = build_parser()
+    # The command is the first word that is not an option; only its module is imported.
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser, registered = build_parser(selected if selected in COMMANDS else "")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

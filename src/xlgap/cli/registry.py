@@ -16,16 +16,57 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Every module that registers commands, in the order ``xlgap --help`` lists them.
-COMMAND_MODULES = (
-    "xlgap.cli.commands.sample",
-    "xlgap.cli.commands.data",
-    "xlgap.cli.commands.intervene",
-    "xlgap.cli.commands.inside",
-    "xlgap.cli.commands.steer",
-    "xlgap.cli.commands.report",
-    "xlgap.cli.study",
-)
+# Every command: the module (under xlgap.cli) that registers it, and its one-line help.
+# Listing them here lets ``xlgap --help`` (and the parser of one command) start without
+# importing every command module and the model stack behind them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample": ("commands.sample",
+        "sample (or score) answers in every language into a run directory, then "
+        "diagnose it (--source item: one run per source language of the items, "
+        "pooled)"),
+    "diagnose": ("commands.sample",
+        "bias or variance: metrics, ensembling curves and pi for a run "
+        "directory"),
+    "simulate": ("commands.sample",
+        "write a run drawn from the bias/variance generative model"),
+    "demo": ("commands.sample",
+        "the main job: sample, diagnose and look inside, on the embedded model "
+        "and the built-in set"),
+    "data": ("commands.data",
+        "data sets: show one, list the benchmarks known by name, get one"),
+    "convert": ("commands.data",
+        "convert the embedded model into the cache (done automatically on first "
+        "use)"),
+    "intervene": ("commands.intervene",
+        "reduce the gap: TrEn-k, TTA-k, TEA and response ensembling compared "
+        "with baseline (transfer, overall success, CIs, paired tests)"),
+    "ilo": ("commands.inside",
+        "Interlingual Local Overlap (ILO) per layer, with intervals and chance "
+        "level, from a model or your own vectors (--vectors FILE.npz)"),
+    "similarity": ("commands.inside",
+        "cross-lingual cosine, CKA and retrieval per layer, with intervals and "
+        "chance levels"),
+    "logit-lens": ("commands.inside",
+        "answer probability and latent language at each layer"),
+    "consistency": ("commands.inside",
+        "rank consistency and shared correct/incorrect rates across languages"),
+    "inside": ("commands.inside",
+        "all white-box analyses: ILO, similarity, logit lens, consistency"),
+    "steer": ("commands.steer",
+        "steering vectors toward the source or the shared space: sweep layers x "
+        "alpha on dev, report the best and a random control on test (CIs, "
+        "paired p)"),
+    "finetune": ("commands.steer",
+        "fine-tune on one language with the first N blocks frozen (LoRA or "
+        "full); ILO and transfer before/after, settings compared pairwise"),
+    "report": ("commands.report",
+        "one self-contained HTML page of the results in the given directories: "
+        "verdicts, tables with CIs, figures, provenance"),
+    "run": ("study",
+        "run a study: models x data sets x analyses from one TOML file, "
+        "resumable, with report.html at the end"),
+}
+COMMAND_MODULES = tuple(dict.fromkeys(f"xlgap.cli.{m}" for m, _ in COMMANDS.values()))
 
 
 @dataclass(frozen=True)
@@ -37,48 +78,57 @@ class Command:
     name: str
     config: type | None
     func: Callable[..., int]
-    help: str
     analysis: bool = False
     white_box: bool = False
     # Commands with sub-actions build their own arguments and get the parsed namespace.
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
+    @property
+    def help(self) -> str:
+        return COMMANDS[self.name][1]
+
+
 _REGISTRY: dict[str, Command] = {}
 _loaded = False
 
 
-def command(name: str, config: type | None, help: str, *, analysis: bool = False,
+def command(name: str, config: type | None, *, analysis: bool = False,
             white_box: bool = False,
             arguments: Callable[[argparse.ArgumentParser], None] | None = None
             ) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Register the decorated function as ``xlgap NAME`` taking a ``config`` instance."""
+    """Register the decorated function as ``xlgap NAME`` (listed in :data:`COMMANDS`)
+    taking a ``config`` instance."""
+    if name not in COMMANDS:
+        raise KeyError(f"command {name!r} is not listed in xlgap.cli.registry.COMMANDS")
 
     def register(func: Callable[..., int]) -> Callable[..., int]:
-        _REGISTRY[name] = Command(name, config, func, help, analysis, white_box, arguments)
+        _REGISTRY[name] = Command(name, config, func, analysis, white_box, arguments)
         return func
 
     return register
 
 
+def load_command(name: str) -> Command:
+    """The command ``name``, importing only the module that registers it."""
+    if name not in _REGISTRY:
+        importlib.import_module(f"xlgap.cli.{COMMANDS[name][0]}")
+    return _REGISTRY[name]
+
+
 def commands() -> dict[str, Command]:
-    """Every registered command, by name (importing the command modules once)."""
+    """Every command, by name, in :data:`COMMANDS` order (a study runs its analyses in
+    that order: cheap sampling first); imports every command module once."""
     global _loaded
     if not _loaded:
         for module in COMMAND_MODULES:
             importlib.import_module(module)
-        # List in COMMAND_MODULES order whatever order the modules imported each other in
-        # (a study runs its analyses in this order: cheap sampling first).
-        rank = {m: i for i, m in enumerate(COMMAND_MODULES)}
-        ordered = sorted(_REGISTRY.values(), key=lambda c: rank.get(c.func.__module__, 99))
-        _REGISTRY.clear()
-        _REGISTRY.update((c.name, c) for c in ordered)
         _loaded = True
-    return _REGISTRY
+    return {name: _REGISTRY[name] for name in COMMANDS}
 
 
 def find_command(name: str) -> Command | None:
-    return commands().get(name)
+    return load_command(name) if name in COMMANDS else None
 
 
 def analyses() -> list[str]:

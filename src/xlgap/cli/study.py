@@ -468,8 +468,7 @@ def format_plan(study: Study) -> str:
     return "\n".join(lines)
 
 
-@command("run", StudyConfig, "run a study: models x data sets x analyses from one TOML file, "
-         "resumable, with report.html at the end")
+@command("run", StudyConfig)
 def cmd_run(cfg: StudyConfig) -> int:
     if not cfg.study:
         raise ConfigError("xlgap run STUDY.toml: give the study file (see examples/)")

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from xlgap.errors import ModelError
+from xlgap.models.gguf_convert import convert_gguf
+from xlgap.models.hf import HFBackend
 from xlgap.paths import cache_root
 
 EMBEDDED_NAME = "gemma-3-270m-q4_k_m"
@@ -60,7 +62,6 @@ def ensure_converted(root: Path | None = None) -> Path:
         if (final / _MARKER).exists():  # another process finished while we waited
             return final
         pkg = _package()
-        from xlgap.models.gguf_convert import convert_gguf
 
         start = time.time()
         _say(f"converting the embedded model {EMBEDDED_NAME} once into {final} "
@@ -89,8 +90,6 @@ def load_embedded(*, device: str = "auto", dtype: str = "auto", batch_size: int 
                   chat_template: str | None = None):
     """The embedded model; a base model whose tokenizer has no chat template, so prompts
     are plain text unless ``is_chat`` with a ``chat_template`` asks for one."""
-    from xlgap.models.hf import HFBackend
-
     path = ensure_converted(Path(cache_dir) if cache_dir else None)
     backend = HFBackend.from_pretrained(str(path), device=device, dtype=dtype,
                                         batch_size=batch_size, is_chat=bool(is_chat),

@@ -69,8 +69,7 @@ def data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(data_parser=parser)
 
 
-@command("data", None, "data sets: show one, list the benchmarks known by name, get one",
-         arguments=data_arguments)
+@command("data", None, arguments=data_arguments)
 def cmd_data(args: argparse.Namespace) -> int:
     action = getattr(args, "data_command", None)
     if action == "list":
@@ -83,8 +82,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     return cmd_data_show(args.path, args.on_missing, args.on_error)
 
 
-@command("convert", None, "convert the embedded model into the cache (done automatically "
-         "on first use)", arguments=lambda parser: None)
+@command("convert", None, arguments=lambda parser: None)
 def cmd_convert(_: argparse.Namespace) -> int:
     print(ensure_converted())
     return 0

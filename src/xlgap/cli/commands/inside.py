@@ -179,8 +179,7 @@ def _setup_states(cfg: InsideConfig, default: str
                                                            out)
 
 
-@command("ilo", IloConfig, "Interlingual Local Overlap (ILO) per layer, with intervals and chance "
-         "level, from a model or your own vectors (--vectors FILE.npz)")
+@command("ilo", IloConfig)
 def cmd_ilo(cfg: IloConfig) -> int:
     if cfg.vectors:
         out = Path(cfg.out) if cfg.out else Path(cfg.vectors).with_suffix("")
@@ -202,8 +201,7 @@ def cmd_ilo(cfg: IloConfig) -> int:
     return 0
 
 
-@command("similarity", InsideConfig, "cross-lingual cosine, CKA and retrieval per layer, with "
-         "intervals and chance levels")
+@command("similarity", InsideConfig)
 def cmd_similarity(cfg: InsideConfig) -> int:
     _, _, _, out, states = _setup_states(cfg, "similarity")
     result = run_similarity(cfg, states, out)
@@ -212,7 +210,7 @@ def cmd_similarity(cfg: InsideConfig) -> int:
     return 0
 
 
-@command("logit-lens", InsideConfig, "answer probability and latent language at each layer")
+@command("logit-lens", InsideConfig)
 def cmd_logit_lens(cfg: InsideConfig) -> int:
     backend, dataset, languages, out = _setup(cfg, "logit-lens")
     result = run_logit_lens(cfg, backend, dataset, languages, out)
@@ -221,8 +219,7 @@ def cmd_logit_lens(cfg: InsideConfig) -> int:
     return 0
 
 
-@command("consistency", InsideConfig, "rank consistency and shared correct/incorrect rates across "
-         "languages")
+@command("consistency", InsideConfig)
 def cmd_consistency(cfg: InsideConfig) -> int:
     backend, dataset, languages, out = _setup(cfg, "consistency")
     print(format_consistency(run_consistency(cfg, backend, dataset, languages, out)))
@@ -230,8 +227,7 @@ def cmd_consistency(cfg: InsideConfig) -> int:
     return 0
 
 
-@command("inside", InsideConfig, "all white-box analyses: ILO, similarity, logit lens, "
-         "consistency", analysis=True, white_box=True)
+@command("inside", InsideConfig, analysis=True, white_box=True)
 def cmd_inside(cfg: InsideConfig) -> int:
     backend, dataset, languages, out, states = _setup_states(cfg, "inside")
     print(format_ilo(run_ilo(cfg, states, out)))

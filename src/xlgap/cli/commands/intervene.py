@@ -70,8 +70,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
     plot_interventions(result, out / "interventions.png")
 
 
-@command("intervene", InterveneConfig, "reduce the gap: TrEn-k, TTA-k, TEA and response ensembling "
-         "compared with baseline (transfer, overall success, CIs, paired tests)", analysis=True)
+@command("intervene", InterveneConfig, analysis=True)
 def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
     started = time.time()

@@ -44,8 +44,7 @@ def default_report_path(dirs: Sequence[Path]) -> Path:
     return Path("report.html")
 
 
-@command("report", ReportConfig, "one self-contained HTML page of the results in the given "
-         "directories: verdicts, tables with CIs, figures, provenance")
+@command("report", ReportConfig)
 def cmd_report(cfg: ReportConfig) -> int:
     dirs = report_dirs(cfg.dirs)
     if not dirs:

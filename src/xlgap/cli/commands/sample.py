@@ -194,9 +194,7 @@ def _source_runs(out: Path) -> dict[str, Path]:
             if (d / "run.json").exists()}
 
 
-@command("sample", SampleConfig, "sample (or score) answers in every language into a run "
-         "directory, then diagnose it (--source item: one run per source language of the "
-         "items, pooled)", analysis=True)
+@command("sample", SampleConfig, analysis=True)
 def cmd_sample(cfg: SampleConfig) -> int:
     out = Path(cfg.out) if cfg.out else workspace.default_out("sample")
     if cfg.source == ITEM_SOURCE:
@@ -218,8 +216,7 @@ def _diagnose(run_dir: Path, n_boot: int, seed: int, *, fit_model: bool,
     return diag
 
 
-@command("diagnose", DiagnoseConfig, "bias or variance: metrics, ensembling curves and pi "
-         "for a run directory")
+@command("diagnose", DiagnoseConfig)
 def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     if not cfg.run_dir:
         raise XlgapError("xlgap diagnose RUN_DIR: give the run directory")
@@ -237,8 +234,7 @@ def cmd_diagnose(cfg: DiagnoseConfig) -> int:
     return 0
 
 
-@command("simulate", SimulateConfig, "write a run drawn from the bias/variance generative "
-         "model")
+@command("simulate", SimulateConfig)
 def cmd_simulate(cfg: SimulateConfig) -> int:
     out = Path(cfg.out) if cfg.out else workspace.default_out("simulate")
     targets = [f"t{i + 1}" for i in range(cfg.targets)]
@@ -250,8 +246,7 @@ def cmd_simulate(cfg: SimulateConfig) -> int:
     return 0
 
 
-@command("demo", DemoConfig, "the main job: sample, diagnose and look inside, on the "
-         "embedded model and the built-in set")
+@command("demo", DemoConfig)
 def cmd_demo(cfg: DemoConfig) -> int:
     """The main job on the three research lines: bias or variance (a run and its
     diagnosis), what helps (prompt strategies against the baseline), inside the model

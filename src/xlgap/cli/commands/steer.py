@@ -137,9 +137,7 @@ STEER_FIGURES: tuple[Figure, ...] = (
     (steering_plots.plot_inside, "steering_inside.png"))
 
 
-@command("steer", SteerConfig, "steering vectors toward the source or the shared space: sweep "
-         "layers x alpha on dev, report the best and a random control on test (CIs, paired p)",
-         analysis=True, white_box=True)
+@command("steer", SteerConfig, analysis=True, white_box=True)
 def cmd_steer(cfg: SteerConfig) -> int:
 
     parse_sweep(cfg.directions, cfg.layers, cfg.alphas)  # bad options fail before any load
@@ -207,9 +205,7 @@ FINETUNE_FIGURES: tuple[Figure, ...] = ((finetune_plots.plot_ilo, "finetune_ilo.
                                         (finetune_plots.plot_transfer, "finetune_transfer.png"))
 
 
-@command("finetune", FinetuneConfig, "fine-tune on one language with the first N blocks frozen "
-         "(LoRA or full); ILO and transfer before/after, settings compared pairwise",
-         analysis=True, white_box=True)
+@command("finetune", FinetuneConfig, analysis=True, white_box=True)
 def cmd_finetune(cfg: FinetuneConfig) -> int:
 
     parse_freeze(cfg.freeze_first)  # bad options fail before any load
