@@ -2,8 +2,9 @@
 :func:`command`; the parser, the study runner and ``command_line`` learn from here what
 exists, what a command's config is and whether it needs a white-box model.
 
-Command modules are imported lazily (on the first :func:`commands` call), so ``xlgap
---help`` stays fast and a broken optional module cannot stop the others.
+:data:`COMMANDS` lists every command with its help and its module; the parser imports
+only the module of the command being run (:func:`load_command`), so ``xlgap --help``
+stays fast. :func:`commands` imports them all (a study needs every analysis).
 """
 
 from __future__ import annotations

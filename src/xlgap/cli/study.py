@@ -318,9 +318,6 @@ def _make_step(study: Study, m: Entry, d: Entry, name: str, defaults: Mapping[st
 # running
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of xlgap and of the libraries that shape its results."""
-    return dict(library_versions())
 
 
 def _now() -> str:
@@ -345,7 +342,7 @@ def _marker(step: Step, status: str, **extra: Any) -> dict[str, Any]:
             "model_name": step.model.name, "data": step.data.values.get("data"),
             "data_name": step.data.name, "analysis": step.analysis, "status": status,
             "command": step.command, "config": config_to_dict(step.config),
-            "versions": versions(), **extra}
+            "versions": dict(library_versions()), **extra}
 
 
 def run_study(study: Study, *, redo: bool = False, keep_going: bool = True,
@@ -357,7 +354,7 @@ def run_study(study: Study, *, redo: bool = False, keep_going: bool = True,
     record: dict[str, Any] = {
         "format": FORMAT, "format_version": 1, "title": study.title, "config_file": str(study.path),
         "out": str(study.out), "started": _now(), "status": "running",
-        "versions": versions(), "steps": [
+        "versions": dict(library_versions()), "steps": [
             {"model": s.model.name, "data": s.data.name, "analysis": s.analysis,
              "dir": str(s.out.relative_to(study.out)), "command": s.command,
              "status": "pending"} for s in study.steps]}

@@ -20,11 +20,12 @@ from xlgap.interventions.strategies import StrategyOptions, get_strategy
 from xlgap.models.base import Backend
 from xlgap.provenance import data_hash, provenance
 from xlgap.results import Result
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT
 
 
 def run_interventions(backend: Backend, dataset: ParallelDataset, out: str | os.PathLike[str],
                       *, strategies: Sequence[str], targets: Sequence[str],
-                      options: StrategyOptions | None = None, n_boot: int = 1000,
+                      options: StrategyOptions | None = None, n_boot: int = DEFAULT_N_BOOT,
                       seed: int = 0, progress: bool = False,
                       config: Mapping[str, Any] | None = None) -> Result:
     """Run ``strategies`` (``baseline`` is added first when missing) on ``dataset`` from

@@ -155,7 +155,3 @@ def hook_point(model: nn.Module, layer: int) -> tuple[nn.Module, str]:
         return blocks(model)[0], "input"
     return blocks(model)[layer - 1], "output"
 
-
-def layer_module(model: nn.Module, layer: int) -> nn.Module:
-    """The module a steering of ``layer`` hooks (see :func:`hook_point`)."""
-    return hook_point(model, layer)[0]

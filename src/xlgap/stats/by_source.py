@@ -20,7 +20,7 @@ import numpy as np
 from xlgap.io import dump_json
 from xlgap.provenance import provenance, tagged
 from xlgap.runs import load_run
-from xlgap.stats.bootstrap import mean_with_ci, ratio_with_ci
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci, ratio_with_ci
 from xlgap.stats.diagnose import distribution
 from xlgap.stats.metrics import agreement_per_item, overall_success_per_item, transfer_parts
 
@@ -69,7 +69,7 @@ def _diagnosis(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def pool_by_source(runs: Mapping[str, str | Path], *, n_boot: int = 1000, seed: int = 0
+def pool_by_source(runs: Mapping[str, str | Path], *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
                    ) -> dict[str, Any]:
     """``by_source.json`` of the runs ``source language -> run directory`` (see
     docs/run-format.md): per group its run, item count, targets, source accuracy, and

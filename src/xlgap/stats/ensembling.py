@@ -23,7 +23,7 @@ import numpy as np
 from xlgap.errors import DataError
 from xlgap.io import finite
 from xlgap.runs import MISSING, OTHER
-from xlgap.stats.bootstrap import resample_weights
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, item_counts
 from xlgap.stats.metrics import chi2_distance
 
 _BLOCK_FLOATS = 1 << 24  # items per block: about this many R x K x O floats (64 MiB)
@@ -166,7 +166,7 @@ def fit_bias_variance(curve: np.ndarray) -> tuple[float, float]:
     return float(bias2), float(variance)
 
 
-def variance_share(l2sq: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+def variance_share(l2sq: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                    alpha: float = 0.05) -> dict[str, Any]:
     """The variance share of the one-answer squared L2 distance, from the ensembling curve.
 
@@ -214,7 +214,7 @@ def variance_share(l2sq: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
 
     est, bias2, var = shares(np.ones(vals.shape[0]))
 
-    w = resample_weights(vals.shape[0], n_boot, np.random.default_rng(seed))
+    w = item_counts(vals.shape[0], n_boot, seed)
     reps = np.array([mean(shares(wi)[0]) for wi in w])
     reps = reps[np.isfinite(reps)]
     lo, hi = (np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if reps.size

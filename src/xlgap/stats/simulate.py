@@ -37,6 +37,7 @@ import numpy as np
 
 from xlgap.errors import ConfigError
 from xlgap.io import dump_json
+from xlgap.provenance import tagged
 from xlgap.runs import EMBEDDINGS_FILE, OTHER, RunWriter
 
 DEFAULT_TAU = 1.5
@@ -199,5 +200,5 @@ def simulate_run(out_dir: str | os.PathLike[str], *, pi: float = 0.9,
              "kappa": {ids[i]: {t: int(sim.kappa[t][i]) for t in sim.targets}
                        for i in range(questions)},
              "pi_empirical": {t: float(sim.kappa[t].mean()) for t in sim.targets}}
-    dump_json(truth, out / "truth.json", indent=1)
+    dump_json(tagged("truth", truth), out / "truth.json", indent=1)
     return out

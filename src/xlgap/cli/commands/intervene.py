@@ -26,6 +26,7 @@ from xlgap.provenance import tagged
 from xlgap.report.plots.interventions import plot_interventions
 from xlgap.report.text import format_interventions_table, interventions_markdown
 from xlgap.sampling import ITEM_SOURCE
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT
 
 DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
@@ -49,7 +50,7 @@ class InterveneConfig(RunConfig):
     exact: bool = opt(False, "white-box models: each strategy's final answer is the "
                       "distribution over the candidates from their log-probabilities (no "
                       "parse failures; --samples is then unused)")
-    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals and p-values")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
 
 
 def strategy_names(cfg: InterveneConfig) -> list[str]:

@@ -31,7 +31,7 @@ from xlgap.sampling import (
     make_source_runs,
     source_run_dir,
 )
-from xlgap.stats.bootstrap import nan_mean
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, nan_mean
 from xlgap.stats.by_source import format_by_source, write_by_source
 from xlgap.stats.diagnose import diagnose_dir, format_summary, write_diagnosis
 from xlgap.stats.metrics import accuracy_per_item
@@ -61,7 +61,7 @@ class SampleConfig(RunConfig):
                             "when --exact scores cloze sentences, which need no format cue)")
     max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
     diagnose: bool = opt(True, "run the diagnosis when sampling is done")
-    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals")
 
 
 @dataclass
@@ -86,7 +86,7 @@ class DemoConfig(SampleConfig):
 class DiagnoseConfig:
     positional: ClassVar[tuple[str, str]] = ("run_dir", "?")  # xlgap diagnose RUN_DIR
     run_dir: str = opt("", "run directory (see docs/run-format.md)")
-    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals")
     seed: int = opt(0, "random seed")
     model_fit: bool = opt(True, "fit the model-based pi estimate (--no-model-fit: faster)")
 

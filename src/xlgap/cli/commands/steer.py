@@ -26,7 +26,7 @@ from xlgap.interventions.steering import SteerOptions, run_steering
 from xlgap.interventions.steering.experiment import VECTORS_FILE, parse_sweep
 from xlgap.report.plots import finetune as finetune_plots
 from xlgap.report.plots import steering as steering_plots
-from xlgap.stats.bootstrap import DEFAULT_N_SHUFFLES
+from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 
 @dataclass
@@ -51,7 +51,7 @@ class SteerConfig(RunConfig):
     shots: int | None = opt(None, "few-shot examples in scoring prompts (default: 0 for "
                             "cloze items, else 3)")
     k: int = opt(5, "ILO: nearest neighbours per point")
-    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals and p-values")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
     n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
                           "ILO and similarity")
 
@@ -84,7 +84,7 @@ class FinetuneConfig(RunConfig):
     k: int = opt(5, "ILO: nearest neighbours per point")
     eval_trained: bool = opt(True, "also score the trained items in every language (does "
                              "what was learnt in --lang show in the others?)")
-    n_boot: int = opt(1000, "bootstrap resamples for confidence intervals and p-values")
+    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
     n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
                           "ILO and similarity")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,9 +55,6 @@ def find_format(path: Path) -> Format | None:
     return next((f for f in formats() if f.detect(path)), None)
 
 
-def format_named(name: str) -> Format:
-    by_name: Mapping[str, Format] = {f.name: f for f in formats()}
-    return by_name[name]
 
 
 def accepted() -> str:
