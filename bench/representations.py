@@ -178,8 +178,12 @@ def bench_extraction(data: Path, n: int = 40, batch_size: int = 16) -> dict[str,
     order = sorted(range(len(flat)), key=lambda i: len(encoded[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
+    from xlgap.models.onednn import packed_linears
+
     def bare() -> None:
-        with torch.inference_mode():
+        # the matmul engine the backend's methods run the model with, for a like-for-like
+        # comparison
+        with torch.inference_mode(), packed_linears(backend.model, backend._packs):
             for idx in batches:
                 ids, mask, pos = backend._left_pad([encoded[i] for i in idx])
                 backend.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos,

@@ -213,6 +213,13 @@ def speed(root: Path) -> str:
              _ratio(b["score_vs_sampling_speedup"]), ""],
             ["hidden-state extraction vs a bare batched forward pass",
              _ratio(e["throughput_ratio"]), f">= {e.get('target_ratio', 0.8):g}x"]]
+    convert = root / "bench/results/convert.json"
+    if convert.exists():
+        c = _load(root, "bench/results/convert.json")
+        same = "bit-identical" if c["weights_bit_identical"] else "WEIGHTS DIFFER"
+        rows.append(["embedded model's first-start conversion vs transformers' GGUF loader, "
+                     "time", f"{_ratio(c['time_ratio'])} ({same})",
+                     f"<= {_ratio(c['target_time_ratio'])}"])
     setup = ilo["setup"]
     chunked = next((r for r in ilo["rows"] if r.get("chunk") == 2048), None)
     if chunked:

@@ -86,13 +86,19 @@ def flat(tx: dict[str, list[str]]) -> list[str]:
     return [t for lang in tx for t in tx[lang]]
 
 
+def by_length(tx: dict[str, list[str]]) -> list[str]:
+    """The order batches take texts in: by length, ties by their flat position."""
+    f = flat(tx)
+    return [f[i] for i in sorted(range(len(f)), key=lambda i: (len(f[i]), i))]
+
+
 def test_extract_writes_layers_and_index(tmp_path: Path) -> None:
     fake = FakeBackend()
     tx = texts()
     hs = extract_hidden_states(fake, tx, tmp_path, batch_size=5, progress=False)
     assert hs.complete and hs.n_layers == N_LAYERS and hs.layer_ids == [0, 1, 2, 3]
     assert len(fake.calls) == 8  # ceil(37 / 5)
-    assert [t for c in fake.calls for t in c] == flat(tx)
+    assert [t for c in fake.calls for t in c] == by_length(tx) != flat(tx)
     for i in range(N_LAYERS):
         arr = np.load(layer_path(tmp_path, i))
         assert arr.shape == (37, DIM) and arr.dtype == np.float16
@@ -128,8 +134,8 @@ def test_interrupted_extraction_resumes(tmp_path: Path) -> None:
     resumed = FakeBackend()
     part = extract_hidden_states(resumed, tx, tmp_path / "part", batch_size=4, layers=[0, 2, 3],
                                  progress=False)
-    # finished batches (texts 0..11) were not asked for again
-    assert [t for c in resumed.calls for t in c] == flat(tx)[12:]
+    # finished batches (the 12 shortest texts) were not asked for again
+    assert [t for c in resumed.calls for t in c] == by_length(tx)[12:]
     assert len(resumed.calls) == 10 - 3
     for i in (0, 2, 3):
         a, b = full.layer(i), part.layer(i)

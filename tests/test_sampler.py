@@ -111,7 +111,7 @@ def test_shared_prompt_decoder_is_taken_and_matches_transformers(wide_backend, m
     calls = []
     orig = SharedPrefixDecoder.step
     monkeypatch.setattr(SharedPrefixDecoder, "step",
-                        lambda self, tokens: calls.append(1) or orig(self, tokens))
+                        lambda self, tokens: calls.append(len(tokens)) or orig(self, tokens))
     greedy = wide_backend.generate(PROMPTS, n=2, temperature=0.0, max_new_tokens=8, stop=())
     assert calls, "the shared-prompt decoder was not used"
     tok = wide_backend.tokenizer
@@ -124,8 +124,11 @@ def test_shared_prompt_decoder_is_taken_and_matches_transformers(wide_backend, m
     # sampled: the same answers as through transformers' cache (the fallback path)
     # rows finish unevenly (stop strings), so the decoder repacks its slots
     kwargs = {"n": 5, "temperature": 2.5, "max_new_tokens": 8, "seed": 4, "stop": ("e", "a")}
+    calls.clear()
     fast = wide_backend.generate(PROMPTS, **kwargs)
     assert len({len(s) for x in fast for s in x}) > 2
+    # samples of a prompt that drew the same first token share one computed row
+    assert calls[0] < len(PROMPTS) * kwargs["n"]
     monkeypatch.setattr(SharedPrefixDecoder, "applies", staticmethod(lambda *a: False))
     assert wide_backend.generate(PROMPTS, **kwargs) == fast
 
@@ -166,3 +169,62 @@ def test_first_tokens_follow_the_model_softmax(wide_backend):
         counts = np.bincount([index[s] for s in samples], minlength=len(names))
         p = chi_square_p(counts, probs)
         assert (p > 1e-4) if ok else (p < 1e-6), (temperature, p)
+
+
+def test_length_groups_are_the_cheapest_cut():
+    """The dynamic programme against every way of cutting the sorted prompts."""
+    import itertools
+
+    from xlgap.models.decode import length_groups
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        lengths = sorted(rng.integers(1, 200, size=int(rng.integers(1, 9))).tolist())
+        overhead = int(rng.integers(0, 100))
+
+        def cost(groups, lengths=lengths, overhead=overhead):
+            return sum(len(g) * lengths[g[-1]] + overhead for g in groups)
+
+        groups = length_groups(lengths, overhead)
+        assert [i for g in groups for i in g] == list(range(len(lengths)))
+        best = min(cost([range(a, b) for a, b in itertools.pairwise([0, *cuts, len(lengths)])])
+                   for k in range(len(lengths))
+                   for cuts in itertools.combinations(range(1, len(lengths)), k))
+        assert cost(groups) == best
+    assert length_groups([10, 11, 12, 300], overhead=8) == [range(0, 3), range(3, 4)]
+
+
+def test_prompts_encoded_in_groups_give_the_same_answers(wide_backend, monkeypatch):
+    from xlgap.models import hf
+
+    kwargs = {"n": 4, "temperature": 2.5, "max_new_tokens": 8, "seed": 2, "stop": ("e",)}
+    together = wide_backend.generate(PROMPTS, **kwargs)
+    seen = []
+
+    def one_each(lengths, overhead=64):
+        seen.append(lengths)
+        return [range(i, i + 1) for i in range(len(lengths))]
+
+    monkeypatch.setattr(hf, "length_groups", one_each)
+    assert wide_backend.generate(PROMPTS, **kwargs) == together
+    assert seen and len(set(seen[0])) > 1  # prompts of several lengths, encoded apart
+
+
+def test_scores_through_the_shared_decoder_equal_transformers_cache(wide_backend,
+                                                                    monkeypatch):
+    """Candidates' later tokens fed as decoder rows reading their prompt's cache score as
+    through a copy of transformers' cache (itself checked against a full log-softmax in
+    test_hf_backend)."""
+    requests = [(p, [" one two three four", " e", "ab cd", " Paris"]) for p in PROMPTS]
+    rows = []
+    orig = SharedPrefixDecoder.step
+    monkeypatch.setattr(SharedPrefixDecoder, "step",
+                        lambda self, tokens: rows.append(len(tokens)) or orig(self, tokens))
+    fast = wide_backend.score_batch(requests)
+    assert rows and rows[0] > rows[-1]  # rows leave as their continuation ends
+    monkeypatch.setattr(SharedPrefixDecoder, "applies", staticmethod(lambda *a: False))
+    rows.clear()
+    slow = wide_backend.score_batch(requests)
+    assert not rows
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+    assert len({round(v, 3) for row in fast for v in row}) > len(PROMPTS)

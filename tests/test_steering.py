@@ -341,7 +341,12 @@ def test_any_command_runs_steered_with_the_steer_options(tiny_tokenizer, tmp_pat
                  "--steer-alpha", "0")
     steered = exact("steered", "--steer", f"{path}:shared.fr", "--steer-layers", "1",
                     "--steer-alpha", "2")
-    assert zero == plain  # computed anew (another fingerprint), and identical
+    # computed anew (another fingerprint), and the same: to float rounding, since hooks
+    # send scoring through transformers' cache and the plain model through the
+    # shared-prompt decoder
+    assert zero.keys() == plain.keys()
+    for key in plain:
+        np.testing.assert_allclose(zero[key], plain[key], rtol=1e-5, atol=1e-9)
     assert any(not np.allclose(steered[k], plain[k]) for k in plain)
     run = json.loads((tmp_path / "steered" / "run.json").read_text())
     assert run["config"]["steer_alpha"] == 2 and run["fingerprint"] != json.loads(

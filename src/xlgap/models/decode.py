@@ -8,7 +8,7 @@ projections, MLP) on the new tokens only, and attention reads two parts:
 
 * the prompt's keys/values, shared by its samples (one batched matmul per prompt with the
   ``n x heads`` queries as rows), and
-* each sample's own keys/values, written into a preallocated ``[rows, kv, max_new, d]``
+* each sample's own keys/values, written into a preallocated ``[max_new, rows, kv, d]``
   buffer (no concatenation).
 
 Only architectures whose layers this reproduces exactly are taken (Gemma 3 text models,
@@ -19,6 +19,7 @@ steering) or adapters modify the model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,10 +39,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class SharedPrefixDecoder:
     """Decoding state of the samples of a few prompts, whose prompt caches are shared.
 
-    Rows live in a padded ``[prompts, slots]`` layout so that attention over the prompt
-    is one batched matmul for all prompts; dropping finished rows repacks the layout
-    (a prompt with fewer live rows than the widest gets padding slots that repeat one of
-    its rows and are never read).
+    Live rows are kept compact (a prompt's rows adjacent), so the projections and the MLP
+    run on live rows only. Only attention over the prompt, one batched matmul for all
+    prompts, sees a padded ``[prompts, width]`` layout (``width``: the most live rows of
+    any prompt); padding there costs a few small matmul rows, not a whole block's work.
     """
 
     def __init__(self, model: Any, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
@@ -54,15 +55,12 @@ class SharedPrefixDecoder:
         # Additive mask for prompt padding (left), one row per prompt.
         bias = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         self.bias = bias.masked_fill_(mask == 0, -torch.inf)[:, None, None, :]
-        self.owner = owner  # prompt of each live row, sorted (a prompt's rows are adjacent)
         self.prompts = torch.arange(mask.shape[0], device=owner.device)
-        self.slots = len(owner) // mask.shape[0]  # every prompt starts with its n rows
-        self.slot_of_row = torch.arange(len(owner), device=owner.device)
-        self.row_of_slot = self.slot_of_row.clone()
-        self.next_pos = positions[owner, -1] + 1  # per slot
+        self._place(owner)
+        self.next_pos = positions[owner, -1] + 1  # per row
         rows, kv, d = len(owner), self.config.num_key_value_heads, self.config.head_dim
         dtype, dev = self.prefix[0][0].dtype, self.prefix[0][0].device
-        # step-major [max_new, slots, kv, d]: repacking copies only the steps written
+        # step-major [max_new, rows, kv, d]: dropping rows copies only the steps written
         self.keys = [torch.empty((max_new, rows, kv, d), dtype=dtype, device=dev)
                      for _ in self.layers]
         self.values = [torch.empty_like(k) for k in self.keys]
@@ -70,6 +68,18 @@ class SharedPrefixDecoder:
         # Gemma's RMSNorm scales by (1 + w): computed once here, not at every call.
         self.norm_scale = {id(m): 1.0 + m.weight.float() for m in model.modules()
                            if type(m).__name__.endswith("RMSNorm")}
+
+    def _place(self, owner: torch.Tensor) -> None:
+        """Each live row's slot in the padded ``[prompts, width]`` layout of prompt
+        attention (``owner``: the prompt of each live row, sorted)."""
+        _, counts = torch.unique_consecutive(owner, return_counts=True)
+        self.owner, self.width = owner, int(counts.max())
+        rank = torch.repeat_interleave(torch.arange(len(counts), device=owner.device), counts)
+        first = torch.cumsum(counts, 0) - counts
+        within = torch.arange(len(owner), device=owner.device) - first[rank]
+        self.slot_of_row = rank * self.width + within
+        self.padded = len(owner) != len(counts) * self.width
+
     @staticmethod
     def supports(model: Any) -> bool:
         """Whether this decoder reproduces ``model`` exactly (architecture, no hooks)."""
@@ -90,14 +100,21 @@ class SharedPrefixDecoder:
         return True
 
     @staticmethod
-    def applies(model: Any, cache: Any, width: int, max_new: int) -> bool:
-        """Whether this decoder reproduces ``model`` exactly for this prompt batch."""
+    def fits(model: Any, width: int, max_new: int) -> bool:
+        """Whether this decoder can take prompts of up to ``width`` tokens and ``max_new``
+        new ones (before any prompt is encoded)."""
         if not SharedPrefixDecoder.supports(model):
             return False
+        window = getattr(model.config.get_text_config(), "sliding_window", None)
+        # past the window, attention would start to cut; transformers handles that
+        return window is None or width + max_new < window
+
+    @staticmethod
+    def applies(model: Any, cache: Any, width: int, max_new: int) -> bool:
+        """Whether this decoder reproduces ``model`` exactly for this prompt batch."""
+        if not SharedPrefixDecoder.fits(model, width, max_new):
+            return False
         config = model.config.get_text_config()
-        window = getattr(config, "sliding_window", None)
-        if window is not None and width + max_new >= window:
-            return False  # the window would start to cut; transformers handles that
         layers = model.base_model.layers[: config.num_hidden_layers]
         layers_cache = getattr(cache, "layers", None)
         return (layers_cache is not None and len(layers_cache) == len(layers)
@@ -105,32 +122,26 @@ class SharedPrefixDecoder:
                         for c in layers_cache))
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only live rows ``keep`` (sorted); their slots are repacked, the prompts'
-        caches are only narrowed when a prompt has no live row left."""
-        owner, old_slot = self.owner[keep], self.slot_of_row[keep]
-        prompts, counts = torch.unique_consecutive(owner, return_counts=True)
-        width = int(counts.max())
-        rank = torch.repeat_interleave(torch.arange(len(prompts), device=owner.device), counts)
-        first = torch.cumsum(counts, 0) - counts  # first live row of each prompt
-        within = torch.arange(len(owner), device=owner.device) - first[rank]
-        new_slot = rank * width + within
-        # padding slots repeat their prompt's first row
-        src_slot = old_slot[first].repeat_interleave(width)
-        src_slot[new_slot] = old_slot
-        row_of_slot = first.repeat_interleave(width)
-        row_of_slot[new_slot] = torch.arange(len(owner), device=owner.device)
+        """Rows become ``keep`` (row indices, non-decreasing): a row left out is dropped, a
+        row named twice is copied (its samples drew different tokens). A prompt's cache is
+        narrowed away when it has no row left."""
+        if len(keep) == len(self.owner) and bool(
+                (keep == torch.arange(len(keep), device=keep.device)).all()):
+            return
+        owner = self.owner[keep]
+        prompts = torch.unique_consecutive(owner)
         if len(prompts) < len(self.prompts):
             idx = torch.searchsorted(self.prompts, prompts)
             self.prefix = [(k[idx], v[idx]) for k, v in self.prefix]
             self.bias = self.bias[idx]
-        self.owner, self.prompts, self.slots = owner, prompts, width
-        self.slot_of_row, self.row_of_slot = new_slot, row_of_slot
-        self.next_pos = self.next_pos[src_slot]
+            self.prompts = prompts
+        self._place(owner)
+        self.next_pos = self.next_pos[keep]
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
-                fresh = torch.empty((buf.shape[0], len(src_slot), *buf.shape[2:]),
+                fresh = torch.empty((buf.shape[0], len(keep), *buf.shape[2:]),
                                     dtype=buf.dtype, device=buf.device)
-                torch.index_select(buf[:self.t], 1, src_slot, out=fresh[:self.t])
+                torch.index_select(buf[:self.t], 1, keep, out=fresh[:self.t])
                 buffers[i] = fresh
 
     def _norm(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -140,46 +151,59 @@ class SharedPrefixDecoder:
         # Gemma3RMSNorm's float32 arithmetic, in the same order (same bits)
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + module.eps) * scale
 
+    def _to_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows -> the padded ``[prompts * width, ...]`` layout (padding slots are zero)."""
+        if not self.padded:
+            return x
+        out = x.new_zeros((len(self.prompts) * self.width, *x.shape[1:]))
+        out[self.slot_of_row] = x
+        return out
+
+    def _from_padded(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.slot_of_row] if self.padded else x
+
     def _attend(self, i: int, q: torch.Tensor, scaling: float) -> torch.Tensor:
-        """Attention of ``q`` [slots, heads, d] over prompt + own tokens of layer ``i``."""
-        n_slots, heads, d = q.shape
+        """Attention of ``q`` [rows, heads, d] over prompt + own tokens of layer ``i``."""
+        n_rows, heads, d = q.shape
         kv = self.keys[i].shape[2]
-        g, p, m = heads // kv, len(self.prompts), self.slots
+        g, p, m = heads // kv, len(self.prompts), self.width
         pk, pv = self.prefix[i]
         width = pk.shape[-2]
         # prompt part: [p, kv, m*g, d] @ [p, kv, d, width], one matmul for all prompts
-        qp = q.view(p, m, kv, g, d).transpose(1, 2).reshape(p, kv, m * g, d)
+        qp = self._to_padded(q).view(p, m, kv, g, d).transpose(1, 2).reshape(p, kv, m * g, d)
         sp = torch.matmul(qp, pk.transpose(-1, -2)).mul_(scaling).add_(self.bias)
-        sp = sp.view(p, kv, m, g, width).transpose(1, 2).reshape(n_slots, kv, g, width)
-        # own part: each slot's generated tokens
-        qg = q.view(n_slots, kv, g, d)
-        own_k = self.keys[i][:self.t].permute(1, 2, 3, 0)  # [slots, kv, d, t]
+        sp = self._from_padded(sp.view(p, kv, m, g, width).transpose(1, 2)
+                               .reshape(p * m, kv, g, width))
+        # own part: each row's generated tokens
+        qg = q.view(n_rows, kv, g, d)
+        own_k = self.keys[i][:self.t].permute(1, 2, 3, 0)  # [rows, kv, d, t]
         own = torch.matmul(qg, own_k).mul_(scaling)
         probs = torch.softmax(torch.cat([sp.float(), own.float()], dim=-1), dim=-1)
         probs = probs.to(q.dtype)
         out = torch.matmul(probs[..., width:], self.values[i][:self.t].transpose(0, 1)
                            .transpose(1, 2))
-        pp = probs[..., :width].reshape(p, m, kv, g, width).transpose(1, 2)
+        pp = self._to_padded(probs[..., :width]).view(p, m, kv, g, width).transpose(1, 2)
         prompt_out = torch.matmul(pp.reshape(p, kv, m * g, width), pv)
-        out += prompt_out.view(p, kv, m, g, d).transpose(1, 2).reshape(n_slots, kv, g, d)
-        return out.reshape(n_slots, heads * d)
+        out += self._from_padded(prompt_out.view(p, kv, m, g, d).transpose(1, 2)
+                                 .reshape(p * m, kv, g, d))
+        return out.reshape(n_rows, heads * d)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed one token per live row; returns each live row's final (normed) state."""
         body, config = self.body, self.config
-        h = body.embed_tokens(tokens[self.row_of_slot][:, None])[:, 0]  # scaled as the model does
+        h = body.embed_tokens(tokens[:, None])[:, 0]  # scaled as the model does
         pos = self.next_pos[:, None]
         rope = {lt: body.rotary_emb(h[:, None], pos, lt) for lt in set(config.layer_types)}
         t = self.t
         self.t += 1
-        n_slots = h.shape[0]
+        n_rows = h.shape[0]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = self._norm(layer.input_layernorm, h)
-            q = self._norm(attn.q_norm, attn.q_proj(x).view(n_slots, -1, attn.head_dim))
-            k = self._norm(attn.k_norm, attn.k_proj(x).view(n_slots, -1, attn.head_dim))
-            v = attn.v_proj(x).view(n_slots, -1, attn.head_dim)
-            cos, sin = rope[config.layer_types[i]]  # [slots, 1, d]: broadcast over heads
+            q = self._norm(attn.q_norm, attn.q_proj(x).view(n_rows, -1, attn.head_dim))
+            k = self._norm(attn.k_norm, attn.k_proj(x).view(n_rows, -1, attn.head_dim))
+            v = attn.v_proj(x).view(n_rows, -1, attn.head_dim)
+            cos, sin = rope[config.layer_types[i]]  # [rows, 1, d]: broadcast over heads
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             self.keys[i][t] = k
@@ -189,4 +213,53 @@ class SharedPrefixDecoder:
             m = layer.mlp(self._norm(layer.pre_feedforward_layernorm, h))
             h = h + self._norm(layer.post_feedforward_layernorm, m)
         self.next_pos = self.next_pos + 1
-        return self._norm(body.norm, h[self.slot_of_row])
+        return self._norm(body.norm, h)
+
+
+# -- prompts encoded in groups of similar length -----------------------------------------
+@dataclass
+class PromptKV:
+    keys: torch.Tensor  # [prompts, kv, width, d]
+    values: torch.Tensor
+
+
+@dataclass
+class PromptCache:
+    """The prompts' keys/values per layer, as the decoder reads them from transformers'
+    cache (``cache.layers[i].keys``)."""
+
+    layers: list[PromptKV] = field(default_factory=list)
+
+
+def length_groups(lengths: list[int], overhead: int = 64) -> list[range]:
+    """Contiguous groups of length-sorted prompts to encode one batch each, fewest padded
+    positions in all, counting ``overhead`` positions for each extra forward call (its
+    fixed cost). Exact dynamic programme over the cut points (quadratic in prompts)."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for stop in range(1, n + 1):
+        for start in range(stop):
+            cost = best[start] + (stop - start) * lengths[stop - 1] + overhead
+            if cost < best[stop]:
+                best[stop], cut[stop] = cost, start
+    groups = []
+    stop = n
+    while stop > 0:
+        groups.append(range(cut[stop], stop))
+        stop = cut[stop]
+    return groups[::-1]
+
+
+def merge_prompt_caches(caches: list[Any], width: int) -> PromptCache:
+    """One cache of all groups' prompts, each group's keys/values left-padded with zeros
+    to ``width`` positions (the decoder masks padding: a zero key there gets no weight)."""
+    merged = PromptCache()
+    for layer in range(len(caches[0].layers)):
+        def padded(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0))
+
+        merged.layers.append(PromptKV(
+            torch.cat([padded(c.layers[layer].keys) for c in caches]),
+            torch.cat([padded(c.layers[layer].values) for c in caches])))
+    return merged

@@ -65,7 +65,7 @@ def ensure_converted(root: Path | None = None) -> Path:
 
         start = time.time()
         _say(f"converting the embedded model {EMBEDDED_NAME} once into {final} "
-             "(about 20-40 seconds on 2 cores; later loads take seconds)")
+             "(about 10-30 seconds on 2 cores; later loads take seconds)")
         work = Path(tempfile.mkdtemp(prefix=".convert-", dir=final.parent))
         try:
             gguf = pkg.assemble(work / "gguf" / pkg.MODEL_NAME)

@@ -6,15 +6,19 @@ tests check batched results against one-at-a-time results.
 
 Speed on small CPUs: a 262k-token output head dominates each decoding step, so
 
-* ``generate`` encodes each prompt once; its ``n`` samples share its KV cache
+* every public method runs the model's float32 linear layers through oneDNN's packed
+  kernels (:mod:`xlgap.models.onednn`: 2.3x MKL's float32 rate on AMD processors);
+* ``generate`` encodes each prompt once (in groups of similar length); its ``n`` samples
+  share its KV cache and samples that drew the same tokens share one computed row
   (:mod:`xlgap.models.decode`, Gemma 3; other models copy the cache through
-  transformers), the output head and the sampling step are fused over vocabulary chunks
+  transformers); the output head and the sampling step are fused over vocabulary chunks
   so the ``[rows x vocabulary]`` logit matrix never exists (:mod:`xlgap.models.sampler`);
   prompts are batched together (sorted by length) and rows that finished leave the
   batch (answers are short);
 * ``score`` encodes each prompt once, copies its cache to its continuations, and takes
-  the distribution of a continuation's first token from the prompt's last position
-  (shared by all continuations), so the head runs only where it must.
+  a continuation's first token from the prompt's last position (shared by all
+  continuations); a token's log-probability is its logit minus the fused head's
+  log-sum-exp, so the logit matrix never exists here either.
 
 Sampling is counter-based: sample ``k`` of a prompt draws, at step ``t``, the uniform
 hashed from (run seed, prompt tokens, ``k``, ``t``), so a prompt's samples do not depend
@@ -23,11 +27,8 @@ on what else is in its batch, nor on ``n``.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import inspect
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,67 +38,29 @@ import numpy as np
 import torch
 
 from xlgap.errors import ModelError
-from xlgap.models.base import POOLINGS, Backend, check_normalize
-from xlgap.models.decode import SharedPrefixDecoder
+from xlgap.models.base import POOLINGS, Backend
+from xlgap.models.decode import (
+    PromptCache,
+    SharedPrefixDecoder,
+    length_groups,
+    merge_prompt_caches,
+)
+from xlgap.models.hf_scoring import ExactScoring
+from xlgap.models.hf_support import (
+    fast_inference,
+    out_of_memory_hint,
+    resolve_device,
+    resolve_dtype,
+    weights_fingerprint,
+)
 from xlgap.models.layers import apply_logit_head
+from xlgap.models.onednn import PIECE, PackedWeights
+from xlgap.models.onednn import eligible as onednn_eligible
 from xlgap.models.sampler import head_sample, step_uniforms, stream_keys
-from xlgap.models.tokens import adds_special_tokens, cut_at_stop, joint_tokens, resolve_is_chat
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float64": torch.float64}
+from xlgap.models.tokens import adds_special_tokens, cut_at_stop, resolve_is_chat
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ModelError(f"unknown --device {device!r}; use cpu, cuda, cuda:N or auto") from exc
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        # float32 on CPU: half precision is slow there and breaks the 1e-4 batching checks.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise ModelError(f"unknown --dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def weights_fingerprint(model: torch.nn.Module, name: str) -> str:
-    """Hash of the config and a sample of every parameter: cheap, and changes when weights do."""
-    digest = hashlib.sha256(name.encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    for pname, param in model.named_parameters():
-        flat = param.detach().reshape(-1)
-        digest.update(pname.encode())
-        digest.update(flat[:256].float().cpu().numpy().tobytes())
-        digest.update(flat[-256:].float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:24]
-
-
-@contextlib.contextmanager
-def out_of_memory_hint(batch_size: int) -> Iterator[None]:
-    """Turn an out-of-memory crash into advice to shrink the batch."""
-    try:
-        yield
-    except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-        raise ModelError(f"out of memory with --batch-size {batch_size}; try "
-                         f"--batch-size {max(1, batch_size // 2)}") from exc
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower():
-            raise ModelError(f"out of memory with --batch-size {batch_size}; try "
-                             f"--batch-size {max(1, batch_size // 2)}") from exc
-        raise
-
-
-class HFBackend(Backend):
+class HFBackend(ExactScoring, Backend):
     """Any ``AutoModelForCausalLM`` (a hub id, a local directory, or a model object)."""
 
     kind = "hf"
@@ -127,6 +90,10 @@ class HFBackend(Backend):
         # transformers renamed ``past_key_values`` to ``cache`` in 5.x.
         params = inspect.signature(self.model.base_model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        # oneDNN-packed copies of the float32 weights, made on first use (one copy of the
+        # linear weights in memory); _packed_head: the linears are switched to them now
+        self._packs = PackedWeights()
+        self._packed_head = False
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -221,7 +188,7 @@ class HFBackend(Backend):
         return logits.float()
 
     # -- generate ----------------------------------------------------------------------
-    @torch.inference_mode()
+    @fast_inference
     def generate(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0,
                  max_new_tokens: int = 16, seed: int = 0,
                  stop: Sequence[str] = ("\n",)) -> list[list[str]]:
@@ -260,61 +227,107 @@ class HFBackend(Backend):
 
     def _sample(self, prompts: list[list[int]], n: int, temperature: float, max_new: int,
                 seed: int, stop: tuple[str, ...]) -> list[list[str]]:
-        ids, mask, positions = self._left_pad(prompts)
-        hidden, cache = self._forward(ids, mask, positions)
+        last, cache, mask, positions, shared = self._encode_prompts(prompts, max_new)
         owner = torch.arange(len(prompts), device=self.device).repeat_interleave(n)
         weight, cap = self._head()
         # One counter-based random stream per sample: (seed, prompt, index) -> key.
         keys = np.concatenate([stream_keys(seed, p, n) for p in prompts])
-        shared = SharedPrefixDecoder.applies(self.model, cache, ids.shape[1], max_new)
-        if shared:
-            decoder = SharedPrefixDecoder(self.model, cache, mask, positions, owner, max_new)
+        if shared:  # decoder rows start as one per prompt
+            decoder = SharedPrefixDecoder(self.model, cache, mask, positions,
+                                          torch.arange(len(prompts), device=self.device),
+                                          max_new)
         else:  # transformers' cache: one copy of the prompt's cache per sample
             cache.batch_select_indices(owner)
             mask, next_pos = mask[owner], positions[owner, -1] + 1
+        # ``states`` holds one state per computed row; sample row r reads states[parent[r]].
         # The first token of all n samples of a prompt comes from the same state.
-        states, rows = hidden[:, -1], owner
-        row_id = list(range(len(owner)))  # output slot of each active row
-        out_tokens: list[list[int]] = [[] for _ in row_id]
-        finished = [False] * len(row_id)
+        states, parent = last, owner
+        slots = list(range(len(owner)))  # output slot of each sample row in flight
+        out_tokens: list[list[int]] = [[] for _ in slots]
+        finished = [False] * len(slots)
         for step in range(max_new):
-            tokens = self._pick(states, rows, weight, cap, step_uniforms(keys, step),
+            tokens = self._pick(states, parent, weight, cap, step_uniforms(keys, step),
                                 temperature)
-            for r, tok in enumerate(tokens.tolist()):
-                slot = row_id[r]
-                if finished[slot]:
-                    continue  # finished, but not yet dropped from the batch
-                if tok in self._eos:
-                    finished[slot] = True
-                    continue
-                out_tokens[slot].append(tok)
-                if stop and any(s in self.tokenizer.decode(out_tokens[slot][-4:]) for s in stop):
-                    finished[slot] = True
-            alive = [r for r, slot in enumerate(row_id) if not finished[slot]]
+            self._append(tokens.tolist(), slots, out_tokens, finished, stop)
+            alive = [r for r, slot in enumerate(slots) if not finished[slot]]
             if not alive or step == max_new - 1:
                 break
-            # Finished rows leave at once when prompt caches are shared (a row's own state
-            # is small); copying transformers' cache waits until an eighth finished.
-            if len(alive) < len(row_id) and (
-                    shared or len(row_id) - len(alive) >= max(1, len(row_id) // 8)):
-                sel = torch.tensor(alive, device=self.device)
-                tokens, keys = tokens[sel], keys[alive]
-                row_id = [row_id[r] for r in alive]
-                if shared:
-                    decoder.select(sel)
-                else:
-                    cache.batch_select_indices(sel)
-                    mask, next_pos = mask[sel], next_pos[sel]
             if shared:
-                states = decoder.step(tokens)
-            else:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
-                states, next_pos = hidden[:, -1], next_pos + 1
-            rows = None
+                # Samples of a prompt that drew the same tokens so far have the same state:
+                # one computed row each (the embedded model at temperature 1 saves about a
+                # tenth of the rows in the first steps). Rows are ordered by (parent,
+                # token), so a prompt's rows stay adjacent; a row that splits copies its
+                # parent's cache.
+                live = torch.tensor(alive, device=self.device)
+                pairs = torch.stack([parent[live], tokens[live]], dim=1)
+                unique, parent = torch.unique(pairs, dim=0, return_inverse=True)
+                decoder.select(unique[:, 0])
+                states = decoder.step(unique[:, 1])
+                slots, keys = [slots[r] for r in alive], keys[alive]
+                continue
+            # Rows finished leave once an eighth finished (each leaving copies the cache).
+            if len(alive) < len(slots) and len(slots) - len(alive) >= max(1, len(slots) // 8):
+                sel = torch.tensor(alive, device=self.device)
+                tokens, keys, slots = tokens[sel], keys[alive], [slots[r] for r in alive]
+                cache.batch_select_indices(sel)
+                mask, next_pos = mask[sel], next_pos[sel]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            hidden, cache = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
+            states, next_pos, parent = hidden[:, -1], next_pos + 1, None
         texts = [cut_at_stop(self.tokenizer.decode(t, skip_special_tokens=True), stop)
                  for t in out_tokens]
         return [texts[p * n:(p + 1) * n] for p in range(len(prompts))]
+
+    def _encode_prompts(self, prompts: list[list[int]], max_new: int
+                        ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, bool]:
+        """The prompts' last states, keys/values, mask and positions (left-padded to the
+        longest), and whether :class:`SharedPrefixDecoder` takes over from here for
+        ``max_new`` more tokens (then the cache is a :class:`PromptCache`, else
+        transformers' own)."""
+        ids, mask, positions = self._left_pad(prompts)
+        width = ids.shape[1]
+        shared = SharedPrefixDecoder.fits(self.model, width, max_new)
+        if shared:
+            last, cache = self._grouped_prefill(prompts, width)
+            shared = SharedPrefixDecoder.applies(self.model, cache, width, max_new)
+        if not shared:  # transformers' own cache, of all prompts at once
+            hidden, cache = self._forward(ids, mask, positions)
+            last = hidden[:, -1]
+        return last, cache, mask, positions, shared
+
+    def _grouped_prefill(self, prompts: list[list[int]], width: int
+                         ) -> tuple[torch.Tensor, PromptCache]:
+        """The prompts' last states and keys/values, encoded in groups of similar length
+        (:func:`length_groups`, when the prompts come sorted by length), so that short
+        prompts are not padded to the longest one; the caches are merged at ``width``."""
+        lengths = [len(p) for p in prompts]
+        groups = (length_groups(lengths) if lengths == sorted(lengths)
+                  else [range(len(prompts))])
+        last, caches = [], []
+        for group in groups:
+            ids, mask, positions = self._left_pad(prompts[group.start:group.stop])
+            hidden, cache = self._forward(ids, mask, positions)
+            last.append(hidden[:, -1])
+            caches.append(cache)
+        return torch.cat(last), merge_prompt_caches(caches, width)
+
+    def _append(self, tokens: list[int], slots: list[int], out_tokens: list[list[int]],
+                finished: list[bool], stop: tuple[str, ...]) -> None:
+        """Each sample row's new token onto its answer; an end token or a stop string
+        finishes it (rows already finished, not yet dropped, are skipped)."""
+        for tok, slot in zip(tokens, slots, strict=True):
+            if finished[slot]:
+                continue
+            if tok in self._eos:
+                finished[slot] = True
+                continue
+            out_tokens[slot].append(tok)
+            if stop and any(s in self.tokenizer.decode(out_tokens[slot][-4:]) for s in stop):
+                finished[slot] = True
+
+    def _packs_on(self, weight: torch.Tensor) -> bool:
+        """Whether the head's ``weight`` runs through packed pieces now."""
+        return self._packed_head and onednn_eligible(weight)
 
     def _pick(self, states: torch.Tensor, rows: torch.Tensor | None, weight: torch.Tensor | None,
               cap: float | None, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -322,102 +335,8 @@ class HFBackend(Backend):
         cannot fuse (hooks, bias, adapters) is applied whole, then sampled by the same law."""
         if weight is None:
             return head_sample(self._logits(states), None, uniforms, temperature, rows=rows)
-        return head_sample(states, weight, uniforms, temperature, cap, rows=rows)
-
-    # -- score -------------------------------------------------------------------------
-    def _joint_request(self, prompt: str, continuations: Sequence[str]
-                       ) -> tuple[list[int], list[list[int]], list[int]]:
-        """Joint tokenization of one request (:func:`xlgap.models.tokens.joint_tokens`):
-        the shared token prefix, each candidate's tokens after it, and the UTF-8 bytes of
-        the text those tokens cover."""
-        cut, joint, sizes = joint_tokens(self.tokenizer, prompt, continuations,
-                                         self._add_special(prompt))
-        prefix = joint[0][:cut] if joint else self.encode(prompt)
-        return prefix, [ids[cut:] for ids in joint], sizes
-
-    @torch.inference_mode()
-    def score_batch(self, requests: Sequence[tuple[str, Sequence[str]]],
-                    normalize: str = "none") -> list[list[float]]:
-        check_normalize(normalize)
-        enc, sizes = [], []
-        for prompt, conts in requests:
-            prefix, tails, nbytes = self._joint_request(prompt, conts)
-            enc.append((prefix, tails))
-            sizes.append([len(t) for t in tails] if normalize == "tokens" else nbytes)
-        order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
-        results: list[list[float]] = [[] for _ in requests]
-        start = 0
-        while start < len(order):
-            # Group prompts until their continuations fill about batch_size * 8 rows
-            # (continuations are a few tokens each).
-            idx, rows = [], 0
-            while start < len(order) and (not idx or rows + len(enc[order[start]][1])
-                                          <= self.batch_size * 8):
-                idx.append(order[start])
-                rows += len(enc[order[start]][1])
-                start += 1
-            with out_of_memory_hint(self.batch_size):
-                scored = self._score_group([enc[i] for i in idx])
-            for i, s in zip(idx, scored, strict=True):
-                results[i] = s
-        if normalize != "none":
-            results = [[v / n if n else 0.0 for v, n in zip(row, size, strict=True)]
-                       for row, size in zip(results, sizes, strict=True)]
-        return results
-
-    def _score_group(self, group: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
-        prompts = [p for p, _ in group]
-        ids, mask, positions = self._left_pad(prompts)
-        hidden, cache = self._forward(ids, mask, positions)
-        first_logp = torch.log_softmax(self._logits(hidden[:, -1]), dim=-1)  # (P, V)
-        owner = [g for g, (_, conts) in enumerate(group) for _ in conts]
-        conts = [c for _, cs in group for c in cs]
-        scores = torch.zeros(len(conts), dtype=torch.float64)
-        for r, cont in enumerate(conts):
-            if cont:
-                scores[r] = float(first_logp[owner[r], cont[0]])
-        # Continuations longer than one token are fed after a copy of their prompt's
-        # cache, shortest first in sub-batches, so padding stays small.
-        longer = sorted((r for r, c in enumerate(conts) if len(c) > 1),
-                        key=lambda r: len(conts[r]))
-        for start in range(0, len(longer), self.batch_size * 4):
-            rows = longer[start:start + self.batch_size * 4]
-            token_lp, positions_of = self._score_tails(
-                cache, mask, positions, [owner[r] for r in rows], [conts[r] for r in rows])
-            scores.index_add_(0, torch.tensor([rows[i] for i in positions_of]), token_lp)
-        out: list[list[float]] = [[] for _ in group]
-        for r, g in enumerate(owner):
-            out[g].append(float(scores[r]))
-        return out
-
-    def _score_tails(self, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
-                     owners: list[int], conts: list[list[int]]
-                     ) -> tuple[torch.Tensor, list[int]]:
-        """Log-probs of tokens 2.. of each continuation, fed after its prompt's cache.
-
-        Returns the token log-probs and, for each, the index of its continuation.
-        """
-        sel = torch.tensor(owners, device=self.device)
-        sub_cache = copy.deepcopy(cache)  # prompt caches are small; the original is reused
-        sub_cache.batch_select_indices(sel)
-        width = max(len(c) for c in conts) - 1  # the last token is predicted, never fed
-        feed = torch.full((len(conts), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        feed_mask = torch.zeros((len(conts), width), dtype=torch.long)
-        for r, cont in enumerate(conts):
-            feed[r, :len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
-            feed_mask[r, :len(cont) - 1] = 1
-        feed, feed_mask = feed.to(self.device), feed_mask.to(self.device)
-        full_mask = torch.cat([mask[sel], feed_mask], dim=1)
-        feed_pos = positions[sel, -1:] + 1 + torch.arange(width, device=self.device)
-        hidden, _ = self._forward(feed, full_mask, feed_pos, sub_cache)
-        # Only positions that predict a real token go through the output head.
-        want = [(r, t) for r, cont in enumerate(conts) for t in range(len(cont) - 1)]
-        rr = torch.tensor([r for r, _ in want], device=self.device)
-        tt = torch.tensor([t for _, t in want], device=self.device)
-        logp = torch.log_softmax(self._logits(hidden[rr, tt]), dim=-1)
-        target = torch.tensor([conts[r][t + 1] for r, t in want], device=self.device)
-        token_lp = logp.gather(1, target[:, None]).squeeze(1).double().cpu()
-        return token_lp, [r for r, _ in want]
+        packed = self._packs.pieces(weight, PIECE) if self._packs_on(weight) else None
+        return head_sample(states, weight, uniforms, temperature, cap, rows=rows, packed=packed)
 
     def _all_layer_batches(self, encoded: list[list[int]]
                            ) -> Iterator[tuple[list[int], torch.Tensor, Any]]:
@@ -434,7 +353,7 @@ class HFBackend(Backend):
             yield idx, mask, res
 
     # -- hidden states -----------------------------------------------------------------
-    @torch.inference_mode()
+    @fast_inference
     def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
                       pooling: str = "mean") -> np.ndarray:
         if pooling not in POOLINGS:
@@ -465,7 +384,7 @@ class HFBackend(Backend):
         return out
 
     # -- logit lens ---------------------------------------------------------------------
-    @torch.inference_mode()
+    @fast_inference
     def layer_logits(self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
                      ) -> tuple[np.ndarray, np.ndarray]:
         """The logit lens at the last prompt position, at every layer.

@@ -7,7 +7,7 @@ small enough to stay in the last-level cache, keeping only a log-sum-exp per row
 1024-word block; the law is the exact softmax over the full vocabulary:
 
 1. ``lse[r, b] = logsumexp(logits[r, block b] / T)`` for every block of 1024 words
-   (one pass over the head, applied 32768 words at a time);
+   (one pass over the head, applied a chunk of words at a time: 2048 on a CPU);
 2. the block is drawn by inverting the cumulative block masses with the row's uniform;
 3. inside the drawn block (recomputed for that row only: 1/256 of the head), the word
    is drawn by inverting the block's own cumulative distribution with the rescaled
@@ -27,14 +27,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-#: words per vocabulary chunk: wide enough that each head matmul runs at full rate
-#: (4096-word chunks measured slower here), small enough that ``rows x CHUNK`` floats
-#: (15 MB at 120 rows) are read back by the log-sum-exp from cache, not memory.
-CHUNK = 32768
+from xlgap.models.onednn import PIECE, run_piece
+
+#: words per vocabulary chunk on a CPU: the packed head's piece, small enough that the
+#: ``rows x CHUNK`` logits (4 MB at 480 rows) are read back by the log-sum-exp from cache,
+#: not memory. On the 2-core test machine the head ran at 150-160 GFLOP/s through MKL with
+#: 1024-2048-word chunks against 105-117 with 32768 (240-480 rows; 25 rows: 77 against
+#: 44), and at about 400 through oneDNN's packed pieces.
+CHUNK = PIECE
+#: on a GPU, where each chunk is a kernel launch, chunks are wider
+CHUNK_GPU = 32768
 #: words per block of the first stage: one log-sum-exp per row and block is kept, and the
 #: drawn block (not the whole chunk) is recomputed for its row in the second stage.
 BLOCK = 1024
@@ -67,12 +74,24 @@ def step_uniforms(keys: np.ndarray, step: int) -> torch.Tensor:
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor | None, start: int, stop: int,
-                  softcap: float | None, scale: float) -> torch.Tensor:
+                  softcap: float | None, scale: float,
+                  buffer: torch.Tensor | None = None,
+                  packed: Sequence[Any] | None = None) -> torch.Tensor:
     """``logits[:, start:stop] * scale`` in float32 (softcapped first if the model does).
 
-    ``weight=None``: ``hidden`` already holds the logits (a head that cannot be fused)."""
-    if weight is None:
+    ``weight=None``: ``hidden`` already holds the logits (a head that cannot be fused).
+    ``buffer``: flat float32 scratch of at least ``rows x (stop - start)``, reused across
+    chunks (a float32 head writes its logits there; the result is a view of it).
+    ``packed``: the head in oneDNN pieces of ``PIECE`` words
+    (:class:`xlgap.models.onednn.PackedWeights`), used instead of ``weight``; chunks are
+    then pieces."""
+    if packed is not None:
+        logits = run_piece(hidden, packed[start // PIECE])
+    elif weight is None:
         logits = hidden[:, start:stop].float()
+    elif buffer is not None and hidden.dtype == weight.dtype == buffer.dtype:
+        logits = buffer[:hidden.shape[0] * (stop - start)].view(hidden.shape[0], stop - start)
+        torch.mm(hidden, weight[start:stop].t(), out=logits)
     else:
         logits = torch.nn.functional.linear(hidden, weight[start:stop]).float()
     if softcap:
@@ -91,19 +110,30 @@ def _scales(weight: torch.Tensor | None, temperature: float,
     return 1.0 / temperature, 1.0
 
 
+def _chunk(hidden: torch.Tensor, chunk: int | None, packed: Sequence[Any] | None) -> int:
+    """Words per chunk: the packed pieces' size, else as asked, else by device."""
+    if packed is not None:
+        return PIECE
+    if chunk:
+        return chunk
+    return CHUNK if hidden.device.type == "cpu" else CHUNK_GPU
+
+
 def _vocab(hidden: torch.Tensor, weight: torch.Tensor | None) -> int:
     return hidden.shape[1] if weight is None else weight.shape[0]
 
 
 def head_argmax(hidden: torch.Tensor, weight: torch.Tensor | None, softcap: float | None = None,
-                chunk: int = CHUNK) -> torch.Tensor:
+                chunk: int | None = None, packed: Sequence[Any] | None = None) -> torch.Tensor:
     """``argmax(hidden @ weight.T)`` per row, chunk by chunk (first index on ties)."""
+    chunk = _chunk(hidden, chunk, packed)
     best = torch.full((hidden.shape[0],), -torch.inf, device=hidden.device)
     arg = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
     vocab = _vocab(hidden, weight)
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
-        val, idx = _chunk_logits(hidden, weight, start, stop, softcap, 1.0).max(dim=1)
+        val, idx = _chunk_logits(hidden, weight, start, stop, softcap, 1.0,
+                                 packed=packed).max(dim=1)
         better = val > best  # strict: an earlier chunk keeps a tie, as argmax does
         best = torch.where(better, val, best)
         arg = torch.where(better, idx + start, arg)
@@ -111,11 +141,12 @@ def head_argmax(hidden: torch.Tensor, weight: torch.Tensor | None, softcap: floa
 
 
 def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperature: float,
-                     softcap: float | None = None, chunk: int = CHUNK,
-                     block: int = BLOCK) -> torch.Tensor:
+                     softcap: float | None = None, chunk: int | None = None,
+                     block: int = BLOCK, packed: Sequence[Any] | None = None) -> torch.Tensor:
     """``[rows x n_blocks]``: the log-sum-exp of ``logits / temperature`` over each block of
-    ``block`` words (the head is applied ``chunk`` words at a time; a partial last block is
-    padded with -inf, i.e. no mass)."""
+    ``block`` words (the head is applied ``chunk`` words at a time, or piece by piece of
+    ``packed``; a partial last block is padded with -inf, i.e. no mass)."""
+    chunk = _chunk(hidden, chunk, packed)
     block = min(block, chunk)
     if chunk % block:
         raise ValueError(f"chunk {chunk} is not a multiple of block {block}")
@@ -124,9 +155,10 @@ def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperat
     out = torch.empty((hidden.shape[0], n_blocks), dtype=torch.float32, device=hidden.device)
     pre, post = _scales(weight, temperature, softcap)
     h = hidden if pre == 1.0 else hidden * pre
+    buffer = torch.empty(hidden.shape[0] * chunk, dtype=torch.float32, device=hidden.device)
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
-        logits = _chunk_logits(h, weight, start, stop, softcap, post)
+        logits = _chunk_logits(h, weight, start, stop, softcap, post, buffer, packed)
         width = -(-(stop - start) // block) * block
         if width != stop - start:
             logits = torch.nn.functional.pad(logits, (0, width - (stop - start)),
@@ -137,20 +169,24 @@ def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperat
 
 
 def head_sample(hidden: torch.Tensor, weight: torch.Tensor | None, uniforms: torch.Tensor,
-                temperature: float, softcap: float | None = None, chunk: int = CHUNK,
-                rows: torch.Tensor | None = None, block: int = BLOCK) -> torch.Tensor:
+                temperature: float, softcap: float | None = None, chunk: int | None = None,
+                rows: torch.Tensor | None = None, block: int = BLOCK,
+                packed: Sequence[Any] | None = None) -> torch.Tensor:
     """One token per row from ``softmax(head(hidden) / temperature)``, by inverse CDF with
     the row's uniform (``uniforms``: ``[rows]`` in [0, 1)); ``temperature <= 0`` is greedy.
 
     ``weight=None``: ``hidden`` holds the logits. ``rows``: output row ``r`` uses state
     ``hidden[rows[r]]`` (samples of one prompt share their first state; the head then runs
-    once per state, not once per sample).
+    once per state, not once per sample). ``packed``: the head's weight in oneDNN pieces,
+    for the pass over the whole vocabulary (the drawn block is recomputed from ``weight``).
     """
     if temperature <= 0:
-        best = head_argmax(hidden, weight, softcap, chunk)
+        best = head_argmax(hidden, weight, softcap, chunk, packed)
         return best if rows is None else best[rows]
+    chunk = _chunk(hidden, chunk, packed)
     block = min(block, chunk)
-    lse = chunk_log_masses(hidden, weight, temperature, softcap, chunk, block).double()
+    lse = chunk_log_masses(hidden, weight, temperature, softcap, chunk, block,
+                           packed).double()
     if rows is not None:
         lse, hidden = lse[rows], hidden[rows]
     masses = torch.softmax(lse, dim=1)  # each block's share of the row's probability
@@ -175,3 +211,19 @@ def head_sample(hidden: torch.Tensor, weight: torch.Tensor | None, uniforms: tor
         pos = torch.searchsorted(cdf, target).squeeze(1).clamp(max=stop - start - 1)
         tokens[sel] = pos + start
     return tokens
+
+
+def head_log_probs(hidden: torch.Tensor, weight: torch.Tensor, tokens: torch.Tensor,
+                   rows: torch.Tensor | None = None, softcap: float | None = None,
+                   packed: Sequence[Any] | None = None) -> torch.Tensor:
+    """``log_softmax(head(hidden[rows]))[r, tokens[r]]`` per row, in float64, without the
+    ``[rows x vocabulary]`` matrix: the normaliser is the log-sum-exp of the block masses
+    (one pass over the head, per state, not per row), the token's logit one dot product."""
+    lse = torch.logsumexp(chunk_log_masses(hidden, weight, 1.0, softcap,
+                                           packed=packed).double(), dim=1)
+    if rows is not None:
+        hidden, lse = hidden[rows], lse[rows]
+    logit = (hidden * weight[tokens].to(hidden.dtype)).sum(-1).float()
+    if softcap:
+        logit = torch.tanh(logit / softcap) * softcap
+    return logit.double() - lse

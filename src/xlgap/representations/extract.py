@@ -139,6 +139,12 @@ def _batches(total: int, batch_size: int) -> Iterator[tuple[int, int, int]]:
         yield b, start, min(start + batch_size, total)
 
 
+def _rows_named(rows: np.ndarray) -> str:
+    """The texts of a batch, by their rows in the flat language-by-language order."""
+    shown = ", ".join(str(int(r)) for r in sorted(rows)[:5])
+    return f"texts {shown}{', ...' if len(rows) > 5 else ''}"
+
+
 def _validate(backend: Backend, texts_by_lang: Mapping[str, Sequence[str]], pooling: str,
               layers: Sequence[int] | None, batch_size: int,
               dtype: Any) -> tuple[list[str], list[int], np.dtype[Any]]:
@@ -230,7 +236,8 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
         "format": FORMAT_VERSION, "languages": langs, "n_per_language": n_per,
         "n_total": n_total, "layers": layer_ids, "pooling": pooling,
         "fingerprint": backend.fingerprint, "dtype": dt.name, "batch_size": batch_size,
-        "n_batches": n_batches, "texts_sha256": _texts_hash(langs, texts_by_lang)}
+        "n_batches": n_batches, "texts_sha256": _texts_hash(langs, texts_by_lang),
+        "batch_order": "length"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _open_existing(out, wanted)
@@ -240,6 +247,12 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
         dump_json(index, out / INDEX_NAME, indent=None)
 
     flat: list[str] = [text for lang in langs for text in texts_by_lang[lang]]
+    # Batches take the texts in order of length (in tokens where the backend tokenizes,
+    # else characters; ties by position), so that a batch pads little; each text's states
+    # go back to its own row.
+    encode = getattr(backend, "encode", None)
+    sizes = [len(encode(t)) if callable(encode) else len(t) for t in flat]
+    order = sorted(range(n_total), key=lambda i: (sizes[i], i))
     maps: dict[int, np.memmap] = {}
     if index["dim"] is not None:
         maps = {i: np.load(layer_path(out, i), mmap_mode="r+") for i in layer_ids}
@@ -250,14 +263,17 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
         for b, start, stop in _batches(n_total, batch_size):
             if index["done"][b]:
                 continue
-            states = np.asarray(backend.hidden_states(flat[start:stop], layer_ids, pooling))
+            rows = np.array(order[start:stop])
+            where = _rows_named(rows)
+            states = np.asarray(backend.hidden_states([flat[i] for i in rows], layer_ids,
+                                                      pooling))
             if states.ndim != 3 or states.shape[:2] != (stop - start, len(layer_ids)):
                 raise BackendError(f"backend {backend.kind!r} returned hidden states of shape "
                                    f"{states.shape} for {stop - start} texts and "
                                    f"{len(layer_ids)} layers")
             if not np.all(np.isfinite(states)):
                 raise BackendError(f"backend {backend.kind!r} returned NaN/inf hidden states "
-                                   f"for texts {start}..{stop - 1}")
+                                   f"for {where}")
             if index["dim"] is None:
                 index["dim"] = int(states.shape[2])
                 maps = {i: np.lib.format.open_memmap(layer_path(out, i), mode="w+", dtype=dt,
@@ -268,11 +284,11 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
                                    f"earlier batches had {index['dim']}")
             peak = float(np.abs(states).max())
             if peak > float(np.finfo(dt).max):
-                raise DataError(f"hidden states up to {peak:.4g} overflow {dt.name} (texts "
-                                f"{start}..{stop - 1}); extract with dtype=np.float32")
+                raise DataError(f"hidden states up to {peak:.4g} overflow {dt.name} ({where}); "
+                                "extract with dtype=np.float32")
             stored = states.astype(dt)
             for j, i in enumerate(layer_ids):
-                maps[i][start:stop] = stored[:, j, :]
+                maps[i][rows] = stored[:, j, :]
             for m in maps.values():
                 m.flush()
             index["done"][b] = True
