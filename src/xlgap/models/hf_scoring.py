@@ -94,17 +94,16 @@ class ExactScoring:
                 torch.tensor([conts[r][0] for r in first], device=self.device)).cpu()
         if shared:
             scores += self._score_tails_shared(cache, mask, positions, owner, conts)
-            return [[float(scores[r]) for r, g in enumerate(owner) if g == k]
-                    for k in range(len(group))]
-        # Continuations longer than one token are fed after a copy of their prompt's
-        # cache, shortest first in sub-batches, so padding stays small.
-        longer = sorted((r for r, c in enumerate(conts) if len(c) > 1),
-                        key=lambda r: len(conts[r]))
-        for start in range(0, len(longer), self.batch_size * 4):
-            rows = longer[start:start + self.batch_size * 4]
-            token_lp, positions_of = self._score_tails(
-                cache, mask, positions, [owner[r] for r in rows], [conts[r] for r in rows])
-            scores.index_add_(0, torch.tensor([rows[i] for i in positions_of]), token_lp)
+        else:
+            # Continuations longer than one token are fed after a copy of their prompt's
+            # cache, shortest first in sub-batches, so padding stays small.
+            longer = sorted((r for r, c in enumerate(conts) if len(c) > 1),
+                            key=lambda r: len(conts[r]))
+            for start in range(0, len(longer), self.batch_size * 4):
+                rows = longer[start:start + self.batch_size * 4]
+                token_lp, positions_of = self._score_tails(
+                    cache, mask, positions, [owner[r] for r in rows], [conts[r] for r in rows])
+                scores.index_add_(0, torch.tensor([rows[i] for i in positions_of]), token_lp)
         out: list[list[float]] = [[] for _ in group]
         for r, g in enumerate(owner):
             out[g].append(float(scores[r]))

@@ -155,7 +155,8 @@ def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperat
     out = torch.empty((hidden.shape[0], n_blocks), dtype=torch.float32, device=hidden.device)
     pre, post = _scales(weight, temperature, softcap)
     h = hidden if pre == 1.0 else hidden * pre
-    buffer = torch.empty(hidden.shape[0] * chunk, dtype=torch.float32, device=hidden.device)
+    buffer = None if packed is not None or weight is None else torch.empty(
+        hidden.shape[0] * chunk, dtype=torch.float32, device=hidden.device)
     for start in range(0, vocab, chunk):
         stop = min(start + chunk, vocab)
         logits = _chunk_logits(h, weight, start, stop, softcap, post, buffer, packed)
