@@ -269,3 +269,25 @@ def test_centered_states_remove_the_shared_mean_only() -> None:
     assert layer["en"].dtype == np.float64
     assert CenteredStates([{k: v.astype(np.float32) for k, v in raw[0].items()}]
                           ).layer(0)["en"].dtype == np.float32
+
+
+def test_a_resume_that_orders_the_texts_otherwise_starts_afresh(tmp_path: Path) -> None:
+    """The batch order is part of the index: a backend that measures length otherwise
+    (here one that tokenizes) never fills the rows another order left unfinished."""
+
+    class Tokenizing(FakeBackend):
+        def encode(self, text: str) -> list[int]:
+            return [0] * (100 - len(text))  # the opposite order to characters
+
+    tx = texts()
+    full = extract_hidden_states(FakeBackend(), tx, tmp_path / "full", batch_size=4,
+                                 progress=False)
+    with pytest.raises(Interrupted):
+        extract_hidden_states(FakeBackend(fail_after=3), tx, tmp_path / "part", batch_size=4,
+                              progress=False)
+    other = Tokenizing()
+    part = extract_hidden_states(other, tx, tmp_path / "part", batch_size=4, progress=False)
+    assert len(other.calls) == 10  # all batches again, in its own order
+    for i in range(N_LAYERS):
+        for lang in tx:
+            np.testing.assert_array_equal(full.layer(i)[lang], part.layer(i)[lang])

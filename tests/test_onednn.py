@@ -120,14 +120,15 @@ def test_packed_head_draws_from_the_softmax(wide_head):
 @pytest.mark.parametrize("softcap", [None, 3.0])
 def test_packed_head_log_probs_equal_the_log_softmax(wide_head, softcap):
     hidden, weight = wide_head
-    pieces = onednn.PackedWeights().pieces(weight, onednn.PIECE)
+    packs = onednn.PackedWeights()
+    assert len(packs.pieces(weight)) == 1  # narrower than WIDE: one piece, as linear() has
     rows = torch.tensor([0, 2, 2, 3, 1])
     tokens = torch.tensor([0, 4999, 17, 2048, 4095])
     logits = (hidden.double() @ weight.double().T)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     ref = torch.log_softmax(logits, -1)[rows, tokens]
-    for packed in (pieces, None):
+    for packed in (packs.pieces(weight, onednn.PIECE), packs.pieces(weight), None):
         got = sampler.head_log_probs(hidden, weight, tokens, rows, softcap, packed)
         assert torch.allclose(got, ref, atol=1e-5), (packed is None, got, ref)
 
@@ -137,6 +138,7 @@ def test_backend_answers_and_scores_are_the_same_with_and_without_onednn(
     prompts = ["The capital of France is", "one two three"]
     conts = [" Paris", " Berlin", " four five"]
     fast_greedy = tiny_backend.generate(prompts, n=2, temperature=0.0, max_new_tokens=6)
+    assert tiny_backend._packs._packs  # the packed path really ran
     fast_scores = tiny_backend.score_batch([(p, conts) for p in prompts])
     fast_states = tiny_backend.hidden_states(prompts, layers=[0, 2])
     monkeypatch.setenv("XLGAP_ONEDNN", "0")
@@ -176,3 +178,23 @@ def test_a_model_with_nothing_to_pack_runs_as_before(tiny_tokenizer):
         assert not switched
     out = backend.generate(["one two"], n=3, temperature=1.0, max_new_tokens=4)
     assert len(out[0]) == 3 and backend._packs._packs == {}
+
+
+def test_nested_contexts_leave_the_outer_one_in_charge():
+    model = _linear_model()
+    packs = onednn.PackedWeights()
+    with torch.inference_mode(), onednn.packed_linears(model, packs) as outer:
+        with onednn.packed_linears(model, packs) as inner:
+            assert outer and inner
+        assert "forward" in model[0].__dict__  # the inner exit did not unpatch
+    assert "forward" not in model[0].__dict__
+
+
+def test_inference_tensor_weights_are_not_packed():
+    """Weights made under inference mode have no version counter to see changes by."""
+    with torch.inference_mode():
+        model = _linear_model()
+        x = torch.randn(3, 16)
+        with onednn.packed_linears(model, onednn.PackedWeights()) as switched:
+            assert not switched
+            assert model(x).shape == (3, 8)

@@ -128,6 +128,10 @@ class SharedPrefixDecoder:
         if len(keep) == len(self.owner) and bool(
                 (keep == torch.arange(len(keep), device=keep.device)).all()):
             return
+        if len(keep) > 1 and bool((keep[1:] < keep[:-1]).any()):
+            raise ValueError("decoder rows must stay ordered by prompt (keep non-decreasing)")
+        # Each change copies the rows' own keys/values of the steps so far: like attention
+        # over them, linear in the answer length per step (answers here are short).
         owner = self.owner[keep]
         prompts = torch.unique_consecutive(owner)
         if len(prompts) < len(self.prompts):

@@ -54,7 +54,7 @@ from xlgap.models.hf_support import (
     weights_fingerprint,
 )
 from xlgap.models.layers import apply_logit_head
-from xlgap.models.onednn import PIECE, PackedWeights
+from xlgap.models.onednn import PackedWeights
 from xlgap.models.onednn import eligible as onednn_eligible
 from xlgap.models.sampler import head_sample, step_uniforms, stream_keys
 from xlgap.models.tokens import adds_special_tokens, cut_at_stop, resolve_is_chat
@@ -335,7 +335,7 @@ class HFBackend(ExactScoring, Backend):
         cannot fuse (hooks, bias, adapters) is applied whole, then sampled by the same law."""
         if weight is None:
             return head_sample(self._logits(states), None, uniforms, temperature, rows=rows)
-        packed = self._packs.pieces(weight, PIECE) if self._packs_on(weight) else None
+        packed = self._packs.pieces(weight) if self._packs_on(weight) else None
         return head_sample(states, weight, uniforms, temperature, cap, rows=rows, packed=packed)
 
     def _all_layer_batches(self, encoded: list[list[int]]

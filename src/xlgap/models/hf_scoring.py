@@ -21,7 +21,6 @@ import torch
 from xlgap.models.base import check_normalize
 from xlgap.models.decode import PromptCache, SharedPrefixDecoder
 from xlgap.models.hf_support import fast_inference, out_of_memory_hint
-from xlgap.models.onednn import PIECE
 from xlgap.models.sampler import head_log_probs
 from xlgap.models.tokens import joint_tokens
 
@@ -58,15 +57,13 @@ class ExactScoring:
             sizes.append([len(t) for t in tails] if normalize == "tokens" else nbytes)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
         results: list[list[float]] = [[] for _ in requests]
-        # Group prompts until their continuations fill about batch_size * 8 rows
-        # (continuations are a few tokens each), or * 32 when they read their prompt's
-        # cache instead of copying it (a row then costs only its own tokens).
-        budget = self.batch_size * (32 if SharedPrefixDecoder.supports(self.model) else 8)
         start = 0
         while start < len(order):
+            # Group prompts until their continuations fill about batch_size * 8 rows
+            # (continuations are a few tokens each).
             idx, rows = [], 0
             while start < len(order) and (not idx or rows + len(enc[order[start]][1])
-                                          <= budget):
+                                          <= self.batch_size * 8):
                 idx.append(order[start])
                 rows += len(enc[order[start]][1])
                 start += 1
@@ -171,5 +168,5 @@ class ExactScoring:
             logp = torch.log_softmax(self._logits(states if rows is None else states[rows]),
                                      dim=-1)
             return logp.gather(1, tokens[:, None]).squeeze(1).double()
-        packed = self._packs.pieces(weight, PIECE) if self._packs_on(weight) else None
+        packed = self._packs.pieces(weight) if self._packs_on(weight) else None
         return head_log_probs(states, weight, tokens, rows, cap, packed)

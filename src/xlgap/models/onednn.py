@@ -15,7 +15,9 @@ only when a weight changes (its storage or version), so they cost one copy of th
 weights in memory. They are used only without autograd (the packed kernel has no
 backward) and only when the copies fit in half of the available memory.
 
-``XLGAP_ONEDNN=0`` turns this off (MKL everywhere, as before).
+``XLGAP_ONEDNN=0`` turns this off (MKL everywhere, as before). The switch is made on the
+model's modules, so two threads using one model at once may see the first one to leave
+put MKL back under the other: slower, never wrong (both compute the same products).
 """
 
 from __future__ import annotations
@@ -45,20 +47,33 @@ def available() -> bool:
                 and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise"))
 
 
-def _available_bytes() -> int | None:
+def _read(path: str) -> str | None:
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        with open(path) as fh:
+            return fh.read()
     except OSError:
-        pass
-    return None
+        return None
+
+
+def _available_bytes() -> int | None:
+    """Memory this process may still use: the system's available memory, or less under a
+    cgroup (container, batch job) limit."""
+    found = []
+    meminfo = _read("/proc/meminfo") or ""
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            found.append(int(line.split()[1]) * 1024)
+    limit, used = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
+    if limit and used and limit.strip().isdigit() and used.strip().isdigit():
+        found.append(max(0, int(limit) - int(used)))
+    return min(found) if found else None
 
 
 def eligible(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` can be packed: a float32 matrix on the CPU."""
-    return weight.dtype == torch.float32 and weight.device.type == "cpu" and weight.dim() == 2
+    """Whether ``weight`` can be packed: a float32 matrix on the CPU whose changes can be
+    seen (an inference-mode tensor has no version counter)."""
+    return (weight.dtype == torch.float32 and weight.device.type == "cpu"
+            and weight.dim() == 2 and not weight.is_inference())
 
 
 def _pack(weight: torch.Tensor) -> Any:

@@ -82,11 +82,10 @@ def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor | None, start: int,
     ``weight=None``: ``hidden`` already holds the logits (a head that cannot be fused).
     ``buffer``: flat float32 scratch of at least ``rows x (stop - start)``, reused across
     chunks (a float32 head writes its logits there; the result is a view of it).
-    ``packed``: the head in oneDNN pieces of ``PIECE`` words
-    (:class:`xlgap.models.onednn.PackedWeights`), used instead of ``weight``; chunks are
-    then pieces."""
+    ``packed``: the head in oneDNN pieces (:class:`xlgap.models.onednn.PackedWeights`),
+    used instead of ``weight``; chunks are then pieces."""
     if packed is not None:
-        logits = run_piece(hidden, packed[start // PIECE])
+        logits = run_piece(hidden, packed[start // _piece_size(packed)])
     elif weight is None:
         logits = hidden[:, start:stop].float()
     elif buffer is not None and hidden.dtype == weight.dtype == buffer.dtype:
@@ -110,10 +109,15 @@ def _scales(weight: torch.Tensor | None, temperature: float,
     return 1.0 / temperature, 1.0
 
 
+def _piece_size(packed: Sequence[Any]) -> int:
+    """Words per packed piece (all but the last piece have this many)."""
+    return int(packed[0].shape[0])
+
+
 def _chunk(hidden: torch.Tensor, chunk: int | None, packed: Sequence[Any] | None) -> int:
     """Words per chunk: the packed pieces' size, else as asked, else by device."""
     if packed is not None:
-        return PIECE
+        return _piece_size(packed)
     if chunk:
         return chunk
     return CHUNK if hidden.device.type == "cpu" else CHUNK_GPU
@@ -148,9 +152,9 @@ def chunk_log_masses(hidden: torch.Tensor, weight: torch.Tensor | None, temperat
     ``packed``; a partial last block is padded with -inf, i.e. no mass)."""
     chunk = _chunk(hidden, chunk, packed)
     block = min(block, chunk)
-    if chunk % block:
-        raise ValueError(f"chunk {chunk} is not a multiple of block {block}")
     vocab = _vocab(hidden, weight)
+    if chunk % block and chunk < vocab:  # blocks would straddle chunks
+        raise ValueError(f"chunk {chunk} is not a multiple of block {block}")
     n_blocks = -(-vocab // block)
     out = torch.empty((hidden.shape[0], n_blocks), dtype=torch.float32, device=hidden.device)
     pre, post = _scales(weight, temperature, softcap)
@@ -224,7 +228,11 @@ def head_log_probs(hidden: torch.Tensor, weight: torch.Tensor, tokens: torch.Ten
                                            packed=packed).double(), dim=1)
     if rows is not None:
         hidden, lse = hidden[rows], lse[rows]
-    logit = (hidden * weight[tokens].to(hidden.dtype)).sum(-1).float()
+    # the token's logit as the head's matmul gives it: float32 products and sums, rounded
+    # to the head's dtype (so that a half-precision model's logit and normaliser agree)
+    logit = (hidden.float() * weight[tokens].float()).sum(-1)
+    if hidden.dtype != torch.float32:
+        logit = logit.to(hidden.dtype).float()
     if softcap:
         logit = torch.tanh(logit / softcap) * softcap
     return logit.double() - lse

@@ -236,8 +236,18 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
         "format": FORMAT_VERSION, "languages": langs, "n_per_language": n_per,
         "n_total": n_total, "layers": layer_ids, "pooling": pooling,
         "fingerprint": backend.fingerprint, "dtype": dt.name, "batch_size": batch_size,
-        "n_batches": n_batches, "texts_sha256": _texts_hash(langs, texts_by_lang),
-        "batch_order": "length"}
+        "n_batches": n_batches, "texts_sha256": _texts_hash(langs, texts_by_lang)}
+    flat: list[str] = [text for lang in langs for text in texts_by_lang[lang]]
+    # Batches take the texts in order of length (in tokens where the backend tokenizes,
+    # else characters; ties by position), so that a batch pads little; each text's states
+    # go back to its own row. The order is part of the index: a resume that would order
+    # the texts otherwise (another backend wrapper) starts afresh instead of filling the
+    # wrong rows.
+    encode = getattr(backend, "encode", None)
+    sizes = [len(encode(t)) if callable(encode) else len(t) for t in flat]
+    order = sorted(range(n_total), key=lambda i: (sizes[i], i))
+    wanted["batch_order_sha256"] = hashlib.sha256(
+        json.dumps(order).encode()).hexdigest()[:16]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _open_existing(out, wanted)
@@ -246,13 +256,6 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
         index = {**wanted, "dim": None, "done": [False] * n_batches, "n_done": 0}
         dump_json(index, out / INDEX_NAME, indent=None)
 
-    flat: list[str] = [text for lang in langs for text in texts_by_lang[lang]]
-    # Batches take the texts in order of length (in tokens where the backend tokenizes,
-    # else characters; ties by position), so that a batch pads little; each text's states
-    # go back to its own row.
-    encode = getattr(backend, "encode", None)
-    sizes = [len(encode(t)) if callable(encode) else len(t) for t in flat]
-    order = sorted(range(n_total), key=lambda i: (sizes[i], i))
     maps: dict[int, np.memmap] = {}
     if index["dim"] is not None:
         maps = {i: np.load(layer_path(out, i), mmap_mode="r+") for i in layer_ids}
