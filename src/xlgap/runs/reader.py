@@ -4,7 +4,7 @@ answers mapped to concepts, with embeddings and open-answer texts where present.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,16 +211,20 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         warnings.append(f"{len(empty)} items have no candidates (n_options 0) and are "
                         f"left out")
 
-    def locate(o: dict[str, Any], where: str) -> tuple[int, str] | None:
-        item_id = str(_require(o, "item", (str, int), where))
-        lang = _require(o, "lang", str, where)
-        if item_id in empty:
-            return None
-        if item_id not in index:
-            raise DataError(f"{where}: item {item_id!r} is not in {ITEMS_FILE}")
-        if lang not in lang_set:
-            raise DataError(f"{where}: language {lang!r} is not in run.json languages")
-        return index[item_id], lang
+    def located(path: Path) -> Iterator[tuple[dict[str, Any], str, int, str]]:
+        """Each row of ``path`` with its place (``file:line``), item index and language;
+        rows of items without candidates are skipped."""
+        for lineno, o in _iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            item_id = str(_require(o, "item", (str, int), where))
+            lang = _require(o, "lang", str, where)
+            if item_id in empty:
+                continue
+            if item_id not in index:
+                raise DataError(f"{where}: item {item_id!r} is not in {ITEMS_FILE}")
+            if lang not in lang_set:
+                raise DataError(f"{where}: language {lang!r} is not in run.json languages")
+            yield o, where, index[item_id], lang
 
     other_labels: list[list[str]] = [[] for _ in range(q)]
     if mode == "sample":
@@ -229,12 +233,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         # answers[(i, lang)][s]: a candidate index, or a concept key for an "other" answer
         answers: dict[tuple[int, str], dict[int, int | tuple[str, str]]] = {}
         if path.exists():
-            for lineno, o in _iter_jsonl(path):
-                where = f"{path}:{lineno}"
-                found = locate(o, where)
-                if found is None:
-                    continue
-                i, lang = found
+            for o, where, i, lang in located(path):
                 s = _require(o, "sample", int, where)
                 a = _require(o, "answer", int, where)
                 if not OTHER <= a < ms[i]:
@@ -284,12 +283,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
             probs[lang] = np.zeros((q, m_max))
             present[lang] = np.zeros(q, dtype=bool)
         if path.exists():
-            for lineno, o in _iter_jsonl(path):
-                where = f"{path}:{lineno}"
-                found = locate(o, where)
-                if found is None:
-                    continue
-                i, lang = found
+            for o, where, i, lang in located(path):
                 p = _require(o, "probs", list, where)
                 try:
                     arr = np.asarray(p, dtype=np.float64)
