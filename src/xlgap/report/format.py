@@ -128,9 +128,9 @@ def fmt_p(p: Any, n_boot: Any = None, digits: int = 3) -> str:
     """A p-value: ``0.034``; ``< 0.002`` where it sits at the resolution floor of a
     bootstrap of ``n_boot`` resamples (``p <= 2 / (n_boot + 1)``: the test cannot say more
     than that); ``< 0.001`` for smaller values when ``n_boot`` is not known; ``-`` when
-    missing. A mapping holding ``p_value`` (or ``p``) is read for it."""
+    missing. A paired test's mapping is read for its ``p``."""
     if isinstance(p, Mapping):
-        p = p.get("p_value", p.get("p"))
+        p = p.get("p")
     v = finite(p)
     if v is None:
         return "-"
