@@ -207,7 +207,7 @@ def test_one_formatter_for_estimates_and_p_values():
     assert fmt_p(0.0341, n_boot=1000) == "0.034"
     assert fmt_p(0.0004) == "< 0.001" and fmt_p(0.5) == "0.500"
     assert fmt_p(None) == fmt_p(float("nan")) == "-"
-    assert fmt_p({"p_value": 0.01}) == "0.010"
+    assert fmt_p({"p": 0.01}) == "0.010"
 
 
 # -- the report reads files only -----------------------------------------------------------

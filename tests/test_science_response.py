@@ -14,6 +14,7 @@ from xlgap.report.sections.interventions import intervention_summary
 from xlgap.runs import load_run
 from xlgap.stats.bootstrap import paired_ratio_test
 from xlgap.stats.diagnose import diagnose
+from xlgap.stats.multiple import adjust_holm_map
 from xlgap.stats.pairs import (
     PAIR_METRICS,
     Part,
@@ -216,10 +217,11 @@ def test_interventions_compare_on_the_baseline_source_items(tmp_path: Path) -> N
 # -- point 8: a best of k strategies is read with Holm's adjustment --------------------------
 
 
-def _result(ps: dict[str, float]) -> dict[str, object]:
+def _result(ps: dict[str, float], holm: bool = True) -> dict[str, object]:
     def est(x: float) -> dict[str, object]:
         return {"estimate": x, "ci": [x - 0.05, x + 0.05]}
 
+    adjusted = adjust_holm_map(ps)
     strategies: dict[str, object] = {"baseline": {"response_transfer": est(0.40),
                                                   "transfer": est(0.45), "vs_baseline": None}}
     for i, (name, p) in enumerate(ps.items()):
@@ -227,6 +229,8 @@ def _result(ps: dict[str, float]) -> dict[str, object]:
                             "vs_baseline": {"response_transfer": {
                                 "estimate": 0.05 + 0.01 * i, "ci": [0.0, 0.1], "p": p,
                                 "p_floor": 0.002, "n": 100, "a": 0.45, "b": 0.40}}}
+        if holm:
+            strategies[name]["p_holm"] = {"response_transfer": adjusted[name]}
     return {"baseline": "baseline", "n_boot": 1000, "strategies": strategies}
 
 
@@ -236,6 +240,20 @@ def test_the_best_of_k_strategies_is_not_significant_unadjusted() -> None:
     text = intervention_summary(_result({"a": 0.5, "b": 0.4, "c": 0.03}))
     assert text is not None
     assert "per-response transfer" in text and "Holm" in text
-    assert "not significant" in text and "0.09" in text
+    assert "not significant" in text and "0.090" in text
     one = intervention_summary(_result({"c": 0.03}))
     assert one is not None and ", significant" in one
+    older = intervention_summary(_result({"a": 0.5, "b": 0.4, "c": 0.03}, holm=False))
+    assert older is not None and "significant" not in older and "unadjusted" in older
+
+
+def test_compare_runs_stores_holm_over_the_strategies(tmp_path: Path) -> None:
+    runs = {name: load_run(simulate_run(tmp_path / name, pi=0.5, questions=40, samples=4,
+                                        options=4, seed=seed, targets=["de"]))
+            for name, seed in (("baseline", 1), ("x", 2), ("y", 3))}
+    s = compare_runs(runs, n_boot=100)["strategies"]
+    for metric in ("response_transfer", "transfer", "chi2"):
+        raw = {n: s[n]["vs_baseline"][metric]["p"] for n in ("x", "y")}
+        want = adjust_holm_map(raw)
+        assert {n: s[n]["p_holm"][metric] for n in ("x", "y")} == want
+    assert s["baseline"]["p_holm"] is None

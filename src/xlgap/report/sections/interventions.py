@@ -40,7 +40,6 @@ from xlgap.report.text import (
     recovered,
     table_rows,
 )
-from xlgap.stats.multiple import HOLM_LABEL, adjust_holm_map
 
 __all__ = ["InterventionsSection", "intervention_summary"]
 
@@ -48,7 +47,8 @@ __all__ = ["InterventionsSection", "intervention_summary"]
 def intervention_summary(result: Any) -> str | None:
     """One sentence: the strategy with the highest per-response transfer (the modes'
     transfer in files older than it) against baseline, with its p Holm-adjusted over the
-    strategies it was picked from; "significant" is said of the adjusted p only. Where
+    strategies it was picked from (``p_holm`` of the file: the report computes no
+    statistics); "significant" is said of the adjusted p only. Where
     the winner's source answers differ from the baseline's, its transfer on the
     baseline's source-correct items follows."""
     result = mapping(result)
@@ -66,22 +66,23 @@ def intervention_summary(result: Any) -> str | None:
     name, v, m = best
     if base_t is None:
         return f"best strategy {name}: {label} {fmt_estimate(m.get(key))}"
-    family = {n: value(baseline_test(s, key).get("p")) for n, s in strategies.items()
-              if n != base_name and s.get("vs_baseline")}
-    p = family.get(name)
+    family = [n for n, s in strategies.items() if n != base_name and s.get("vs_baseline")]
+    p = value(baseline_test(m, key).get("p"))
     holm = holm_of(result, name, key)
-    if holm is None and p is not None:
-        holm = adjust_holm_map(family)[name]
     n_boot = n_boot_of(result)
-    if p is None or holm is None:
+    if p is None:
         p_txt, sig = "", ""
-    elif len(family) > 1:
-        p_txt = (f", p {_p_words(fmt_p(holm, n_boot))} "
-                 f"({HOLM_LABEL.format(k=len(family))}; unadjusted {fmt_p(p, n_boot)})")
-        sig = ", significant" if holm < 0.05 else ", not significant"
-    else:
+    elif len(family) <= 1:
         p_txt = f", p {_p_words(fmt_p(p, n_boot))}"
         sig = ", significant" if p < 0.05 else ", not significant"
+    elif holm is None:  # a file written before p_holm: no verdict on a best-of-k p
+        p_txt = (f", unadjusted p {_p_words(fmt_p(p, n_boot))} for the best of "
+                 f"{len(family)} strategies")
+        sig = ""
+    else:
+        p_txt = (f", p {_p_words(fmt_p(holm, n_boot))} Holm-adjusted over {len(family)} "
+                 f"strategies (unadjusted {fmt_p(p, n_boot)})")
+        sig = ", significant" if holm < 0.05 else ", not significant"
     diff = v - base_t
     lead = f"{name} helped most" if diff > 0 else f"no strategy beat baseline; best was {name}"
     text = (f"{lead}: {label} {100 * v:.1f}% against {100 * base_t:.1f}% for baseline "
