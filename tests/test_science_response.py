@@ -154,10 +154,12 @@ def test_a_variance_gap_shows_per_response_below_ensembled(tmp_path: Path, pi: f
                                 options=4, seed=5, targets=["de"]))
     o = diagnose(run, n_boot=200, fit_model=False)["overall"]
     ens, one = o["transfer"]["estimate"], o["response_transfer"]["estimate"]
+    rec = o["ensembling_recovers"]
+    assert rec["estimate"] == pytest.approx(ens - one)
     if below:
-        assert one < ens - 0.1
+        assert one < ens - 0.1 and rec["ci"][0] > 0 and rec["p"] < 0.01
     else:
-        assert one > ens - 0.05
+        assert one > ens - 0.05 and rec["ci"][0] < 0.02
 
 
 # -- point 2: a fixed denominator ------------------------------------------------------------

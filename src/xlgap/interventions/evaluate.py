@@ -48,6 +48,7 @@ from xlgap.stats.pairs import (
     REFERENCE_TRANSFER,
     Part,
     describe_metrics,
+    ensembling_recovers,
     pair_parts,
     paired_test,
     reference_transfer_parts,
@@ -174,6 +175,8 @@ def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
     transfer = per["transfer"]
     return {
         **overall,
+        # ensembled minus per-response transfer, paired: what ensembling can recover
+        "ensembling_recovers": ensembling_recovers(per, n_boot, seed),
         "accuracy": {lang: mean_with_ci(accuracy_per_item(distribution(run, lang), run.gold),
                                         n_boot=n_boot, seed=seed)
                      for lang in run.languages},

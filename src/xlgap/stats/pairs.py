@@ -66,6 +66,7 @@ __all__ = [
     "PairMetric",
     "Part",
     "describe_metrics",
+    "ensembling_recovers",
     "pair_metric",
     "pair_parts",
     "paired_test",
@@ -262,6 +263,20 @@ def paired_test(parts_a: Parts, parts_b: Parts, n_boot: int = DEFAULT_N_BOOT, se
         out[name] = paired_ratio_test(a.num, a.den, b.num, b.den, n_boot=n_boot, seed=seed,
                                       alpha=alpha)
     return out
+
+
+def ensembling_recovers(parts: Parts, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                        alpha: float = ALPHA) -> dict[str, Any] | None:
+    """What ensembling can recover: ensembled (modes') minus per-response transfer on the
+    same items, as a paired test (``{"estimate", "ci", "p", "p_floor", "n", "a", "b"}``,
+    ``a`` the ensembled, ``b`` the per-response transfer). Under a variance-type gap the
+    modes transfer and single answers do not, so the estimate is positive; under a
+    bias-type gap it is about 0. None without both metrics."""
+    ens, one = parts.get("transfer"), parts.get("response_transfer")
+    if ens is None or one is None:
+        return None
+    return paired_ratio_test(ens.num, ens.den, one.num, one.den, n_boot=n_boot, seed=seed,
+                             alpha=alpha)
 
 
 # -- a fixed denominator --------------------------------------------------------------------
