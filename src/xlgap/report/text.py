@@ -15,6 +15,7 @@ from xlgap.report.format import (
     NOT_APPLICABLE,
     chance_of,
     ci_of,
+    fmt_adjusted_p,
     fmt_estimate,
     fmt_number,
     fmt_p,
@@ -68,7 +69,8 @@ def p_text(result: Mapping[str, Any], name: str, metric: str) -> str:
     if moot(m, metric):
         return NOT_APPLICABLE
     n_boot = result.get("n_boot")
-    p = value(baseline_test(m, metric).get("p"))
+    test = baseline_test(m, metric)
+    p = value(test.get("p"))
     if p is None:
         return "-"
     text = fmt_p(p, n_boot)
@@ -76,7 +78,7 @@ def p_text(result: Mapping[str, Any], name: str, metric: str) -> str:
                    if isinstance(s, Mapping) and s.get("vs_baseline"))
     holm = holm_of(result, name, metric)
     if holm is not None and compared > 1:
-        text += f" (Holm {fmt_p(holm, n_boot)})"
+        text += f" (Holm {fmt_adjusted_p(holm, p, test.get('p_floor'), n_boot)})"
     return text
 
 

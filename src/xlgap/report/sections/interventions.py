@@ -21,6 +21,7 @@ from xlgap.report.blocks import (
 from xlgap.report.discover import Artifact
 from xlgap.report.format import (
     NOT_APPLICABLE,
+    fmt_adjusted_p,
     fmt_estimate,
     fmt_p,
     mapping,
@@ -80,7 +81,8 @@ def intervention_summary(result: Any) -> str | None:
                  f"{len(family)} strategies")
         sig = ""
     else:
-        p_txt = (f", p {_p_words(fmt_p(holm, n_boot))} Holm-adjusted over {len(family)} "
+        adjusted = fmt_adjusted_p(holm, p, baseline_test(m, key).get("p_floor"), n_boot)
+        p_txt = (f", p {_p_words(adjusted)} Holm-adjusted over {len(family)} "
                  f"strategies (unadjusted {fmt_p(p, n_boot)})")
         sig = ", significant" if holm < 0.05 else ", not significant"
     diff = v - base_t
