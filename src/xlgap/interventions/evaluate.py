@@ -233,6 +233,8 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
         na = not_applicable(run)
         if na is not None:
             m["not_applicable"] = na
+        # no test of a difference that is zero by construction (exact vote-k's modes)
+        moot = set(na["metrics"]) if na is not None else set()
         if reference is not None:
             m["source_differs"] = source_differs(distribution(reference, reference.source),
                                                  distribution(run, run.source))
@@ -242,14 +244,12 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
                    if v is not None},
                 "vs_baseline": None if name == baseline else
                 {k: v for k, v in paired_test(fixed[name], fixed[baseline], n_boot,
-                                              seed).items() if v is not None}}
+                                              seed).items() if v is not None and k not in moot}}
         if name == baseline or reference is None:
             m["vs_baseline"] = None
         else:
-            # each test is on the pooled statistic the table reports, on the same items;
-            # none of a difference that is zero by construction (exact vote-k's modes)
+            # each test is on the pooled statistic the table reports, on the same items
             tests = paired_test(per_item[name], per_item[baseline], n_boot, seed)
-            moot = set(na["metrics"]) if na is not None else set()
             m["vs_baseline"] = {k: v for k, v in tests.items()
                                 if v is not None and k not in moot}
         table[name] = m
