@@ -9,9 +9,10 @@ A number quoted in the prose is written the same way, inline:
 dotted ``KEY.PATH`` (list indices are numbers) of the JSON file ``FILE`` under the root.
 ``FORMAT`` is a Python format spec (``.3f``), ``pct1`` (a share in percent, one decimal),
 ``pts1`` (a difference in signed percentage points), ``ci2`` (``est [lo, hi]`` of an
-estimate-with-CI entry, two decimals; also ``ci3``, ``pctci1``) or ``p`` (a bootstrap p,
+estimate-with-CI entry, two decimals; also ``ci3``, ``pctci1``), ``p`` (a bootstrap p,
 shown as a bound at its floor, the file's ``n_boot`` read from the top level or its
-``config``).
+``config``) or ``holm`` (KEY names a strategy's test, ``STRATEGY.vs_baseline.METRIC``:
+its Holm-adjusted p from the strategy's ``p_holm``, a bound where the raw p is).
 
     python scripts/results_tables.py            # rewrite the tables in docs/results.md
     python scripts/results_tables.py --check    # exit 1 (and show the diff) if stale
@@ -35,7 +36,7 @@ PAGE = Path("docs/results.md")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
                     re.DOTALL)
 _INLINE = re.compile(r"(<!-- at:(?P<file>[^#>]+)#(?P<key>[^|>]+)\|(?P<fmt>[\w.]+) -->)"
-                     r"(?P<body>[^<]*)(<!-- /at -->)")
+                     r"(?P<body>(?:(?!<!--).)*?)(<!-- /at -->)", re.DOTALL)
 
 
 def _load(root: Path, rel: str) -> dict[str, Any]:
@@ -310,6 +311,12 @@ def inline(root: Path, file: str, key: str, fmt: str) -> str:
         raise KeyError(f"{file} has no {key!r} (quoted in {PAGE})") from exc
     if fmt == "p":
         return _p(x, _n_boot(data))
+    if fmt == "holm":  # KEY is a strategy's test: STRATEGY.vs_baseline.METRIC
+        head, _, metric = key.rpartition(".vs_baseline.")
+        holm = (_lookup(data, head).get("p_holm") or {}).get(metric)
+        if holm is None:
+            raise KeyError(f"{file}#{head} has no p_holm of {metric!r} (quoted in {PAGE})")
+        return (f"< {holm + 5e-4:.3f}" if _floored(x) else _p(holm, _n_boot(data)))
     if fmt.startswith(("ci", "pctci")):
         pct = fmt.startswith("pct")
         return _ci(x, int(fmt[-1]), 100.0 if pct else 1.0)
