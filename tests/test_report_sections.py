@@ -104,7 +104,7 @@ def test_strings_from_result_files_are_escaped(tmp_path):
 def test_the_verdict_is_read_from_the_diagnosis(tmp_path):
     run = (RESULTS / "bmlama-exact" / "run.json").read_text()
     diag = json.loads((RESULTS / "bmlama-exact" / "diagnosis.json").read_text())
-    assert "verdict" not in diag  # written before diagnoses recorded it
+    diag.pop("verdict", None)  # as a file written before diagnoses recorded it
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.json").write_text(run)
     _write(tmp_path / "old" / "diagnosis.json", diag)

@@ -259,3 +259,20 @@ def test_compare_runs_stores_holm_over_the_strategies(tmp_path: Path) -> None:
         want = adjust_holm_map(raw)
         assert {n: s[n]["p_holm"][metric] for n in ("x", "y")} == want
     assert s["baseline"]["p_holm"] is None
+
+
+def test_the_headline_on_known_answers(tmp_path: Path) -> None:
+    """A strategy identical to the baseline beats nothing; one that answers every target
+    question right (source unchanged) helped, and says how much ensembling adds."""
+    run = load_run(simulate_run(tmp_path / "b", pi=0.5, questions=60, samples=6, options=4,
+                                seed=1, targets=["de"]))
+    same = intervention_summary(compare_runs({"baseline": run, "copy": run}, n_boot=100))
+    assert same is not None and same.startswith("no strategy beat baseline")
+    assert "+0.0 points" in same and "not significant" in same
+    right = dict(run.probs)
+    right["de"] = np.eye(run.probs["de"].shape[1])[run.gold]
+    oracle = type(run)(**{**run.__dict__, "probs": right})
+    text = intervention_summary(compare_runs({"baseline": run, "oracle": oracle}, n_boot=100))
+    assert text is not None and text.startswith("oracle helped most")
+    assert "per-response transfer 100.0%" in text and ", significant" in text
+    assert "source answers differ" not in text
