@@ -188,12 +188,12 @@ def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 
 def not_applicable(run: Run) -> dict[str, Any] | None:
     """The metrics a strategy's run cannot move by construction, with the reason (exact
-    vote-k keeps the baseline's modes), from ``run.json``; runs written before the key
-    existed are recognised by strategy and mode."""
+    vote-k keeps the baseline's modes), from ``run.json``. An exact vote-k run gets the
+    current definition whatever its ``run.json`` says (runs written before the key
+    existed, or with an older reason that predates the per-response metrics)."""
+    if run.mode == "exact" and str(run.meta.get("strategy", "")).startswith("vote-"):
+        return dict(EXACT_NOT_APPLICABLE)
     na = run.meta.get("not_applicable")
-    if na is None and run.mode == "exact" and str(run.meta.get("strategy", "")).startswith(
-            "vote-"):
-        na = EXACT_NOT_APPLICABLE
     return dict(na) if na else None
 
 

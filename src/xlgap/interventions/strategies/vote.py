@@ -81,7 +81,7 @@ EXACT_NOT_APPLICABLE: dict[str, Any] = {
     "reason": ("exact vote-k keeps the mode of the baseline distribution it votes over, so "
                "the ensembled statistics (of the mode) equal the baseline's by construction "
                "and have no test; the per-response metrics (one vote-k answer against one "
-               "baseline answer's), accuracy (P(gold)) and the distances between "
+               "baseline answer), accuracy (P(gold)) and the distances between "
                "distributions (chi-square, Jensen-Shannon, L2) can move, and are tested"),
 }
 MAX_COMPOSITIONS = 5_000_000  # count vectors enumerated at most (m = 10, k = 5: 2,002)
