@@ -180,11 +180,16 @@ def test_reference_transfer_holds_the_denominator_fixed() -> None:
     base = summarise(pair_parts(src, tgt, gold, metrics=["transfer"]), n_boot=20)
     arm = summarise(pair_parts(arm_src, tgt, gold, metrics=["transfer"]), n_boot=20)
     assert base["transfer"]["estimate"] == 0.5 and arm["transfer"]["estimate"] == 1.0
+    better_tgt = tgt.copy()
+    better_tgt[:10] = right  # a strategy that does fix a quarter of the target's answers
     for ensembled in (False, True):
-        fixed_b = reference_transfer_parts(src, tgt, gold, ensembled=ensembled)
-        fixed_a = reference_transfer_parts(src, tgt, gold, ensembled=ensembled)
-        assert summarise({"t": fixed_a}, n_boot=20)["t"]["estimate"] == 0.5
-        assert summarise({"t": fixed_b}, n_boot=20)["t"]["estimate"] == 0.5
+        def fixed(target: np.ndarray, ensembled: bool = ensembled) -> float:
+            # the reference's (baseline's) source, the compared arm's target
+            part = reference_transfer_parts(src, target, gold, ensembled=ensembled)
+            return summarise({"t": part}, n_boot=20)["t"]["estimate"]
+
+        assert fixed(tgt) == 0.5  # the arm that only lost source answers: no gain
+        assert fixed(better_tgt) == 0.75
     assert source_differs(src, arm_src) and not source_differs(src, src.copy())
 
 
