@@ -58,7 +58,7 @@ def test_an_unknown_table_is_refused() -> None:
         _tables().update("<!-- table:nope -->\n| a |\n<!-- /table:nope -->\n", ROOT)
 
 
-_CHECKED = re.compile(r"<!-- checked -->(.*?)<!-- /checked -->", re.DOTALL)
+_CHECKED = re.compile(r"^<!-- checked -->\n(.*?)^<!-- /checked -->$", re.DOTALL | re.MULTILINE)
 _NUMBER = re.compile(r"(?<![\w.-])[-+]?\d+\.\d+|\d+(?:\.\d+)? ?%")
 
 
