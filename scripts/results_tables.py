@@ -4,6 +4,16 @@ Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` mar
 is rewritten from the files under ``docs/results/`` (and ``bench/results/``), so the page
 and the files cannot disagree; ``tests/test_science_docs.py`` fails when they do.
 
+A number quoted in the prose is written the same way, inline:
+``<!-- at:FILE#KEY.PATH|FORMAT -->0.545<!-- /at -->`` is rewritten from the value at the
+dotted ``KEY.PATH`` (list indices are numbers) of the JSON file ``FILE`` under the root.
+``FORMAT`` is a Python format spec (``.3f``), ``pct1`` (a share in percent, one decimal),
+``pts1`` (a difference in signed percentage points), ``ci2`` (``est [lo, hi]`` of an
+estimate-with-CI entry, two decimals; also ``ci3``, ``pctci1``), ``p`` (a bootstrap p,
+shown as a bound at its floor, the file's ``n_boot`` read from the top level or its
+``config``) or ``holm`` (KEY names a strategy's test, ``STRATEGY.vs_baseline.METRIC``:
+its Holm-adjusted p from the strategy's ``p_holm``, a bound where the raw p is).
+
     python scripts/results_tables.py            # rewrite the tables in docs/results.md
     python scripts/results_tables.py --check    # exit 1 (and show the diff) if stale
 
@@ -25,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = Path("docs/results.md")
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
                     re.DOTALL)
+_INLINE = re.compile(r"(<!-- at:(?P<file>[^#>]+)#(?P<key>[^|>]+)\|(?P<fmt>[\w.]+) -->)"
+                     r"(?P<body>(?:(?!<!--).)*?)(<!-- /at -->)", re.DOTALL)
 
 
 def _load(root: Path, rel: str) -> dict[str, Any]:
@@ -68,48 +80,86 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def bmlama_exact(root: Path) -> str:
     d = _load(root, "docs/results/bmlama-exact/diagnosis.json")
     src = d["source"]
-    rows = [[f"{src} (source)", _ci(d["accuracy"][src]), "", "", "", ""]]
-    for t in d["targets"]:
-        pair = d["pairs"][t]
+    rows = [[f"{src} (source)", _ci(d["accuracy"][src]), "", "", "", "", "", "", ""]]
+
+    def cells(pair: Mapping[str, Any], ci: bool) -> list[str]:
+        fig = _ci if ci else (lambda x: _num((x or {}).get("estimate")))
         drop = (pair.get("ensembling") or {}).get("drop")
-        rows.append([t, _ci(d["accuracy"][t]), _num(pair["agreement"]["estimate"]),
-                     _num(pair["transfer"]["estimate"]), _ci(pair.get("pi_model"), 2),
-                     "" if drop is None else f"{drop:.0%}"])
-    overall = d["overall"]
-    drop = (overall.get("ensembling") or {}).get("drop")
-    rows.append(["overall", "", _ci(overall["agreement"]), _ci(overall["transfer"]),
-                 _ci((d.get("pi") or {}).get("model"), 2),
-                 "" if drop is None else f"{drop:.0%}"])
-    return _table(["language", "accuracy (P(gold)) [95% CI]", f"agreement with {src}",
-                   "transfer (ECLeKTic)", "pi (model) [95% CI]", "ensembling drop"], rows)
+        return [fig(pair["response_transfer"]), fig(pair["transfer"]),
+                fig(pair.get("ensembling_recovers")), fig(pair["response_agreement"]),
+                fig(pair["agreement"])], "" if drop is None else f"{drop:.0%}"
+
+    for t in d["targets"]:
+        figs, drop = cells(d["pairs"][t], ci=False)
+        rows.append([t, _ci(d["accuracy"][t]), *figs, _ci(d["pairs"][t].get("pi_model"), 2),
+                     drop])
+    figs, drop = cells(d["overall"], ci=True)
+    rows.append(["overall", "", *figs, _ci((d.get("pi") or {}).get("model"), 2), drop])
+    return _table(["language", "accuracy (P(gold)) [95% CI]", "per-response transfer",
+                   "ensembled transfer (modes, ECLeKTic)", "recovered by ensembling",
+                   f"per-response agreement with {src}", "ensembled agreement (modes)",
+                   "pi (model) [95% CI]", "ensembling drop"], rows)
 
 
 _STRATEGY_NAMES = {"tea": "TEA", "baseline": "baseline"}
+_NA = "n/a (mode unchanged)"
+
+
+def _floored(test: Mapping[str, Any]) -> bool:
+    p, floor = test.get("p"), test.get("p_floor")
+    return p is not None and floor is not None and p <= floor * (1 + 1e-9)
+
+
+def _p_test(m: Mapping[str, Any], metric: str, n_boot: int | None) -> str:
+    """A strategy's p against baseline on ``metric``, its Holm-adjusted p in brackets
+    (a bound where the raw p is at the floor)."""
+    if metric in ((m.get("not_applicable") or {}).get("metrics") or []):
+        return _NA
+    test = (m.get("vs_baseline") or {}).get(metric) or {}
+    if test.get("p") is None:
+        return ""
+    text = _p(test["p"], n_boot)
+    holm = (m.get("p_holm") or {}).get(metric)
+    if holm is not None:  # a raw p at the floor is a bound, and so is its Holm p
+        text += (f" (Holm < {holm + 5e-4:.3f})" if _floored(test)
+                 else f" (Holm {_p(holm, n_boot)})")
+    return text
 
 
 def interventions_exact(root: Path) -> str:
     d = _load(root, "docs/results/interventions-exact/interventions.json")
     langs = list(d["languages"])
+    n_boot = d.get("n_boot")
     rows = []
     for name, m in d["strategies"].items():
-        # a difference that is zero by construction has no test
-        p = ("n/a (mode unchanged)" if m.get("not_applicable")
-             else _p(m.get("p_vs_baseline"), d.get("n_boot")))
-        rows.append([_STRATEGY_NAMES.get(name, name), _ci(m["transfer"], 1, 100),
-                     _ci(m["overall_success"], 1, 100), p, _num(m["chi2"]["estimate"]),
+        rec = m.get("ensembling_recovers") or {}
+        fixed = m.get("on_baseline_source_correct") or {}
+        rows.append([_STRATEGY_NAMES.get(name, name), _ci(m["response_transfer"], 1, 100),
+                     _p_test(m, "response_transfer", n_boot), _ci(m["transfer"], 1, 100),
+                     _p_test(m, "transfer", n_boot), _ci(rec, 1, 100),
+                     _num(m["response_success"]["estimate"] * 100, 1),
+                     "differ" if m.get("source_differs") else "as baseline's",
+                     _ci(fixed.get("response_transfer"), 1, 100),
+                     _num(m["chi2"]["estimate"]),
                      *(_num(m["accuracy"][lang]["estimate"] * 100, 1) for lang in langs)])
-    header = ["strategy", "transfer % [95% CI]", "overall success %", "p vs baseline",
+    header = ["strategy", "per-response transfer % [95% CI]", "p vs baseline (Holm)",
+              "ensembled transfer % [95% CI]", "p vs baseline (Holm)",
+              "recovered by ensembling, points [95% CI]", "per-response overall success %",
+              "source answers", "per-response transfer on baseline's source-correct %",
               "chi-square s-t", f"acc {langs[0]}", *langs[1:]]
     return _table(header, rows)
 
 
 def interventions_per_target(root: Path) -> str:
     d = _load(root, "docs/results/interventions-exact/interventions.json")
-    rows = [[_STRATEGY_NAMES.get(name, name),
-             *(_num(m["per_target"][t]["transfer"]["estimate"] * 100, 1)
-               for t in d["targets"])]
+
+    def both(v: Mapping[str, Any]) -> str:
+        return (f"{_num(v['response_transfer']['estimate'] * 100, 1)} / "
+                f"{_num(v['transfer']['estimate'] * 100, 1)}")
+
+    rows = [[_STRATEGY_NAMES.get(name, name), *(both(m["per_target"][t]) for t in d["targets"])]
             for name, m in d["strategies"].items()]
-    return _table(["transfer % per target", *d["targets"]], rows)
+    return _table(["transfer % per target: per response / ensembled", *d["targets"]], rows)
 
 
 def open_bmlama(root: Path) -> str:
@@ -241,16 +291,61 @@ TABLES: dict[str, Callable[[Path], str]] = {
 }
 
 
+def _lookup(data: Any, key: str) -> Any:
+    for part in key.split("."):
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def _n_boot(data: Mapping[str, Any]) -> int | None:
+    n = data.get("n_boot")
+    return n if n is not None else (data.get("config") or {}).get("n_boot")
+
+
+def inline(root: Path, file: str, key: str, fmt: str) -> str:
+    """One number of the prose (see the module docstring), from ``file`` at ``key``."""
+    data = _load(root, file)
+    try:
+        x = _lookup(data, key)
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise KeyError(f"{file} has no {key!r} (quoted in {PAGE})") from exc
+    if fmt == "p":
+        return _p(x, _n_boot(data))
+    if fmt == "holm":  # KEY is a strategy's test: STRATEGY.vs_baseline.METRIC
+        head, _, metric = key.rpartition(".vs_baseline.")
+        holm = (_lookup(data, head).get("p_holm") or {}).get(metric)
+        if holm is None:
+            raise KeyError(f"{file}#{head} has no p_holm of {metric!r} (quoted in {PAGE})")
+        return (f"< {holm + 5e-4:.3f}" if _floored(x) else _p(holm, _n_boot(data)))
+    if fmt.startswith(("ci", "pctci")):
+        pct = fmt.startswith("pct")
+        return _ci(x, int(fmt[-1]), 100.0 if pct else 1.0)
+    if isinstance(x, Mapping):
+        x = x.get("estimate")
+    if x is None:
+        raise KeyError(f"{file}#{key} is null (quoted in {PAGE})")
+    if fmt.startswith("pct"):
+        return f"{100 * x:.{int(fmt[3:])}f}"
+    if fmt.startswith("pts"):
+        return f"{100 * x:+.{int(fmt[3:])}f}"
+    return format(x, fmt)
+
+
 def update(text: str, root: Path = ROOT) -> str:
-    """``text`` with every marked table rewritten from the files under ``root``; a marker
-    naming no known table is an error."""
+    """``text`` with every marked table and every marked number of the prose rewritten
+    from the files under ``root``; a marker naming no known table is an error."""
     def one(match: re.Match[str]) -> str:
         name = match.group("name")
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r} in the page; known: {sorted(TABLES)}")
         return match.group(1) + TABLES[name](root) + match.group(4)
 
-    return _BLOCK.sub(one, text)
+    def number(match: re.Match[str]) -> str:
+        return (match.group(1) + inline(root, match.group("file").strip(),
+                                        match.group("key").strip(), match.group("fmt"))
+                + match.group(6))
+
+    return _INLINE.sub(number, _BLOCK.sub(one, text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

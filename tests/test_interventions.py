@@ -188,14 +188,14 @@ def test_intervene_end_to_end(tmp_path, fake, capsys):
             assert table[name]["transfer"]["estimate"] == pytest.approx(
                 majority_of_3(P_ENGLISH), abs=0.08)
         assert table[name]["transfer"]["ci"][0] > base["transfer"]["ci"][1]
-        assert table[name]["p_vs_baseline"] < 0.01
-        assert table[name]["p_vs_baseline_overall_success"] < 0.01
+        assert table[name]["vs_baseline"]["transfer"]["p"] < 0.01
+        assert table[name]["vs_baseline"]["overall_success"]["p"] < 0.01
         assert table[name]["chi2"]["estimate"] < base["chi2"]["estimate"]
     # a majority of 5 samples that are right 30% of the time is right ~16% of the time
     assert table["vote-5"]["accuracy"]["fr"]["estimate"] == pytest.approx(0.163, abs=0.1)
     assert table["vote-5"]["transfer"]["estimate"] < base["transfer"]["estimate"]
-    assert table["vote-5"]["p_vs_baseline"] < 0.05
-    assert base["p_vs_baseline"] is None
+    assert table["vote-5"]["vs_baseline"]["transfer"]["p"] < 0.05
+    assert base["vs_baseline"] is None
     assert tren["per_target"]["ja"]["transfer"]["estimate"] == pytest.approx(
         majority_of_3(P_ENGLISH), abs=0.12)
     # intermediate texts are kept for inspection
@@ -245,8 +245,8 @@ def test_resume_after_a_partial_run_and_other_scripts(tmp_path, fake):
     result = json.loads((out2 / "interventions.json").read_text())
     tren = result["strategies"]["tren-1"]
     assert tren["transfer"]["estimate"] == pytest.approx(P_OTHER, abs=0.12)
-    assert tren["p_vs_baseline"] > 0.05
-    assert result["strategies"]["baseline"]["p_vs_baseline"] is None
+    assert tren["vs_baseline"]["transfer"]["p"] > 0.05
+    assert result["strategies"]["baseline"]["vs_baseline"] is None
 
 
 def test_metrics_match_a_loop_and_failures_are_counted(tmp_path):
@@ -286,7 +286,7 @@ def test_metrics_match_a_loop_and_failures_are_counted(tmp_path):
     better = res["strategies"]["better"]
     assert better["transfer"]["estimate"] == pytest.approx(loop_both / loop_src)
     assert better["parse_failures"]["total"] == sum(failures["better"].values()) > 0
-    assert better["p_vs_baseline"] < 0.01
+    assert better["vs_baseline"]["transfer"]["p"] < 0.01
     # a CI that covers the estimate and narrows with more replicates is the bootstrap's job;
     # here: the better strategy's interval lies above the baseline's
     assert better["transfer"]["ci"][0] > res["strategies"]["baseline"]["transfer"]["ci"][1]

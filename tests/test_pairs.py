@@ -150,18 +150,22 @@ def test_paired_test_drops_items_without_data_in_either_arm() -> None:
         a[6:], ones[6:], b[6:], ones[6:], n_boot=400)
 
 
-def test_paired_test_tests_the_pooled_estimates() -> None:
-    """Review finding 14 (failed before): the paired p-value of a mean tested the mean
-    difference over entries finite in both arms, not the two pooled means reported.
-    Here the pooled means differ (1.0 vs 0.5) while the jointly finite entries agree."""
+def test_paired_test_tests_the_pooled_estimates_on_shared_entries() -> None:
+    """Review finding 14 made the test recompute the pooled means it reports; issue 24
+    (point 7) pools both on the entries finite in both arms, so the missing entries of
+    one arm are not read as a difference. Here each arm alone pools to 1.0 and 0.5, but
+    on the entries both have they agree: a = b = 1, no difference."""
     a = np.r_[np.ones(20), np.full(20, np.nan)]
     b = np.r_[np.ones(20), np.zeros(20)]
     assert mean_with_ci(a)["estimate"] == 1.0 and mean_with_ci(b)["estimate"] == 0.5
-    assert paired_bootstrap_pvalue(a, b, n_boot=1000) < 0.01
+    assert paired_bootstrap_pvalue(a, b, n_boot=1000) == 1.0
     res = paired_test({"m": Part.mean(a)}, {"m": Part.mean(b)}, n_boot=1000)["m"]
     assert res is not None
-    assert (res["a"], res["b"], res["difference"]) == (1.0, 0.5, 0.5)
-    assert res["ci"][0] > 0
+    assert (res["a"], res["b"], res["estimate"], res["n"]) == (1.0, 1.0, 0.0, 20)
+    # where the shared entries differ, the test sees it
+    b2 = np.r_[np.zeros(20), np.zeros(20)]
+    res2 = paired_test({"m": Part.mean(a)}, {"m": Part.mean(b2)}, n_boot=1000)["m"]
+    assert res2 is not None and res2["estimate"] == 1.0 and res2["ci"][0] > 0
 
 
 def test_p_at_the_floor_is_flagged() -> None:
@@ -174,7 +178,7 @@ def test_p_at_the_floor_is_flagged() -> None:
     assert res["p_floor"] == pytest.approx(2 / 1000)
     assert res["p"] == pytest.approx(res["p_floor"])
     same = paired_test({"m": Part.mean(a)}, {"m": Part.mean(a)}, n_boot=999)["m"]
-    assert same is not None and same["p"] == 1.0 and same["difference"] == 0.0
+    assert same is not None and same["p"] == 1.0 and same["estimate"] == 0.0
 
 
 def test_paired_ratio_matches_a_loop() -> None:
@@ -226,7 +230,7 @@ def test_js_in_diagnosis_and_interventions(sim_run) -> None:  # type: ignore[no-
     assert table["copy"]["per_target"]["de"]["js"]["estimate"] == pytest.approx(
         diag["pairs"]["de"]["js"]["estimate"])
     same = table["copy"]["vs_baseline"]["js"]
-    assert same["difference"] == 0.0 and same["p"] == 1.0
+    assert same["estimate"] == 0.0 and same["p"] == 1.0
 
 
 def test_a_new_metric_needs_only_its_registry_entry(sim_run) -> None:  # type: ignore[no-untyped-def]

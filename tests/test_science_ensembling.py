@@ -71,8 +71,14 @@ def test_exact_vote_has_no_test_of_what_it_cannot_move(tmp_path: Path, knows) ->
     base, vote = table["baseline"], table["vote-5"]
     for key in ("transfer", "overall_success", "agreement"):
         assert vote[key]["estimate"] == base[key]["estimate"]
-    assert vote["p_vs_baseline"] is None
-    assert vote["p_vs_baseline_overall_success"] is None
+    for key in ("transfer", "overall_success", "agreement"):
+        assert key not in vote["vs_baseline"]
+    # what it can move is tested: one vote-5 answer against one baseline answer
+    for key in ("response_transfer", "response_agreement", "response_success"):
+        test = vote["vs_baseline"][key]
+        assert 0 < test["p"] <= 1 and test["estimate"] == pytest.approx(
+            vote[key]["estimate"] - base[key]["estimate"])
+    assert vote["response_agreement"]["estimate"] != base["response_agreement"]["estimate"]
     na = vote["not_applicable"]
     assert set(na["metrics"]) == {"transfer", "overall_success", "agreement", "mode_accuracy"}
     assert "mode" in na["reason"]

@@ -8,11 +8,15 @@ allows: ``failed`` (the final answer could not be parsed; it is mapped to OTHER)
 ``intermediate`` texts (translations, English answers).
 
 Metrics are the pair metrics of the registry that ``diagnose`` reports, under the same
-names and definitions (:mod:`xlgap.stats.pairs`): a language answers an item correctly when the
-mode of its R final answers is gold (ties split evenly); ECLeKTic *overall success* is the
-share of (item, target) pairs correct in both the source and the target, *transfer* the
-share correct in the target among the pairs correct in the source, pooled over items and
-targets; every other registered metric (chi-square, js, ...) comes along. Their 95% CIs
+names and definitions (:mod:`xlgap.stats.pairs`). The per-response ones lead: of one
+final answer in the source and one in the target, ``response_transfer`` is the share of
+answer pairs right in the target among those right in the source, ``response_success``
+the share right in both, ``response_agreement`` the share that agree (over the R x R
+answer pairs when sampled, exact expectations with ``--exact``). The ensembled ones read
+the modes: a language answers an item correctly when the mode of its R final answers is
+gold (ties split evenly), and ECLeKTic *overall success* and *transfer* are taken over
+(item, target) pairs, pooled over items and targets; every other registered metric
+(chi-square, js, ...) comes along. Their 95% CIs
 resample items; the paired test against ``baseline`` resamples items once for both
 strategies and recomputes the pooled statistic the table reports
 (:func:`xlgap.stats.pairs.paired_test`).
@@ -38,13 +42,18 @@ from xlgap.sampling import fill_run
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.diagnose import distribution
 from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.multiple import adjust_holm_map
 from xlgap.stats.pairs import (
     PAIR_METRICS,
+    REFERENCE_TRANSFER,
     Part,
     describe_metrics,
+    ensembling_recovers,
     pair_parts,
     paired_test,
+    reference_transfer_parts,
     select_target,
+    source_differs,
     stack_parts,
     summarise,
 )
@@ -166,6 +175,8 @@ def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
     transfer = per["transfer"]
     return {
         **overall,
+        # ensembled minus per-response transfer, paired: what ensembling can recover
+        "ensembling_recovers": ensembling_recovers(per, n_boot, seed),
         "accuracy": {lang: mean_with_ci(accuracy_per_item(distribution(run, lang), run.gold),
                                         n_boot=n_boot, seed=seed)
                      for lang in run.languages},
@@ -177,12 +188,12 @@ def strategy_metrics(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0
 
 def not_applicable(run: Run) -> dict[str, Any] | None:
     """The metrics a strategy's run cannot move by construction, with the reason (exact
-    vote-k keeps the baseline's modes), from ``run.json``; runs written before the key
-    existed are recognised by strategy and mode."""
+    vote-k keeps the baseline's modes), from ``run.json``. An exact vote-k run gets the
+    current definition whatever its ``run.json`` says (runs written before the key
+    existed, or with an older reason that predates the per-response metrics)."""
+    if run.mode == "exact" and str(run.meta.get("strategy", "")).startswith("vote-"):
+        return dict(EXACT_NOT_APPLICABLE)
     na = run.meta.get("not_applicable")
-    if na is None and run.mode == "exact" and str(run.meta.get("strategy", "")).startswith(
-            "vote-"):
-        na = EXACT_NOT_APPLICABLE
     return dict(na) if na else None
 
 
@@ -193,9 +204,12 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
 
     Every run must have the same source, targets and items (in the same order). Each
     strategy other than ``baseline`` gets ``vs_baseline``: per pair metric the paired test
-    against ``baseline`` on the same items (:func:`xlgap.stats.pairs.paired_test`: the
-    difference, its CI, p and the p-value floor), and, for the table, ``p_vs_baseline``
-    (transfer) and ``p_vs_baseline_overall_success``.
+    against ``baseline`` on the same items (:func:`xlgap.stats.pairs.paired_test`:
+    ``{"estimate" (the difference), "ci", "p", "p_floor", "n", "a", "b"}``), ``p_holm``:
+    those p's Holm-adjusted over the strategies compared with baseline (the family a
+    best is picked from), ``source_differs`` (its source-language answers are not the
+    baseline's) and ``on_baseline_source_correct``: transfer with the baseline's
+    denominator (:data:`xlgap.stats.pairs.REFERENCE_TRANSFER`), with its paired test.
     """
     if not runs:
         raise ConfigError("no strategy runs to compare")
@@ -206,6 +220,9 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
             raise DataError(f"strategy {name!r}: its run has other items, source or "
                             f"targets than {next(iter(runs))!r}; cannot compare them")
     per_item = {name: strategy_pairs(run) for name, run in runs.items()}
+    reference = runs.get(baseline)
+    fixed = ({} if reference is None else
+             {name: reference_parts(reference, run) for name, run in runs.items()})
     table: dict[str, Any] = {}
     for name, run in runs.items():
         m = strategy_metrics(run, n_boot=n_boot, seed=seed)
@@ -216,29 +233,66 @@ def compare_runs(runs: dict[str, Run], *, baseline: str = "baseline",
         na = not_applicable(run)
         if na is not None:
             m["not_applicable"] = na
-        if name == baseline or baseline not in runs:
+        # no test of a difference that is zero by construction (exact vote-k's modes)
+        moot = set(na["metrics"]) if na is not None else set()
+        if reference is not None:
+            m["source_differs"] = source_differs(distribution(reference, reference.source),
+                                                 distribution(run, run.source))
+            m["on_baseline_source_correct"] = {
+                "definition": REFERENCE_TRANSFER,
+                **{k: v for k, v in summarise(fixed[name], n_boot, seed).items()
+                   if v is not None},
+                "vs_baseline": None if name == baseline else
+                {k: v for k, v in paired_test(fixed[name], fixed[baseline], n_boot,
+                                              seed).items() if v is not None and k not in moot}}
+        if name == baseline or reference is None:
             m["vs_baseline"] = None
-            m["p_vs_baseline"] = None
-            m["p_vs_baseline_overall_success"] = None
         else:
-            # each test is on the pooled statistic the table reports, on the same items;
-            # none of a difference that is zero by construction (exact vote-k's modes)
+            # each test is on the pooled statistic the table reports, on the same items
             tests = paired_test(per_item[name], per_item[baseline], n_boot, seed)
-            moot = set(na["metrics"]) if na is not None else set()
             m["vs_baseline"] = {k: v for k, v in tests.items()
                                 if v is not None and k not in moot}
-            m["p_vs_baseline"] = m["vs_baseline"].get("transfer", {}).get("p")
-            m["p_vs_baseline_overall_success"] = (
-                m["vs_baseline"].get("overall_success", {}).get("p"))
         table[name] = m
+    _add_holm(table)
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "source": first.source,
             "targets": list(first.targets), "languages": list(first.languages),
             "n_items": first.n_items, "mode": first.mode,
             # R answers per pair when sampled; null for exact distributions (no samples)
             "samples": first.k if first.mode == "sample" else None,
-            "baseline": baseline if baseline in runs else None,
+            "baseline": baseline if reference is not None else None,
             "n_boot": n_boot, "seed": seed, "metrics": describe_metrics(),
             "strategies": table}
+
+
+def reference_parts(reference: Run, run: Run) -> dict[str, Part]:
+    """``(Q, T)`` parts of transfer on ``reference``'s source-correct items for ``run``'s
+    targets, per response (``response_transfer``) and ensembled (``transfer``)
+    (:func:`xlgap.stats.pairs.reference_transfer_parts`)."""
+    src = distribution(reference, reference.source)
+    out: dict[str, Part] = {}
+    for key, ensembled in (("response_transfer", False), ("transfer", True)):
+        parts = [reference_transfer_parts(src, distribution(run, t), run.gold,
+                                          ensembled=ensembled) for t in run.targets]
+        out[key] = (Part(np.stack([p.num for p in parts], axis=1),
+                         np.stack([p.den for p in parts], axis=1)) if parts else
+                    Part.mean(np.zeros((run.n_items, 0))))
+    return out
+
+
+def _add_holm(table: dict[str, Any]) -> None:
+    """``p_holm`` per strategy: its p against baseline per metric, Holm-adjusted over the
+    strategies compared with baseline (:func:`xlgap.stats.multiple.adjust_holm_map`),
+    so that a best picked among them is read at the adjusted level."""
+    compared = [name for name, m in table.items() if m.get("vs_baseline")]
+    metrics = {k for name in compared for k in table[name]["vs_baseline"]}
+    for name in table:
+        table[name]["p_holm"] = None if name not in compared else {}
+    for metric in sorted(metrics):
+        family = {name: (table[name]["vs_baseline"].get(metric) or {}).get("p")
+                  for name in compared}
+        for name, p in adjust_holm_map(family).items():
+            if p is not None:
+                table[name]["p_holm"][metric] = p
 
 
 def restrict_run(run: Run, item_ids: Sequence[str]) -> Run:

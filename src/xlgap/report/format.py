@@ -17,6 +17,7 @@ __all__ = [
     "chance_of",
     "ci_of",
     "finite",
+    "fmt_adjusted_p",
     "fmt_estimate",
     "fmt_number",
     "fmt_p",
@@ -128,9 +129,9 @@ def fmt_p(p: Any, n_boot: Any = None, digits: int = 3) -> str:
     """A p-value: ``0.034``; ``< 0.002`` where it sits at the resolution floor of a
     bootstrap of ``n_boot`` resamples (``p <= 2 / (n_boot + 1)``: the test cannot say more
     than that); ``< 0.001`` for smaller values when ``n_boot`` is not known; ``-`` when
-    missing. A mapping holding ``p_value`` (or ``p``) is read for it."""
+    missing. A paired test's mapping is read for its ``p``."""
     if isinstance(p, Mapping):
-        p = p.get("p_value", p.get("p"))
+        p = p.get("p")
     v = finite(p)
     if v is None:
         return "-"
@@ -141,6 +142,20 @@ def fmt_p(p: Any, n_boot: Any = None, digits: int = 3) -> str:
     if v < smallest:
         return f"< {smallest:.{digits}f}"
     return f"{v:.{digits}f}"
+
+
+def fmt_adjusted_p(adjusted: Any, raw: Any, raw_floor: Any, n_boot: Any = None) -> str:
+    """An adjusted p (Holm) of a test whose raw p may sit at the bootstrap's floor: then
+    only a bound is known for it too, printed ``< bound`` (rounded up)."""
+    v, r = finite(adjusted), finite(raw)
+    floor = finite(raw_floor)
+    if floor is None:
+        floor = p_floor(n_boot)
+    if v is None:
+        return "-"
+    if r is not None and floor is not None and r <= floor * (1 + 1e-9):
+        return f"< {_ceil_2sig(max(v, 1e-12))}"
+    return fmt_p(v, n_boot)
 
 
 NOT_APPLICABLE = "n/a (mode unchanged)"

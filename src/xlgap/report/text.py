@@ -15,14 +15,17 @@ from xlgap.report.format import (
     NOT_APPLICABLE,
     chance_of,
     ci_of,
+    fmt_adjusted_p,
     fmt_estimate,
     fmt_number,
     fmt_p,
+    mapping,
     moot,
     value,
 )
 
-__all__ = ["format_interventions_table", "interventions_markdown", "table_rows"]
+__all__ = ["LEGEND", "baseline_test", "format_interventions_table", "holm_of",
+           "interventions_markdown", "lead_metric", "p_text", "recovered", "table_rows"]
 
 
 def _pct(x: Any) -> str:
@@ -45,18 +48,80 @@ def _chi2(stat: Mapping[str, Any] | None) -> str:
     return fmt_number(value(stat))
 
 
+def baseline_test(strategy: Mapping[str, Any], metric: str) -> Mapping[str, Any]:
+    """A strategy's paired test against baseline on ``metric`` (empty when it has none)."""
+    tests = strategy.get("vs_baseline")
+    test = tests.get(metric) if isinstance(tests, Mapping) else None
+    return test if isinstance(test, Mapping) else {}
+
+
+def holm_of(result: Mapping[str, Any], name: str, metric: str) -> float | None:
+    """The Holm-adjusted p of strategy ``name`` on ``metric`` (over the strategies compared
+    with baseline), as the result file stores it."""
+    holm = mapping(mapping(result.get("strategies")).get(name)).get("p_holm")
+    return value(holm.get(metric)) if isinstance(holm, Mapping) else None
+
+
+def p_text(result: Mapping[str, Any], name: str, metric: str) -> str:
+    """``0.030 (Holm 0.090)``: a strategy's p against baseline and, where several
+    strategies were compared, its Holm-adjusted p; n/a where the metric cannot move."""
+    m = mapping(mapping(result.get("strategies")).get(name))
+    if moot(m, metric):
+        return NOT_APPLICABLE
+    n_boot = result.get("n_boot")
+    test = baseline_test(m, metric)
+    p = value(test.get("p"))
+    if p is None:
+        return "-"
+    text = fmt_p(p, n_boot)
+    compared = sum(1 for s in mapping(result.get("strategies")).values()
+                   if isinstance(s, Mapping) and s.get("vs_baseline"))
+    holm = holm_of(result, name, metric)
+    if holm is not None and compared > 1:
+        text += f" (Holm {fmt_adjusted_p(holm, p, test.get('p_floor'), n_boot)})"
+    return text
+
+
+def lead_metric(result: Mapping[str, Any]) -> tuple[str, str]:
+    """The transfer the tables lead with: per response, or the modes' in older files."""
+    for m in mapping(result.get("strategies")).values():
+        if isinstance(m, Mapping) and m.get("response_transfer") is not None:
+            return "response_transfer", "per-response transfer"
+    return "transfer", "transfer (modes)"
+
+
+def recovered(m: Mapping[str, Any]) -> float | None:
+    """Ensembled minus per-response transfer: what ensembling can recover."""
+    a, b = value(m.get("transfer")), value(m.get("response_transfer"))
+    return None if a is None or b is None else a - b
+
+
 def table_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and one row per strategy: transfer and overall success with 95% CIs (in %),
-    p against baseline (transfer), chi-square, parse failures and per-language accuracy."""
+    """Header and one row per strategy: per-response transfer with its 95% CI and p
+    against baseline (raw, and Holm-adjusted over the strategies), the ensembled
+    transfer of the modes and what ensembling recovers (ensembled minus per response),
+    per-response overall success, whether the strategy's source answers differ from the
+    baseline's and its transfer on the baseline's source-correct items, chi-square,
+    parse failures and per-language accuracy (P(gold))."""
     langs = list(result.get("languages") or [result["source"], *result["targets"]])
-    header = ["strategy", "transfer % [95% CI]", "overall success % [95% CI]", "p vs base",
+    header = ["strategy", "per-response transfer % [95% CI]", "p vs base",
+              "ensembled transfer % [95% CI]", "p vs base", "recovered by ensembling",
+              "per-response overall success %", "source answers",
+              "per-response transfer on base's source-correct %",
               "chi2 s-t", "parse fail", *(f"acc {lang}" for lang in langs)]
     rows = []
     for name, m in result["strategies"].items():
         acc = m.get("accuracy", {})
-        rows.append([name, _with_ci(m.get("transfer")), _with_ci(m.get("overall_success")),
-                     NOT_APPLICABLE if moot(m, "transfer") else
-                     fmt_p(m.get("p_vs_baseline"), result.get("n_boot")),
+        gain = recovered(m)
+        fixed = mapping(m.get("on_baseline_source_correct"))
+        differs = m.get("source_differs")
+        rows.append([name, _with_ci(m.get("response_transfer")),
+                     p_text(result, name, "response_transfer"), _with_ci(m.get("transfer")),
+                     p_text(result, name, "transfer"),
+                     "-" if gain is None else f"{100 * gain:+.1f} points",
+                     _pct(value(m.get("response_success"))),
+                     "-" if differs is None else "differ" if differs else "as baseline",
+                     _with_ci(fixed.get("response_transfer")),
                      _chi2(m.get("chi2")),
                      str((m.get("parse_failures") or {}).get("total", 0)),
                      *(_pct(value(acc.get(lang))) for lang in langs)])
@@ -76,9 +141,17 @@ def format_interventions_table(result: Mapping[str, Any]) -> str:
              f"{result['n_items']} items, {answers_per_pair(result)}")
     rule = "-" * len(line(header))
     return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule,
-                      "transfer (ECLeKTic): pairs right in the target among those right in the "
-                      "source; overall success: right in both; right = the mode of the R "
-                      "answers is gold; p: paired bootstrap test of the pooled transfer"])
+                      LEGEND])
+
+
+LEGEND = ("per-response transfer: of one source answer and one target answer, the share "
+          "right in the target among those right in the source; ensembled transfer "
+          "(ECLeKTic): the same of the modes (the mode of the R answers, or the argmax of "
+          "an exact distribution, is gold), which is what an ensemble gives; the "
+          "difference is what ensembling recovers; p: paired bootstrap test against "
+          "baseline (items resampled once for both), Holm-adjusted over the strategies "
+          "in brackets; on base's source-correct: the denominator held at the baseline's "
+          "source-correct items")
 
 
 def interventions_markdown(result: Mapping[str, Any]) -> str:
@@ -87,17 +160,18 @@ def interventions_markdown(result: Mapping[str, Any]) -> str:
     out = [f"# Interventions: {result['source']} -> {', '.join(result['targets'])}", "",
            f"{result['n_items']} items; {answers_per_pair(result)}; 95% bootstrap CIs over "
            "items "
-           f"({result.get('n_boot')} resamples); p: paired bootstrap test of the pooled "
-           "transfer against baseline (items resampled once for both).", "",
+           f"({result.get('n_boot')} resamples). {LEGEND}.", "",
            "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", "## Per target", "", "| strategy | target | transfer % | overall success % "
-            "| chi2 | parse fail |", "|---|---|---|---|---|---|"]
+    out += ["", "## Per target", "", "| strategy | target | per-response transfer % | "
+            "ensembled transfer % | per-response overall success % | chi2 | parse fail |",
+            "|---|---|---|---|---|---|---|"]
     for name, m in result["strategies"].items():
         fails = (m.get("parse_failures") or {}).get("by_language", {})
         for tgt, t in (m.get("per_target") or {}).items():
-            out.append(f"| {name} | {tgt} | {_with_ci(t.get('transfer'))} | "
-                       f"{_with_ci(t.get('overall_success'))} | {_chi2(t.get('chi2'))} | "
+            out.append(f"| {name} | {tgt} | {_with_ci(t.get('response_transfer'))} | "
+                       f"{_with_ci(t.get('transfer'))} | "
+                       f"{_with_ci(t.get('response_success'))} | {_chi2(t.get('chi2'))} | "
                        f"{fails.get(tgt, 0)} |")
     return "\n".join(out) + "\n"
 

@@ -20,13 +20,16 @@ the same thing:
 * **One rule for missing pairs.** NaN marks an (item, language) pair that is missing.
   An estimate uses the finite entries; an item (row) with no finite entry at all is
   dropped from the estimate *and* from the resampling pool, in means, pooled ratios and
-  paired tests alike, so every interval resamples the items that carry data.
+  paired tests alike, so every interval resamples the items that carry data. A paired
+  test compares the two arms on the entries finite in *both*, so that a difference is
+  never one of which entries each arm counts.
 * **Recomputed, not averaged.** Each replicate recomputes the statistic the estimate
   reports: a mean over (item, target) entries is the pooled ratio ``sum(values) /
   count(finite)``, a rate such as transfer ``sum(num) / sum(den)``. The interval is the
   ``alpha/2`` and ``1 - alpha/2`` percentiles of the finite replicates (replicates where
   a statistic is undefined, e.g. a zero denominator, are left out).
-* **Paired tests** recompute both arms' statistics on each joint replicate; p is
+* **Paired tests** recompute both arms' statistics on each joint replicate and return
+  one shape, ``{"estimate" (a - b), "ci", "p", "p_floor", "n", "a", "b"}``; p is
   ``2 * min(share of differences <= 0, share >= 0)``, each share counted as
   ``(1 + hits) / (1 + n)`` so that p is never 0, capped at 1. Its floor ``2 / (n + 1)``
   (n = replicates used) is stored as ``p_floor``: a p at the floor means "p < floor", and
@@ -298,21 +301,30 @@ def paired_ratio_test(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray,
     """Paired item bootstrap of ``sum(num_a)/sum(den_a) - sum(num_b)/sum(den_b)``.
 
     A and B are two arms on the same items (items on the first axis, several pairs per
-    item allowed, NaN = absent). Items with no finite pair in either arm are dropped;
-    the rest are resampled once per replicate for both arms (the pairing) and both pooled
-    ratios recomputed, so the test is on the statistic the estimates report. Replicates
-    where either denominator is 0 are skipped. Returns ``{"a", "b", "difference", "ci",
-    "p", "p_floor", "n"}`` (``n``: items used; NaN as null; p null below 2 items).
+    item allowed, NaN = absent). Both arms are first masked to the entries finite in
+    *both* (all four parts): where their missing entries differ, pooling each arm over
+    its own entries would count other entries in each and report that as a difference.
+    Items left with no shared entry are dropped; the rest are resampled once per
+    replicate for both arms (the pairing) and both pooled ratios recomputed, so the test
+    is on the statistic ``a`` and ``b`` report. Replicates where either denominator is 0
+    are skipped. Returns the one shape of a paired test, ``{"estimate" (a - b), "ci" (of
+    the difference), "p", "p_floor", "n" (items used), "a", "b"}`` (``a``, ``b``: each
+    arm's pooled ratio on the shared entries; NaN as null; p null below 2 items).
     """
+    shapes = {np.shape(x) for x in (num_a, den_a, num_b, den_b)}
+    if len(shapes) != 1:
+        raise DataError(f"paired test: the arms' parts differ in shape ({sorted(shapes)}); "
+                        "they must hold the same items and pairs")
+    arrays = [np.asarray(x, dtype=np.float64) for x in (num_a, den_a, num_b, den_b)]
+    shared = np.logical_and.reduce([np.isfinite(x) for x in arrays])
+    num_a, den_a, num_b, den_b = (np.where(shared, x, np.nan) for x in arrays)
     ta, ba, ca = _ratio_rows(num_a, den_a)
-    tb, bb, cb = _ratio_rows(num_b, den_b)
-    if ta.shape != tb.shape:
-        raise DataError(f"paired test: item counts differ ({ta.shape} vs {tb.shape})")
+    tb, bb, _ = _ratio_rows(num_b, den_b)
     a, b = pooled_ratio(num_a, den_a), pooled_ratio(num_b, den_b)
-    keep = (ca > 0) | (cb > 0)
-    out: dict[str, Any] = {"a": finite(a), "b": finite(b), "difference": finite(a - b),
-                           "ci": [None, None], "p": None, "p_floor": None,
-                           "n": int(keep.sum())}
+    keep = ca > 0
+    out: dict[str, Any] = {"estimate": finite(a - b), "ci": [None, None], "p": None,
+                           "p_floor": None, "n": int(keep.sum()), "a": finite(a),
+                           "b": finite(b)}
     if keep.sum() < 2:
         return out
     w = item_counts(int(keep.sum()), n_boot, seed)
@@ -338,9 +350,8 @@ def paired_bootstrap_pvalue(a: np.ndarray, b: np.ndarray, *, n_boot: int = DEFAU
                             seed: int = 0) -> float:
     """Two-sided paired bootstrap p-value for ``mean(a) == mean(b)`` with per-item values.
 
-    The pooled means over finite entries of each arm are compared (as
-    :func:`mean_with_ci` reports them), items resampled jointly; see
-    :func:`paired_ratio_test`. All-zero differences give p = 1.
+    The means over the entries finite in both arms are compared, items resampled
+    jointly; see :func:`paired_ratio_test`. All-zero differences give p = 1.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)

@@ -41,7 +41,14 @@ from xlgap.stats.metrics import (
     mode_correct_per_item,
 )
 from xlgap.stats.mismatch import mismatch_per_item
-from xlgap.stats.pairs import Part, describe_metrics, pair_parts, stack_parts, summarise
+from xlgap.stats.pairs import (
+    Part,
+    describe_metrics,
+    ensembling_recovers,
+    pair_parts,
+    stack_parts,
+    summarise,
+)
 from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model
 
 FORMAT = "diagnosis"  # the format tag of diagnosis.json
@@ -111,6 +118,7 @@ def summarise_pair(per: dict[str, Part | None], n_boot: int, seed: int,
     per = dict(per)
     mism = per.pop(MISMATCH, None)
     out: dict[str, Any] = summarise(per, n_boot, seed)
+    out["ensembling_recovers"] = ensembling_recovers(per, n_boot, seed)
     m = (summarise({MISMATCH: mism}, n_boot, seed)[MISMATCH]
          if mism is not None and mismatch_ok else None)
     if m is None or m["estimate"] is None:

@@ -9,6 +9,19 @@ here (modes, agreement, chi-square, the mismatch estimator, ensembling) inherits
 rule from the columns. A row that is all NaN (or all zero) is a missing (item, language)
 pair and gives NaN, which every summary skips.
 
+Two families compare a source with a target. The *ensembled* ones (agreement, overall
+success, transfer) compare the modes: correct means the mode is gold, so they describe
+the answer of an ensemble (the argmax of an exact distribution is the infinite
+ensemble, the mode of R sampled answers an R-answer one). The *per-response* ones
+(:func:`response_agreement_per_item`, :func:`response_success_per_item`,
+:func:`response_transfer_parts`) compare one source answer with one independent target
+answer, as the statistical-viewpoint paper measures transfer: with exact distributions
+they are expectations over the answer pair, with R sampled answers per language the
+share of the R x R (source answer, target answer) pairs (the sample distribution is the
+share of answers, so the one formula covers both). A variance-type gap keeps the
+source's mode, so the ensembled figures do not see it while the per-response ones do;
+the difference between the two is what ensembling can recover.
+
 Modes are sets: options can tie at the maximum (common with K = 20 samples). Correctness
 in one language is then its expectation under a uniformly random tie-break; in two
 languages at once (overall success, transfer) the tie-break is one shared draw, and
@@ -124,6 +137,47 @@ def transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
     p, q = _check_pair(p, q)
     src = mode_correct_per_item(p, gold)
     both = overall_success_per_item(p, q, gold)
+    return both, np.where(np.isfinite(both), src, np.nan)
+
+
+def _normalised(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to sum 1 (answer shares), and which rows hold a distribution."""
+    ok = _valid(p)
+    safe = np.where(ok[:, None], p, 0.0)
+    total = np.where(ok, safe.sum(axis=-1), 1.0)
+    return safe / total[:, None], ok
+
+
+def response_agreement_per_item(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """P(one source answer and one independent target answer are the same concept):
+    ``sum_j p_j q_j`` over every answer column (an "other" text agrees only with the same
+    text, a "no answer" column belongs to one language, so it never agrees). NaN where a
+    distribution is missing."""
+    p, q = _check_pair(p, q)
+    pn, ok_p = _normalised(p)
+    qn, ok_q = _normalised(q)
+    ok = ok_p & ok_q
+    return np.where(ok, (pn * qn).sum(axis=-1), np.nan)
+
+
+def response_success_per_item(p: np.ndarray, q: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """P(one source answer and one independent target answer are both gold):
+    ``p_gold * q_gold``. NaN where gold is unknown or a distribution is missing."""
+    p, q = _check_pair(p, q)
+    g, known = _gold_index(gold, p.shape[0])
+    pn, ok_p = _normalised(p)
+    qn, ok_q = _normalised(q)
+    rows = np.arange(p.shape[0])
+    return np.where(known & ok_p & ok_q, pn[rows, g] * qn[rows, g], np.nan)
+
+
+def response_transfer_parts(p: np.ndarray, q: np.ndarray, gold: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Numerator ``p_gold * q_gold`` and denominator ``p_gold`` of per-response transfer,
+    ``sum(p_gold q_gold) / sum(p_gold)``: the share of answer pairs right in the target
+    among those right in the source (pooled over items and targets)."""
+    both = response_success_per_item(p, q, gold)
+    src = accuracy_per_item(_normalised(np.asarray(p, dtype=np.float64))[0], gold)
     return both, np.where(np.isfinite(both), src, np.nan)
 
 

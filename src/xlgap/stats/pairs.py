@@ -9,8 +9,8 @@ so a new metric is one per-item function and one registry entry::
     parts = pair_parts(p, q, gold)            # {name: Part} per item, (Q,) each
     parts = stack_parts([parts_fr, parts_de])  # several targets: (Q, T), items stay the unit
     summarise(parts)                          # {name: {"estimate", "ci", "n"}}
-    paired_test(parts_arm, parts_reference)   # {name: {"a", "b", "difference", "ci",
-                                              #         "p", "p_floor", "n"}}
+    paired_test(parts_arm, parts_reference)   # {name: {"estimate" (a - b), "ci", "p",
+                                              #         "p_floor", "n", "a", "b"}}
 
 Every metric is carried as a :class:`Part`, a numerator and a denominator per item (and
 per target): a *mean* metric has the value as numerator and 1 as denominator wherever it
@@ -18,6 +18,17 @@ is defined, a *ratio* metric (transfer) its own two parts; the estimate is alway
 pooled ``sum(num) / sum(den)`` over entries where both are finite, and the CI and the
 paired test recompute exactly that on item resamples (:mod:`xlgap.stats.bootstrap`, whose
 rules on seeds, missing pairs and p-value floors apply).
+
+The registry leads with the *per-response* metrics (``response_transfer``,
+``response_agreement``, ``response_success``: one source answer against one target
+answer, :mod:`xlgap.stats.metrics`), then the *ensembled* ones of the modes
+(``transfer``, ``agreement``, ``overall_success``), whose excess over the per-response
+ones is what ensembling can recover.
+
+A strategy or a fine-tune that changes the source arm itself also moves transfer's
+denominator. :func:`reference_transfer_parts` is the one definition that holds it fixed:
+the arm's target accuracy on the *reference* arm's source-correct items
+(:data:`REFERENCE_TRANSFER`).
 """
 
 from __future__ import annotations
@@ -36,24 +47,33 @@ from xlgap.stats.bootstrap import (
     ratio_with_ci,
 )
 from xlgap.stats.metrics import (
+    accuracy_per_item,
     agreement_per_item,
     chi2_per_item,
     js_per_item,
     l2_per_item,
+    mode_correct_per_item,
     overall_success_per_item,
+    response_agreement_per_item,
+    response_success_per_item,
+    response_transfer_parts,
     transfer_parts,
 )
 
 __all__ = [
     "PAIR_METRICS",
+    "REFERENCE_TRANSFER",
     "PairMetric",
     "Part",
     "describe_metrics",
+    "ensembling_recovers",
     "pair_metric",
     "pair_parts",
     "paired_test",
+    "reference_transfer_parts",
     "register_pair_metric",
     "select_target",
+    "source_differs",
     "stack_parts",
     "summarise",
 ]
@@ -145,12 +165,18 @@ def pair_metric(name: str) -> PairMetric:
 
 
 for _metric in (
-    PairMetric("agreement", lambda p, q, g, e: agreement_per_item(p, q), "mean",
-               "agreement", "higher"),
-    PairMetric("overall_success", lambda p, q, g, e: overall_success_per_item(p, q, g),
-               "mean", "overall success", "higher"),
+    PairMetric("response_transfer", lambda p, q, g, e: response_transfer_parts(p, q, g),
+               "ratio", "per-response transfer", "higher"),
+    PairMetric("response_agreement", lambda p, q, g, e: response_agreement_per_item(p, q),
+               "mean", "per-response agreement", "higher"),
+    PairMetric("response_success", lambda p, q, g, e: response_success_per_item(p, q, g),
+               "mean", "per-response overall success", "higher"),
     PairMetric("transfer", lambda p, q, g, e: transfer_parts(p, q, g), "ratio",
-               "transfer", "higher"),
+               "ensembled transfer (modes)", "higher"),
+    PairMetric("agreement", lambda p, q, g, e: agreement_per_item(p, q), "mean",
+               "ensembled agreement (modes)", "higher"),
+    PairMetric("overall_success", lambda p, q, g, e: overall_success_per_item(p, q, g),
+               "mean", "ensembled overall success (modes)", "higher"),
     PairMetric("chi2", lambda p, q, g, e: chi2_per_item(p, q), "mean", "chi-square",
                "lower"),
     PairMetric("l2", lambda p, q, g, e: None if e is None else l2_per_item(p, q, e), "mean",
@@ -217,11 +243,12 @@ def summarise(parts: Parts, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
 
 def paired_test(parts_a: Parts, parts_b: Parts, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                 alpha: float = ALPHA) -> dict[str, dict[str, Any] | None]:
-    """Arm A against reference B on the same items, per metric both have: ``{"a", "b",
-    "difference" (a - b), "ci" (of the difference), "p" (two-sided), "p_floor" (the
+    """Arm A against reference B on the same items, per metric both have: ``{"estimate"
+    (the difference a - b), "ci" (of the difference), "p" (two-sided), "p_floor" (the
     smallest p this bootstrap can give: p at the floor reads "p < p_floor"), "n" (items
-    used)}``. Items are resampled jointly for both arms and each replicate recomputes the
-    pooled statistics the estimates report (see :func:`xlgap.stats.bootstrap.paired_ratio_test`).
+    used), "a", "b" (each arm's pooled estimate)}``, both arms on the entries finite in
+    both. Items are resampled jointly for both arms and each replicate recomputes the
+    pooled statistics (see :func:`xlgap.stats.bootstrap.paired_ratio_test`).
     """
     out: dict[str, dict[str, Any] | None] = {}
     for name, a in parts_a.items():
@@ -236,3 +263,67 @@ def paired_test(parts_a: Parts, parts_b: Parts, n_boot: int = DEFAULT_N_BOOT, se
         out[name] = paired_ratio_test(a.num, a.den, b.num, b.den, n_boot=n_boot, seed=seed,
                                       alpha=alpha)
     return out
+
+
+def ensembling_recovers(parts: Parts, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                        alpha: float = ALPHA) -> dict[str, Any] | None:
+    """What ensembling can recover: ensembled (modes') minus per-response transfer on the
+    same items, as a paired test (``{"estimate", "ci", "p", "p_floor", "n", "a", "b"}``,
+    ``a`` the ensembled, ``b`` the per-response transfer). Under a variance-type gap the
+    modes transfer and single answers do not, so the estimate is positive; under a
+    bias-type gap it is about 0. None without both metrics."""
+    ens, one = parts.get("transfer"), parts.get("response_transfer")
+    if ens is None or one is None:
+        return None
+    return paired_ratio_test(ens.num, ens.den, one.num, one.den, n_boot=n_boot, seed=seed,
+                             alpha=alpha)
+
+
+# -- a fixed denominator --------------------------------------------------------------------
+
+#: what :func:`reference_transfer_parts` measures, for result files and tables
+REFERENCE_TRANSFER = (
+    "transfer on the reference's source-correct items: the arm's target accuracy on the "
+    "(item, target) pairs the reference arm answers right in the source, each weighted by "
+    "the reference's source accuracy there (per response: P(gold) in the source; "
+    "ensembled: the mode is gold). The denominator is the reference's, so an arm that "
+    "changes its own source answers cannot raise it by losing source-correct items.")
+
+
+def reference_transfer_parts(p_reference: np.ndarray, q_arm: np.ndarray, gold: np.ndarray,
+                             *, ensembled: bool = False) -> Part:
+    """Transfer with the reference arm's denominator (:data:`REFERENCE_TRANSFER`).
+
+    ``p_reference`` is the reference arm's source distribution, ``q_arm`` the compared
+    arm's target distribution, both ``(Q, O)``. Per response, the parts are
+    ``p_ref(g) * q_arm(g)`` over ``p_ref(g)``; for the reference arm itself this is its
+    ``response_transfer``. Ensembled, ``[ref mode gold] * [arm mode gold]`` over
+    ``[ref mode gold]`` (fractional under ties, each language's tie broken on its own).
+    """
+    p_reference, q_arm = (np.asarray(x, dtype=np.float64) for x in (p_reference, q_arm))
+    if p_reference.shape[0] != q_arm.shape[0] or p_reference.ndim != 2 or q_arm.ndim != 2:
+        raise DataError(f"reference transfer: distributions must be (Q, O) arrays over the "
+                        f"same items, got {p_reference.shape} and {q_arm.shape}")
+    right = mode_correct_per_item if ensembled else _share_gold
+    w, t = right(p_reference, gold), right(q_arm, gold)
+    both = np.isfinite(w) & np.isfinite(t)
+    return Part.ratio(np.where(both, w * t, np.nan), np.where(both, w, np.nan))
+
+
+def _share_gold(p: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.nansum(p, axis=-1, keepdims=True)
+        return accuracy_per_item(np.where(total > 0, p / np.where(total > 0, total, 1.0), p),
+                                 gold)
+
+
+def source_differs(p_reference: np.ndarray, p_arm: np.ndarray, atol: float = 1e-9) -> bool:
+    """Whether an arm's source-language answers differ from the reference's on any item
+    both have (the distributions, to ``atol``; a different set of missing items counts)."""
+    a, b = np.asarray(p_reference, dtype=np.float64), np.asarray(p_arm, dtype=np.float64)
+    if a.shape != b.shape:
+        return True
+    ok_a, ok_b = np.isfinite(a).all(axis=-1), np.isfinite(b).all(axis=-1)
+    if not np.array_equal(ok_a, ok_b):
+        return True
+    return not np.allclose(a[ok_a], b[ok_b], atol=atol, rtol=0.0)

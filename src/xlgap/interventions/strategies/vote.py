@@ -79,9 +79,10 @@ VOTE_RULE = ("plurality of k answers; a tie goes to the tied answer drawn first,
 EXACT_NOT_APPLICABLE: dict[str, Any] = {
     "metrics": ["transfer", "overall_success", "agreement", "mode_accuracy"],
     "reason": ("exact vote-k keeps the mode of the baseline distribution it votes over, so "
-               "statistics of the mode equal the baseline's by construction and have no "
-               "test; only accuracy (P(gold)) and the distances between distributions "
-               "(chi-square, Jensen-Shannon, L2) can move"),
+               "the ensembled statistics (of the mode) equal the baseline's by construction "
+               "and have no test; the per-response metrics (one vote-k answer against one "
+               "baseline answer), accuracy (P(gold)) and the distances between "
+               "distributions (chi-square, Jensen-Shannon, L2) can move, and are tested"),
 }
 MAX_COMPOSITIONS = 5_000_000  # count vectors enumerated at most (m = 10, k = 5: 2,002)
 

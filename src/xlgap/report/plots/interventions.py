@@ -1,4 +1,5 @@
-"""The intervention comparison as a figure: transfer and overall success per strategy.
+"""The intervention comparison as a figure: per-response and ensembled transfer and
+per-response overall success per strategy.
 
 Input is the JSON-serialisable result of :func:`xlgap.interventions.evaluate.compare_runs`,
 so the figure can be redrawn from a saved ``interventions.json``.
@@ -17,13 +18,20 @@ __all__ = ["draw_interventions", "plot_interventions"]
 
 
 def draw_interventions(result: Mapping[str, Any]) -> Any:
-    """Bar chart: transfer and overall success per strategy, with 95% CI error bars."""
+    """Bar chart: per-response transfer, ensembled transfer and per-response overall
+    success per strategy, with 95% CI error bars."""
     names = list(result["strategies"])
     fig = new_figure(max(5.0, 1.1 * len(names) + 2), 3.6)
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.38
-    for offset, key, label in ((-width / 2, "transfer", "transfer"),
-                               (width / 2, "overall_success", "overall success")):
+    width = 0.27
+    first = next(iter(result["strategies"].values()), {}) if names else {}
+    bars = (((-width, "response_transfer", "per-response transfer"),
+             (0.0, "transfer", "ensembled transfer (modes)"),
+             (width, "response_success", "per-response overall success"))
+            if first.get("response_transfer") is not None else  # files older than them
+            ((-width / 2, "transfer", "transfer"),
+             (width / 2, "overall_success", "overall success")))
+    for offset, key, label in bars:
         est, lo_err, hi_err = [], [], []
         for name in names:
             stat = result["strategies"][name].get(key) or {}

@@ -21,6 +21,7 @@ from xlgap.report.blocks import (
 from xlgap.report.discover import Artifact
 from xlgap.report.format import (
     NOT_APPLICABLE,
+    fmt_adjusted_p,
     fmt_estimate,
     fmt_p,
     mapping,
@@ -30,34 +31,73 @@ from xlgap.report.format import (
 )
 from xlgap.report.plots.interventions import draw_interventions
 from xlgap.report.sections import FigureSpec, Section, n_boot_of, register
-from xlgap.report.text import answers_per_pair
+from xlgap.report.text import (
+    LEGEND,
+    answers_per_pair,
+    baseline_test,
+    holm_of,
+    lead_metric,
+    p_text,
+    recovered,
+    table_rows,
+)
 
 __all__ = ["InterventionsSection", "intervention_summary"]
 
 
 def intervention_summary(result: Any) -> str | None:
-    """One sentence: the best strategy against baseline on transfer, with its p-value."""
+    """One sentence: the strategy with the highest per-response transfer (the modes'
+    transfer in files older than it) against baseline, with its p Holm-adjusted over the
+    strategies it was picked from (``p_holm`` of the file: the report computes no
+    statistics); "significant" is said of the adjusted p only. Where
+    the winner's source answers differ from the baseline's, its transfer on the
+    baseline's source-correct items follows."""
     result = mapping(result)
-    strategies = mapping(result.get("strategies"))
+    strategies = {str(k): mapping(v) for k, v in mapping(result.get("strategies")).items()}
     base_name = str(result.get("baseline") or "baseline")
-    base_t = value(mapping(strategies.get(base_name)).get("transfer"))
+    key, label = lead_metric(result)
+    base_t = value(strategies.get(base_name, {}).get(key))
     best = None
     for name, m in strategies.items():
-        v = value(mapping(m).get("transfer"))
+        v = value(m.get(key))
         if name != base_name and v is not None and (best is None or v > best[1]):
-            best = (name, v, mapping(m))
+            best = (name, v, m)
     if best is None:
         return None
     name, v, m = best
     if base_t is None:
-        return f"best strategy {name}: transfer {fmt_estimate(m.get('transfer'))}"
-    p = value(m.get("p_vs_baseline"))
-    p_txt = "" if p is None else f", p {_p_words(fmt_p(p, n_boot_of(result)))}"
-    sig = "" if p is None else (", significant" if p < 0.05 else ", not significant")
+        return f"best strategy {name}: {label} {fmt_estimate(m.get(key))}"
+    family = [n for n, s in strategies.items() if n != base_name and s.get("vs_baseline")]
+    p = value(baseline_test(m, key).get("p"))
+    holm = holm_of(result, name, key)
+    n_boot = n_boot_of(result)
+    if p is None:
+        p_txt, sig = "", ""
+    elif len(family) <= 1:
+        p_txt = f", p {_p_words(fmt_p(p, n_boot))}"
+        sig = ", significant" if p < 0.05 else ", not significant"
+    elif holm is None:  # a file written before p_holm: no verdict on a best-of-k p
+        p_txt = (f", unadjusted p {_p_words(fmt_p(p, n_boot))} for the best of "
+                 f"{len(family)} strategies")
+        sig = ""
+    else:
+        adjusted = fmt_adjusted_p(holm, p, baseline_test(m, key).get("p_floor"), n_boot)
+        p_txt = (f", p {_p_words(adjusted)} Holm-adjusted over {len(family)} "
+                 f"strategies (unadjusted {fmt_p(p, n_boot)})")
+        sig = ", significant" if holm < 0.05 else ", not significant"
     diff = v - base_t
     lead = f"{name} helped most" if diff > 0 else f"no strategy beat baseline; best was {name}"
-    return (f"{lead}: transfer {100 * v:.1f}% against {100 * base_t:.1f}% for baseline "
+    text = (f"{lead}: {label} {100 * v:.1f}% against {100 * base_t:.1f}% for baseline "
             f"({points(diff)}{p_txt}{sig})")
+    gain = recovered(m)
+    if key == "response_transfer" and gain is not None:
+        text += (f"; the ensemble of its modes transfers {points(gain)} more "
+                 "(what ensembling can recover)")
+    fixed = value(mapping(m.get("on_baseline_source_correct")).get(key))
+    if m.get("source_differs") and fixed is not None:
+        text += (f"; its source answers differ from baseline's, and on baseline's "
+                 f"source-correct items its {label} is {100 * fixed:.1f}%")
+    return text
 
 
 def _p_words(text: str) -> str:
@@ -93,19 +133,21 @@ class InterventionsSection(Section):
         langs = [str(x) for x in (result.get("languages") or
                                   [result.get("source"), *(result.get("targets") or [])]) if x]
         n_boot = n_boot_of(result)
-        rows = [[Cell(name), cell(m.get("transfer")), cell(m.get("overall_success")),
-                 Cell(NOT_APPLICABLE) if moot(m, "transfer") else
-                 p_cell(m.get("p_vs_baseline"), n_boot), cell(m.get("chi2")),
+        header, text_rows = table_rows(result)
+        rows = [[Cell(name), cell(m.get("response_transfer")),
+                 Cell(p_text(result, name, "response_transfer")), cell(m.get("transfer")),
+                 Cell(p_text(result, name, "transfer")), *(Cell(x) for x in row[5:8]),
+                 cell(mapping(m.get("on_baseline_source_correct")).get("response_transfer")),
+                 cell(m.get("chi2")),
                  count_cell(mapping(m.get("parse_failures")).get("total")),
                  *(cell(mapping(m.get("accuracy")).get(lang)) for lang in langs)]
-                for name, m in strategies.items()]
-        out.append(Table(["strategy", "transfer [95% CI]", "overall success [95% CI]",
-                          "p vs baseline", "chi-square s-t", "parse failures",
-                          *(f"accuracy {lang}" for lang in langs)], rows,
+                for (name, m), row in zip(strategies.items(), text_rows, strict=True)]
+        out.append(Table([h.replace(" %", "") for h in header], rows,
                          caption=f"Strategies compared on {result.get('n_items')} items, "
-                         f"{answers_per_pair(result)}"))
-        per_rows = [[Cell(name), Cell(str(tgt)), cell(v.get("transfer")),
-                     cell(v.get("overall_success")), cell(v.get("chi2"))]
+                         f"{answers_per_pair(result)}. {LEGEND}."))
+        per_rows = [[Cell(name), Cell(str(tgt)), cell(v.get("response_transfer")),
+                     cell(v.get("transfer")), cell(v.get("response_success")),
+                     cell(v.get("chi2"))]
                     for name, m in strategies.items()
                     for tgt, v in mapping(m.get("per_target")).items() if isinstance(v, Mapping)]
         metric_rows = []
@@ -116,7 +158,7 @@ class InterventionsSection(Section):
                     continue
                 test = mapping(tests.get(key))
                 metric_rows.append([Cell(name), Cell(label), cell(m.get(key)),
-                                    cell({"estimate": test.get("difference"),
+                                    cell({"estimate": test.get("estimate"),
                                           "ci": test.get("ci")} if test else None),
                                     Cell(NOT_APPLICABLE) if moot(m, key) else
                                     p_cell(test.get("p"), n_boot)])
@@ -125,9 +167,9 @@ class InterventionsSection(Section):
                 ["strategy", "metric", "estimate [95% CI]", "difference [95% CI]",
                  "p vs baseline"], metric_rows)]))
         if per_rows:
-            out.append(Details("per target", [Table(["strategy", "target", "transfer",
-                                                     "overall success", "chi-square"],
-                                                    per_rows)]))
+            out.append(Details("per target", [Table(
+                ["strategy", "target", "per-response transfer", "ensembled transfer",
+                 "per-response overall success", "chi-square"], per_rows)]))
         return out
 
     def figures(self, art: Artifact) -> list[FigureSpec]:
