@@ -28,8 +28,13 @@ from xlgap.runs import Run, load_run
 from xlgap.sampling import open_answer_summary
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
+    L2_NULL_PERMUTATIONS,
+    candidate_vectors,
+    combined_parts,
     per_item_curves,
+    permuted_share_parts,
     samples_from_probs,
+    share_parts,
     summarise_curves,
     variance_share,
     vector_curves,
@@ -174,6 +179,7 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     pairs: dict[str, Any] = {}
     per_pair: dict[str, dict[str, Part | None]] = {}
     curves: dict[str, dict[str, np.ndarray | None]] = {}
+    shares: dict[str, tuple[np.ndarray, ...] | None] = {}
     src_answers = _answers(run, src, seed)
     iterator: Any = targets
     if progress:
@@ -188,9 +194,10 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
         per_pair[t] = per
         pairs[t] = summarise_pair(per, n_boot, seed, mismatch_ok=mismatch_ok)
         pairs[t]["ensembling"] = summarise_curves(curves[t])
-        l2sq = curves[t].get("l2sq")
-        pairs[t]["variance_share_l2"] = (None if l2sq is None else
-                                         variance_share(l2sq, n_boot=n_boot, seed=seed))
+        shares[t] = _share_parts(run, emb, vectors, src_answers, _answers(run, t, seed + 1),
+                                 t, seed)
+        pairs[t]["variance_share_l2"] = (None if shares[t] is None else variance_share(
+            *shares[t], n_boot=n_boot, seed=seed))
         chi2 = per["chi2"]
         assert chi2 is not None
         pairs[t]["n_items"] = int(np.isfinite(chi2.num).sum())
@@ -202,9 +209,9 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
               np.concatenate([curves[t][key] for t in targets]))  # type: ignore[misc]
         for key in ("chi2", "l2")})
     overall["variance_share_l2"] = (
-        None if curves[targets[0]].get("l2sq") is None else variance_share(
-            np.stack([curves[t]["l2sq"] for t in targets], axis=1), n_boot=n_boot,
-            seed=seed))
+        None if any(shares[t] is None for t in targets) else variance_share(
+            *(np.stack([shares[t][i] for t in targets], axis=-1)  # type: ignore[index]
+              for i in range(4)), n_boot=n_boot, seed=seed))
 
     conf = confidence_per_item(dists[src])
     agree = stacked["agreement"]
@@ -241,6 +248,27 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     # The verdict in words goes with the numbers: readers show it, never recompute it.
     result["verdict"] = verdict(result)
     return result
+
+
+def _share_parts(run: Run, emb: np.ndarray | None, vectors: dict[str, np.ndarray] | None,
+                 src_answers: np.ndarray, tgt_answers: np.ndarray, t: str, seed: int
+                 ) -> tuple[np.ndarray, ...] | None:
+    """The L2 share's per-item parts of one pair and their language-label permutations
+    (``var, bias2, null_var, null_bias2``), from open items' answer vectors where there
+    are some, else from the candidates' embeddings; None without either."""
+    sides = []
+    if vectors is not None:
+        sides.append((vectors[run.source], vectors[t]))
+    if emb is not None:
+        sides.append((candidate_vectors(src_answers, emb, run.n_options),
+                      candidate_vectors(tgt_answers, emb, run.n_options)))
+    if not sides:
+        return None
+    obs = combined_parts([share_parts(a, b) for a, b in sides])
+    null = combined_parts([permuted_share_parts(a, b, L2_NULL_PERMUTATIONS, seed)
+                           for a, b in sides])
+    assert obs is not None and null is not None
+    return (*obs, *null)
 
 
 def centre_by_language(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -417,12 +445,47 @@ def verdict(diag: dict[str, Any]) -> str:
                     f"({diag.get('l2_embedder')}) with each language's offset left in, "
                     "which counts language and script as bias; rerun diagnose (it removes "
                     "each language's mean) or embed with a language-neutral encoder")
-        return _share_verdict(where, [lo, hi], tail)
+        return _l2_reading(where, share, tail)
     if pi is None:  # pi_mismatch is a heuristic, never the verdict (review finding 4)
         return ("no verdict: pi was not fitted (model fit off, or too few paired items); "
                 f"run diagnose with the model fit for one{tail}")
     where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    edges = model.get("at_grid_edge") or []
+    if edges:
+        # a parameter pinned at its grid's edge: the likelihood rises beyond the searched
+        # range, so pi is conditional on that bound and outside where it was checked
+        vals = ", ".join(f"{e} = {(model.get(e) or {}).get('estimate', float('nan')):.3g}"
+                         for e in edges)
+        return (f"no verdict: the pi fit stopped at the edge of its grid ({vals}), so "
+                f"{where} rests on where the grid ends, outside the range the estimator "
+                f"was checked on (docs/diagnosis.md); widen the grid (PiFitOptions tau_grid, "
+                f"eta_grid) or read pi as conditional on that bound{tail}")
     return _share_verdict(where, ci, tail)
+
+
+def _l2_reading(where: str, share: dict[str, Any], tail: str) -> str:
+    """What the L2 share says, against its language-label permutation null; never a
+    bias/variance verdict (the share is of squared distance in an embedding space, where
+    a language's own scale or orientation counts like other beliefs)."""
+    null, p = share.get("null"), share.get("p")
+    head = f"no bias/variance verdict from L2 ({where}"
+    caveat = ("; L2 counts any way the languages' answers differ in the embedding space "
+              "(scale, orientation, wording) as well as other beliefs")
+    if not null or p is None:
+        return f"{head}; no permutation null to read it against){caveat}{tail}"
+    nlo, nhi = null["ci"]
+    ref = (f"{null['estimate']:.2f} [{nlo:.2f}, {nhi:.2f}] with the language labels "
+           f"permuted within items, p {_p(p, share.get('p_floor'))}")
+    if p <= 0.05:
+        return (f"{head}; {ref}): the target answers lie farther from the source's than "
+                f"answers drawn from one distribution would{caveat}{tail}")
+    return (f"{head}; {ref}): not told apart from source and target answers drawn from one "
+            f"distribution{caveat}{tail}")
+
+
+def _p(p: float, floor: float | None) -> str:
+    # at the floor no relabelling gave a share as low: p is at most the floor
+    return f"<= {floor:.3f}" if floor is not None and p <= floor else f"= {p:.3f}"
 
 
 def _l2_language_neutral(diag: dict[str, Any]) -> bool:
