@@ -1,5 +1,5 @@
-"""pi inside its checked range (issue 24, point 5): no verdict when a fitted parameter
-stops at the edge of its grid, a grid that holds the committed fits, and recovery at a
+"""pi inside its checked range (issue 24, point 5): a flagged verdict when a fitted
+parameter stops at the edge of its grid, a grid that holds the committed fits, and recovery at a
 low pi with ten candidates (the range of the committed headline)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _counts(answers: np.ndarray, m: int) -> np.ndarray:
 def test_verdict_withheld_when_eta_sits_at_its_grid_edge(tmp_path: Path) -> None:
     """Failing first (the verdict ignored ``at_grid_edge``): a run simulated with eta = 4,
     fitted on a grid that stops at eta = 1. The fit pins eta at the edge, and the verdict
-    says so instead of reading pi (before: "gap is mostly variance (pi = ...)")."""
+    leads with that flag (before: a plain "gap is mostly variance (pi = ...)")."""
     run = load_run(simulate_run(tmp_path / "run", pi=0.8, eta=4.0, questions=200,
                                 samples=10, seed=3))
     narrow = PiFitOptions(n_particles=4000, tau_grid=(1.0, 1.5, 2.25),
@@ -32,8 +32,8 @@ def test_verdict_withheld_when_eta_sits_at_its_grid_edge(tmp_path: Path) -> None
     model = diag["pi"]["model"]
     assert "eta" in model["at_grid_edge"] and model["eta"]["estimate"] == 1.0
     text = verdict(diag)
-    assert text.startswith("no verdict") and "edge of its grid" in text, text
-    assert "eta = 1" in text and "gap is" not in text
+    assert text.startswith("flagged") and "edge of its grid" in text, text
+    assert "eta = 1" in text and text.index("eta = 1") < text.index("gap is")
 
 
 def test_verdict_given_inside_the_grid(tmp_path: Path) -> None:
