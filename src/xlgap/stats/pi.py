@@ -50,11 +50,11 @@ unrelated ``mu_b`` with spread ``s_b`` (bias).
    * ``"source"``: the source prior as is (the model taken literally);
    * ``"target"``: an empirical-Bayes fit to all of the target's counts.
 
-   ``(tau, eta)`` are searched on a log grid (13 x 13) and ``pi`` profiled out (by
-   bisection for the estimate, on a 101-point grid refined by a parabola in the
-   bootstrap); the per-item log likelihood table makes the bootstrap over items cheap,
-   which gives percentile 95% CIs for all three (the priors are held fixed across
-   replicates). tau and eta both flatten the target and trade off along a ridge, and
+   ``(tau, eta)`` are searched on a log grid (15 x 16: tau 0.5-5, eta 0.125-8) and
+   ``pi`` profiled out (by bisection for the estimate, on a 101-point grid refined by a
+   parabola in the bootstrap); the per-item log likelihood table makes the bootstrap
+   over items cheap, which gives percentile 95% CIs for all three (the priors are held
+   fixed across replicates). tau and eta both flatten the target and trade off along a ridge, and
    where the ridge lies depends on the spread ``s``, which the source answers barely
    identify: their estimates lean on the assumed range of ``s`` and their intervals are
    wide. pi is what the data pin down. Several targets share ``(pi, tau, eta)`` in the
