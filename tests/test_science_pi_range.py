@@ -65,3 +65,50 @@ def test_model_recovers_a_low_pi_with_ten_candidates(pi: float) -> None:
     truth = float(sim.kappa["t1"].mean())
     assert abs(est.pi - truth) <= 0.08
     assert est.pi_ci[0] - 0.02 <= truth <= est.pi_ci[1] + 0.02
+
+
+def _exact_run(tmp_path: Path, pi: float) -> Path:
+    """An exact-mode run: each distribution is the shares of 400 simulated answers
+    (close to the expected softmax an exact run scores)."""
+    from xlgap.runs import RunWriter
+
+    sim = simulate_arrays(pi=pi, questions=150, samples=400, options=4, seed=13)
+    w = RunWriter(tmp_path / "exact", {"model": "toy", "source": "en", "targets": ["t1"],
+                                       "mode": "exact"})
+    w.add_items({"id": f"i{i}", "n_options": 4, "gold": int(sim.gold[i])} for i in range(150))
+    w.add_distributions({"item": f"i{i}", "lang": lang,
+                         "probs": (np.bincount(sim.samples[lang][i], minlength=4) / 400
+                                   ).tolist()}
+                        for lang in ("en", "t1") for i in range(150))
+    return w.dir
+
+
+def test_exact_mode_reports_pi_by_k_eff(tmp_path: Path) -> None:
+    """Exact mode fits distributions as k_eff pseudo-answers: the diagnosis refits at 20
+    and 100 beside the default 50, and the verdict shows them. Fewer pseudo-answers
+    treat the distributions as noisier and pull pi up, so pi falls as k_eff grows."""
+    run = load_run(_exact_run(tmp_path, 0.5))
+    quick = PiFitOptions(n_particles=3000, tau_grid=(1.0, 1.5, 2.25), eta_grid=(1.0, 2.0, 4.0))
+    diag = diagnose(run, n_boot=100, pi_options=quick)
+    sens = diag["pi"]["model"]["k_eff_sensitivity"]
+    assert [r["k_eff"] for r in sens] == [20.0, 50.0, 100.0]
+    assert sens[1]["estimate"] == diag["pi"]["model"]["estimate"]
+    est = [r["estimate"] for r in sens]
+    assert est[0] > est[1] > est[2]
+    assert "by k_eff: 20: " in verdict(diag)
+
+
+def test_verdict_flagged_when_k_eff_changes_it() -> None:
+    """A pi whose class (bias / mixed) differs between k_eff values gets a flagged
+    verdict; one whose class holds is read as usual."""
+    def diag(ci_100: list[float]) -> dict:
+        sens = [{"k_eff": 20.0, "estimate": 0.46, "ci": [0.42, 0.50]},
+                {"k_eff": 50.0, "estimate": 0.34, "ci": [0.30, 0.37]},
+                {"k_eff": 100.0, "estimate": 0.26, "ci": ci_100}]
+        model = {"estimate": 0.34, "ci": [0.30, 0.37], "at_grid_edge": [],
+                 "k_eff_sensitivity": sens}
+        return {"overall": {"agreement": {"estimate": 0.5}}, "pi": {"model": model},
+                "checks": {}}
+
+    assert verdict(diag([0.23, 0.299])).startswith("flagged, the verdict depends on k_eff")
+    assert verdict(diag([0.23, 0.31])).startswith("gap is mixed (pi = 0.34 [0.30, 0.37] (by")

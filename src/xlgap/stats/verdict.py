@@ -62,6 +62,18 @@ def verdict(diag: dict[str, Any]) -> str:
         return ("no verdict: pi was not fitted (model fit off, or too few paired items); "
                 f"run diagnose with the model fit for one{tail}")
     where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    sens = [r for r in model.get("k_eff_sensitivity") or []
+            if r.get("estimate") is not None and r.get("ci") and None not in r["ci"]]
+    if len(sens) > 1:
+        # exact mode: pi is a pseudo-likelihood fit of k_eff answers per distribution
+        where += " (by k_eff: " + ", ".join(
+            f"{r['k_eff']:g}: {r['estimate']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"
+            for r in sens) + ")"
+        kinds = {_share_kind(r["ci"]) for r in sens}
+        if len(kinds) > 1:
+            return ("flagged, the verdict depends on k_eff, the answers an exact "
+                    "distribution counts as (docs/diagnosis.md): "
+                    + _share_verdict(where, ci, tail))
     edges = model.get("at_grid_edge") or []
     if edges:
         # tau and eta trade off along a ridge, so a fit can stop at the grid's edge with pi
@@ -114,8 +126,12 @@ def _worst(shares: dict[str, float | None]) -> tuple[str, float]:
     return max(((k, v) for k, v in shares.items() if v is not None), key=lambda kv: kv[1])
 
 
+def _share_kind(ci: list[float]) -> str:
+    return "variance" if ci[0] >= 0.7 else "bias" if ci[1] <= 0.3 else "mixed"
+
+
 def _share_verdict(where: str, ci: list[float], tail: str) -> str:
-    """The verdict from a variance share's CI (pi, or the L2 curve's share)."""
+    """The verdict from pi's CI."""
     if ci[0] >= 0.7:
         return f"gap is mostly variance ({where}): ensembling helps{tail}"
     if ci[1] <= 0.3:
