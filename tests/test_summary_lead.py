@@ -61,3 +61,16 @@ def test_report_orders_and_labels_the_columns(diag: dict) -> None:
     assert line.startswith("transfer per response 0.412") and "ensembled" in line
     assert transfer_line({"transfer": d["overall"]["transfer"]}).startswith(
         "transfer (ensembled")
+
+
+def test_report_shows_the_l2_share_beside_its_null(diag: dict) -> None:
+    """The simulated run has candidate embeddings: its L2 share and the permutation null
+    are in the file and the run section tabulates them, p at its floor as a bound."""
+    from xlgap.report.sections.run import _l2_share
+
+    share = diag["overall"]["variance_share_l2"]
+    assert share["null"]["n"] > 0 and share["p_floor"] == pytest.approx(1 / 200)
+    (table,) = _l2_share(diag)
+    assert [row[0].text for row in table.rows] == ["t1", "overall"]
+    p = table.rows[-1][3].text
+    assert p == "<= 0.005" if share["p"] <= share["p_floor"] else p == f"{share['p']:.3f}"

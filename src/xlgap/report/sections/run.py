@@ -19,7 +19,6 @@ from xlgap.report.blocks import (
     count_cell,
     metric_columns,
     number_cell,
-    p_cell,
     pct_cell,
 )
 from xlgap.report.discover import Artifact
@@ -151,6 +150,15 @@ def _bias_items(diag: Mapping[str, Any]) -> list[Block]:
                     [Table(["target", "item", "P(variance)"], rows)])]
 
 
+def _perm_p(p: Any, floor: Any) -> Cell:
+    """A permutation p; at its floor (no relabelling as extreme) only the bound is known."""
+    pv, fl = finite(p), finite(floor)
+    if pv is None:
+        return Cell("-", None, num=True)
+    text = f"<= {fl:.3f}" if fl is not None and pv <= fl + 1e-12 else f"{pv:.3f}"
+    return Cell(text, pv, num=True)
+
+
 def _l2_share(diag: Mapping[str, Any]) -> list[Block]:
     """The L2 variance share per pair beside its language-label permutation null (never a
     bias/variance reading: see the verdict)."""
@@ -158,7 +166,7 @@ def _l2_share(diag: Mapping[str, Any]) -> list[Block]:
     scopes = [*((str(t), mapping(p)) for t, p in pairs.items()),
               ("overall", mapping(diag.get("overall")))]
     rows = [[Cell(name), cell(share, 2), cell(mapping(share.get("null")) or None, 2),
-             p_cell(share.get("p"))]
+             _perm_p(share.get("p"), share.get("p_floor"))]
             for name, pair in scopes if (share := mapping(pair.get("variance_share_l2")))
             and value(share) is not None]
     if not rows:
