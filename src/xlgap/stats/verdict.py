@@ -57,7 +57,12 @@ def verdict(diag: dict[str, Any]) -> str:
                     f"({diag.get('l2_embedder')}) with each language's offset left in, "
                     "which counts language and script as bias; rerun diagnose (it removes "
                     "each language's mean) or embed with a language-neutral encoder")
-        return _l2_reading(where, share, tail)
+        # on open items the chi-square drop is over answer texts (every wrong text its
+        # own concept), so the L2 curve's drop is the one that goes with this share
+        l2_drop = (overall.get("ensembling") or {}).get("l2_drop")
+        l2_tail = (f"; pooling all answers removes {l2_drop:.0%} of the one-answer L2 "
+                   "distance" if l2_drop is not None else tail)
+        return _l2_reading(where, share, l2_tail)
     if pi is None:  # pi_mismatch is a heuristic, never the verdict (review finding 4)
         return ("no verdict: pi was not fitted (model fit off, or too few paired items); "
                 f"run diagnose with the model fit for one{tail}")
