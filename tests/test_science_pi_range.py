@@ -20,7 +20,7 @@ def _counts(answers: np.ndarray, m: int) -> np.ndarray:
                     + [(answers == -1).sum(axis=1)], axis=1).astype(float)
 
 
-def test_verdict_withheld_when_eta_sits_at_its_grid_edge(tmp_path: Path) -> None:
+def test_verdict_flagged_when_eta_sits_at_its_grid_edge(tmp_path: Path) -> None:
     """Failing first (the verdict ignored ``at_grid_edge``): a run simulated with eta = 4,
     fitted on a grid that stops at eta = 1. The fit pins eta at the edge, and the verdict
     leads with that flag (before: a plain "gap is mostly variance (pi = ...)")."""
