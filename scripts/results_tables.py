@@ -180,15 +180,32 @@ def open_bmlama(root: Path) -> str:
         return "" if not l2 else f"{l2[0]:.1f} -> {l2[-1]:.1f}"
 
     k = last.get("k")
-    rows = [["accuracy (alias match)",
-             *(_ci(last["accuracy"][c]) if c != "overall" else "" for c in cols)],
-            ["transfer from " + src, *per(lambda d, c: _ci(pair(d, c)["transfer"]), last)],
-            [f"L2 of 1-answer means -> {k}-answer means, last layer", *per(curve, last)],
-            ["variance share of L2, last layer",
-             *per(lambda d, c: _ci(pair(d, c).get("variance_share_l2"), 2), last)]]
+
+    def share(diag: dict[str, Any], c: str) -> str:
+        return _ci(pair(diag, c).get("variance_share_l2"), 2)
+
+    def null(diag: dict[str, Any], c: str) -> str:
+        fig = pair(diag, c).get("variance_share_l2") or {}
+        p, floor = fig.get("p"), fig.get("p_floor")
+        if not fig.get("null") or p is None:
+            return ""
+        pv = f"<= {floor:.3f}" if floor is not None and p <= floor + 1e-12 else f"{p:.2g}"
+        return f"{_ci(fig['null'], 2)}, p {pv}"
+
+    rows = [["accuracy (strict alias match)",
+             *(_ci(last["accuracy"][c]) if c != "overall" else "" for c in cols)]]
+    if (last["overall"].get("response_transfer") or {}).get("estimate") is not None:
+        rows.append(["transfer from " + src + ", per response",
+                     *per(lambda d, c: _ci(pair(d, c)["response_transfer"]), last)])
+    rows += [["transfer from " + src + ", ensembled (mode answers)",
+              *per(lambda d, c: _ci(pair(d, c)["transfer"]), last)],
+             [f"L2 of 1-answer means -> {k}-answer means, last layer (centred)",
+              *per(curve, last)],
+             ["L2 variance share, last layer", *per(share, last)],
+             ["the same, language labels permuted (null)", *per(null, last)]]
     if mid is not None:
-        rows.append(["variance share of L2, layer 9",
-                     *per(lambda d, c: _ci(pair(d, c).get("variance_share_l2"), 2), mid)])
+        rows += [["L2 variance share, layer 9", *per(share, mid)],
+                 ["the same, language labels permuted (null)", *per(null, mid)]]
     return _table(["", *cols], rows)
 
 

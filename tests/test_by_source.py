@@ -129,7 +129,10 @@ def test_pooled_numbers_are_the_groups_parts(capsys, monkeypatch, tmp_path):
     for src, group in result["groups"].items():
         diag = read(out / f"source-{src}" / "diagnosis.json")
         for key in ("transfer", "overall_success", "agreement"):
-            assert group[key] == diag["overall"][key]
+            # recomputed from the run: the same figures as its fresh diagnosis
+            assert group[key]["estimate"] == pytest.approx(diag["overall"][key]["estimate"],
+                                                           abs=1e-6)
+            assert group[key]["n"] == diag["overall"][key]["n"]
         parts = group["transfer_parts"]
         if parts["denominator"]:
             assert group["transfer"]["estimate"] == pytest.approx(
@@ -198,3 +201,25 @@ def test_intervene_refuses_source_item(capsys, monkeypatch, tmp_path):
                            "--source", "item", "--out", str(tmp_path / "iv"))
     assert code == 2 and "one --source" in err and "Traceback" not in err
     assert not (tmp_path / "iv").exists()
+
+
+def test_stratified_bootstrap_and_macro_average():
+    """Two source groups of different sizes, every item of one transferring and every
+    item of the other not. Resampled within groups, each replicate keeps the groups'
+    sizes, so the pooled transfer (weighted by source-correct pairs) cannot move: its CI
+    is the point. The macro average weighs the two groups the same (0.5), not by size."""
+    import numpy as np
+
+    from xlgap.stats.by_source import stratified_summaries
+
+    big = (np.ones((30, 2)), np.ones((30, 2)))  # 60 source-correct pairs, all transfer
+    small = (np.zeros((10, 2)), np.ones((10, 2)))  # 20, none
+    per, pooled, macro = stratified_summaries([big, small], n_boot=200, seed=1)
+    assert [g["estimate"] for g in per] == [1.0, 0.0]
+    assert pooled["estimate"] == pytest.approx(0.75) and pooled["n"] == 80
+    assert pooled["ci"] == pytest.approx([0.75, 0.75])
+    assert macro["estimate"] == pytest.approx(0.5) and macro["ci"] == pytest.approx([0.5, 0.5])
+    # a missing pair leaves both parts (NaN in either)
+    holed = (np.where(np.eye(10, 2) > 0, np.nan, 0.0), np.ones((10, 2)))
+    per2, _, _ = stratified_summaries([holed], n_boot=50)
+    assert per2[0]["n"] == 18

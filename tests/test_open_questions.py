@@ -18,7 +18,12 @@ from xlgap.prompting.templates import PromptBuilder, option_order
 from xlgap.runs import load_run
 from xlgap.sampling import SamplingOptions, make_run
 from xlgap.stats.diagnose import diagnose, verdict
-from xlgap.stats.ensembling import fit_bias_variance, variance_share, vector_curves
+from xlgap.stats.ensembling import (
+    fit_bias_variance,
+    share_parts,
+    variance_share,
+    vector_curves,
+)
 
 # -- the variance share of the L2 distance ----------------------------------------------------
 
@@ -42,7 +47,7 @@ def test_variance_share_recovers_its_truth(bias: float, spread: float, truth: fl
     q, k, d = 200, 10, 16
     src, tgt = simulated_vectors(rng, q, k, d, bias, spread)
     curves = vector_curves(src, tgt, repeats=20, seed=1)
-    share = variance_share(curves["l2sq"], n_boot=200, seed=0)
+    share = variance_share(*share_parts(src, tgt), n_boot=200, seed=0)
     if truth is None:  # both: variance 2 d spread^2 against bias^2
         truth = 2 * d * spread ** 2 / (2 * d * spread ** 2 + bias ** 2)
     assert share["estimate"] == pytest.approx(truth, abs=0.05)

@@ -2,10 +2,14 @@
 
 ECLeKTic asks each question from the language its fact comes from, so a run per source
 group measures transfer from there. :func:`pool_by_source` gathers the groups: per group
-the estimates of its ``diagnosis.json``, and over all groups the pooled transfer
-(sum of the per-item numerators over the sum of the denominators, the way one run pools
-its targets) with overall success and agreement, each with an item-bootstrap CI. Items are
-the resampling unit; every item belongs to exactly one group.
+its estimates, recomputed from its run (a ``diagnosis.json`` left from older answers
+cannot leak in), and over all groups the pooled transfer (sum of the per-item numerators
+over the sum of the denominators, the way one run pools its targets and ECLeKTic pools
+its sources) with overall success and agreement, each with an item-bootstrap CI. The
+pooled figures weigh a group by its source-correct pairs, so ``macro`` gives the mean of
+the per-group figures beside them (every source language weighs the same). Items are the
+resampling unit, resampled within each group (a stratified bootstrap: the groups' sizes
+are fixed by the data set, not drawn); every item belongs to exactly one group.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ import numpy as np
 from xlgap.io import dump_json
 from xlgap.provenance import provenance, tagged
 from xlgap.runs import load_run
-from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci, ratio_with_ci
+from xlgap.stats.bootstrap import (
+    ALPHA,
+    DEFAULT_N_BOOT,
+    percentile_ci,
+    resample_weights,
+    summary,
+)
 from xlgap.stats.diagnose import distribution
 from xlgap.stats.metrics import agreement_per_item, overall_success_per_item, transfer_parts
 
@@ -64,6 +74,60 @@ def _sums(num: np.ndarray, den: np.ndarray) -> dict[str, float]:
     return {"numerator": float(num[ok].sum()), "denominator": float(den[ok].sum())}
 
 
+def _rows(num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item the sums of ``num`` and ``den`` over its entries where both are finite."""
+    ok = np.isfinite(num) & np.isfinite(den)
+    return np.where(ok, num, 0.0).sum(axis=1), np.where(ok, den, 0.0).sum(axis=1)
+
+
+def _ratio(w: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (w @ num) / (w @ den)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def stratified_summaries(groups: list[tuple[np.ndarray, np.ndarray]], *,
+                         n_boot: int = DEFAULT_N_BOOT, seed: int = 0, alpha: float = ALPHA
+                         ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Per group, pooled and macro (mean over groups) ratio ``sum num / sum den``.
+
+    ``groups`` holds each group's ``(Q_g, T_g)`` numerators and denominators (NaN:
+    missing; a mean metric has 1 where defined as its denominator). One bootstrap draws
+    every group's items within the group (``default_rng((seed, g))`` for group g), so a
+    replicate keeps the groups' sizes and the pooled, macro and per-group intervals come
+    from the same draws; ``n`` counts entries with both parts."""
+    rows = [_rows(num, den) for num, den in groups]
+    weights = [resample_weights(rn.size, n_boot, np.random.default_rng((seed, g)))
+               for g, (rn, _) in enumerate(rows)]
+    per_est = [_ratio(np.ones(rn.size), rn, rd) for rn, rd in rows]
+    per_rep = [_ratio(w, rn, rd) for w, (rn, rd) in zip(weights, rows, strict=True)]
+    counts = [int((np.isfinite(n) & np.isfinite(d)).sum()) for n, d in groups]
+    per = [summary(float(e), percentile_ci(r, alpha), c)
+           for e, r, c in zip(per_est, per_rep, counts, strict=True)]
+    all_n = np.concatenate([rn for rn, _ in rows]) if rows else np.zeros(0)
+    all_d = np.concatenate([rd for _, rd in rows]) if rows else np.zeros(0)
+    w_all = np.concatenate(weights, axis=1) if rows else np.zeros((n_boot, 0))
+    pooled = summary(float(_ratio(np.ones(all_n.size), all_n, all_d)),
+                     percentile_ci(_ratio(w_all, all_n, all_d), alpha), sum(counts))
+
+    def macro(vals: list[np.ndarray]) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            stack = np.stack(vals, axis=-1)
+            ok = np.isfinite(stack)
+            return np.where(ok.any(axis=-1), np.nansum(stack, axis=-1)
+                            / np.maximum(ok.sum(axis=-1), 1), np.nan)
+
+    mac = (summary(float(macro([np.asarray(e) for e in per_est])),
+                   percentile_ci(macro(per_rep), alpha), sum(counts)) if rows
+           else summary(float("nan"), (float("nan"), float("nan")), 0))
+    return per, pooled, mac
+
+
+def _mean_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(values)
+    return np.where(ok, values, np.nan), np.where(ok, 1.0, np.nan)
+
+
 def _diagnosis(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "diagnosis.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -73,8 +137,9 @@ def pool_by_source(runs: Mapping[str, str | Path], *, n_boot: int = DEFAULT_N_BO
                    ) -> dict[str, Any]:
     """``by_source.json`` of the runs ``source language -> run directory`` (see
     docs/run-format.md): per group its run, item count, targets, source accuracy, and
-    overall transfer, overall success and agreement from its ``diagnosis.json`` (null
-    where it has none) with the transfer parts; ``pooled``: the same over all items."""
+    transfer, overall success and agreement recomputed from its run, with the transfer
+    parts (its verdict and source accuracy from its ``diagnosis.json``, null where it has
+    none); ``pooled``: the same over all items; ``macro``: the mean over groups."""
     groups: dict[str, Any] = {}
     parts: dict[str, list[np.ndarray]] = {key: [] for key in PARTS}
     for src, run_dir in runs.items():
@@ -82,24 +147,28 @@ def pool_by_source(runs: Mapping[str, str | Path], *, n_boot: int = DEFAULT_N_BO
         for key in PARTS:
             parts[key].append(per[key])
         diag = _diagnosis(Path(run_dir))
-        overall = diag.get("overall") or {}
         groups[src] = {"run": Path(run_dir).name, "n_items": int(per["transfer_num"].shape[0]),
                        "targets": targets,
                        "source_accuracy": (diag.get("accuracy") or {}).get(src),
-                       **{key: overall.get(key)
-                          for key in ("transfer", "overall_success", "agreement")},
                        "transfer_parts": _sums(per["transfer_num"], per["transfer_den"]),
                        "verdict": diag.get("verdict")}
-    stacked = {key: _stack_rows(v) for key, v in parts.items()}
-    num, den = stacked["transfer_num"], stacked["transfer_den"]
-    pooled = {"n_items": int(num.shape[0]),
-              "transfer": ratio_with_ci(num, den, n_boot=n_boot, seed=seed),
-              "transfer_parts": _sums(num, den),
-              "overall_success": mean_with_ci(stacked["overall_success"], n_boot=n_boot,
-                                              seed=seed),
-              "agreement": mean_with_ci(stacked["agreement"], n_boot=n_boot, seed=seed)}
+    metrics = {"transfer": list(zip(parts["transfer_num"], parts["transfer_den"],
+                                    strict=True)),
+               **{key: [_mean_parts(v) for v in parts[key]]
+                  for key in ("overall_success", "agreement")}}
+    pooled: dict[str, Any] = {"n_items": sum(g["n_items"] for g in groups.values())}
+    macro: dict[str, Any] = {}
+    for key, arms in metrics.items():
+        per_group, pooled[key], macro[key] = stratified_summaries(arms, n_boot=n_boot,
+                                                                  seed=seed)
+        for g, entry in zip(groups.values(), per_group, strict=True):
+            g[key] = entry
+    pooled["transfer_parts"] = {
+        k: sum(g["transfer_parts"][k] for g in groups.values())
+        for k in ("numerator", "denominator")}
     return tagged(FORMAT, {"sources": list(groups), "groups": groups, "pooled": pooled,
-                           "n_boot": n_boot, "seed": seed,
+                           "macro": macro, "n_boot": n_boot, "seed": seed,
+                           "bootstrap": "items resampled within each source group",
                            "provenance": provenance(runs={k: str(v) for k, v in runs.items()})})
 
 
@@ -116,6 +185,8 @@ def format_by_source(result: dict[str, Any]) -> str:
     lines = [f"{'source':<10} {'items':>6}  {'transfer':<24} {'overall success':<24} "
              f"{'agreement':<24}"]
     rows = [*result["groups"].items(), ("pooled", result["pooled"])]
+    if result.get("macro"):
+        rows.append(("macro", {"n_items": result["pooled"]["n_items"], **result["macro"]}))
     for name, row in rows:
         lines.append(f"{name:<10} {row['n_items']:>6}  {fmt(row.get('transfer')):<24} "
                      f"{fmt(row.get('overall_success')):<24} {fmt(row.get('agreement')):<24}")

@@ -6,7 +6,8 @@ agreement, ECLeKTic overall success and transfer, chi-square and L2 distances, t
 ensembling curve and both pi estimates, the same pooled over all targets, and source
 confidence against agreement. Every mean comes with a 95% percentile bootstrap CI over
 items. :func:`diagnose_dir` also writes ``diagnosis.json`` (plots are drawn by the CLI);
-:func:`format_summary` renders the dict as a short text report with a one-line verdict.
+:func:`format_summary` renders the dict as a short text report with a one-line verdict
+(both in :mod:`xlgap.stats.verdict`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ from xlgap.runs import Run, load_run
 from xlgap.sampling import open_answer_summary
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
+    L2_NULL_PERMUTATIONS,
+    candidate_vectors,
+    combined_parts,
     per_item_curves,
+    permuted_share_parts,
     samples_from_probs,
+    share_parts,
     summarise_curves,
     variance_share,
     vector_curves,
@@ -50,6 +56,12 @@ from xlgap.stats.pairs import (
     summarise,
 )
 from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model
+from xlgap.stats.verdict import format_summary, verdict
+
+__all__ = ["EXACT_K", "FORMAT", "LIKELY_BIAS_LISTED", "MISMATCH", "OTHER_SHARE_LIMIT",
+           "centre_by_language", "diagnose", "diagnose_dir", "distribution",
+           "format_summary", "pair_metrics", "run_provenance", "summarise_pair", "verdict",
+           "verdict_checks", "write_diagnosis"]
 
 FORMAT = "diagnosis"  # the format tag of diagnosis.json
 EXACT_K = 20  # answers drawn per distribution for exact-mode ensembling curves
@@ -182,6 +194,7 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     pairs: dict[str, Any] = {}
     per_pair: dict[str, dict[str, Part | None]] = {}
     curves: dict[str, dict[str, np.ndarray | None]] = {}
+    shares: dict[str, tuple[np.ndarray, ...] | None] = {}
     src_answers = _answers(run, src, seed)
     iterator: Any = targets
     if progress:
@@ -196,9 +209,10 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
         per_pair[t] = per
         pairs[t] = summarise_pair(per, n_boot, seed, mismatch_ok=mismatch_ok)
         pairs[t]["ensembling"] = summarise_curves(curves[t])
-        l2sq = curves[t].get("l2sq")
-        pairs[t]["variance_share_l2"] = (None if l2sq is None else
-                                         variance_share(l2sq, n_boot=n_boot, seed=seed))
+        shares[t] = _share_parts(run, emb, vectors, src_answers, _answers(run, t, seed + 1),
+                                 t, seed)
+        pairs[t]["variance_share_l2"] = (None if shares[t] is None else variance_share(
+            *shares[t], n_boot=n_boot, seed=seed))
         chi2 = per["chi2"]
         assert chi2 is not None
         pairs[t]["n_items"] = int(np.isfinite(chi2.num).sum())
@@ -210,9 +224,9 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
               np.concatenate([curves[t][key] for t in targets]))  # type: ignore[misc]
         for key in ("chi2", "l2")})
     overall["variance_share_l2"] = (
-        None if curves[targets[0]].get("l2sq") is None else variance_share(
-            np.stack([curves[t]["l2sq"] for t in targets], axis=1), n_boot=n_boot,
-            seed=seed))
+        None if any(shares[t] is None for t in targets) else variance_share(
+            *(np.stack([shares[t][i] for t in targets], axis=-1)  # type: ignore[index]
+              for i in range(4)), n_boot=n_boot, seed=seed))
 
     conf = confidence_per_item(dists[src])
     agree = stacked["agreement"]
@@ -249,6 +263,27 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     # The verdict in words goes with the numbers: readers show it, never recompute it.
     result["verdict"] = verdict(result)
     return result
+
+
+def _share_parts(run: Run, emb: np.ndarray | None, vectors: dict[str, np.ndarray] | None,
+                 src_answers: np.ndarray, tgt_answers: np.ndarray, t: str, seed: int
+                 ) -> tuple[np.ndarray, ...] | None:
+    """The L2 share's per-item parts of one pair and their language-label permutations
+    (``var, bias2, null_var, null_bias2``), from open items' answer vectors where there
+    are some, else from the candidates' embeddings; None without either."""
+    sides = []
+    if vectors is not None:
+        sides.append((vectors[run.source], vectors[t]))
+    if emb is not None:
+        sides.append((candidate_vectors(src_answers, emb, run.n_options),
+                      candidate_vectors(tgt_answers, emb, run.n_options)))
+    if not sides:
+        return None
+    obs = combined_parts([share_parts(a, b) for a, b in sides])
+    null = combined_parts([permuted_share_parts(a, b, L2_NULL_PERMUTATIONS, seed)
+                           for a, b in sides])
+    assert obs is not None and null is not None
+    return (*obs, *null)
 
 
 def centre_by_language(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -339,6 +374,7 @@ def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: b
     out = fit.as_dict()
     if run.mode == "exact":
         out["method"] += f"; exact distributions fitted as expected counts of {opts.k_eff:g}"
+        out["k_eff_sensitivity"] = _k_eff_sensitivity(run, targets, opts, out)
     for t, est in fit.targets.items():
         if est is None or out["targets"].get(t) is None:
             continue
@@ -349,6 +385,30 @@ def _fit_model(run: Run, targets: list[str], n_boot: int, seed: int, progress: b
         out["targets"][t]["likeliest_bias_items"] = [
             {"id": run.item_ids[i], "p_variance": float(post[i])} for i in order if ok[i]]
     return out
+
+
+K_EFF_CHECKS = (20.0, 100.0)  # exact mode: pi refitted with these pseudo-counts too
+K_EFF_BOOT = 200  # bootstrap replicates of those refits (a sensitivity, not the estimate)
+
+
+def _k_eff_sensitivity(run: Run, targets: list[str], opts: PiFitOptions,
+                       main: dict[str, Any]) -> list[dict[str, Any]]:
+    """The overall pi of an exact-mode run at other ``k_eff`` (how many answers a
+    distribution counts as): the fit is a pseudo-likelihood, and on bmlama-exact pi moves
+    from 0.46 (20) through 0.34 (50) to 0.26 (100), enough to change a verdict."""
+    rows = [{"k_eff": opts.k_eff, "estimate": main.get("estimate"), "ci": main.get("ci"),
+             "at_grid_edge": main.get("at_grid_edge") or []}]
+    for k in K_EFF_CHECKS:
+        if k == opts.k_eff:
+            continue
+        o = PiFitOptions(**{**opts.__dict__, "k_eff": k, "n_boot": min(opts.n_boot,
+                                                                        K_EFF_BOOT)})
+        fit = fit_pi_model(counts_from_probs(run.probs[run.source], k),
+                           {t: counts_from_probs(run.probs[t], k) for t in targets},
+                           run.n_options, options=o).as_dict()
+        rows.append({"k_eff": k, "estimate": fit.get("estimate"), "ci": fit.get("ci"),
+                     "at_grid_edge": fit.get("at_grid_edge") or []})
+    return sorted(rows, key=lambda r: r["k_eff"])
 
 
 def diagnose_dir(run_dir: str | os.PathLike[str], **kw: Any) -> dict[str, Any]:
@@ -375,131 +435,3 @@ def _rounded(obj: Any, digits: int = 6) -> Any:
     if isinstance(obj, list | tuple):
         return [_rounded(v, digits) for v in obj]
     return obj
-
-
-# --------------------------------------------------------------------------------------
-# text summary
-
-
-def _fmt(entry: dict[str, Any] | None, digits: int = 3) -> str:
-    if not entry or entry.get("estimate") is None:
-        return "-"
-    est, (lo, hi) = entry["estimate"], entry["ci"]
-    if lo is None or hi is None:
-        return f"{est:.{digits}f}"
-    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def verdict(diag: dict[str, Any]) -> str:
-    """One line: is the gap mostly variance, mostly bias, mixed, or is there little gap?"""
-    overall = diag["overall"]
-    agree = (overall.get("agreement") or {}).get("estimate")
-    drop = (overall.get("ensembling") or {}).get("drop")
-    model = (diag.get("pi") or {}).get("model") or {}
-    pi, ci = model.get("estimate"), model.get("ci")
-    tail = f"; ensembling removes {drop:.0%} of the one-answer distance" if drop is not None else ""
-    checks = diag.get("checks") or {}
-    if checks.get("mostly_other"):
-        lang, share = _worst(checks["other_share"])
-        return (f"no verdict: most answers name no candidate ({share:.0%} in {lang}), "
-                "so source and target answers cannot be compared; check the prompt format "
-                "or score the candidates (--exact)")
-    if checks.get("mostly_no_answer"):
-        lang, share = _worst(checks["no_answer_share"])
-        return (f"no verdict: most answers to the open questions are empty or unparseable "
-                f"({share:.0%} in {lang}); check the prompt format and --max-new-tokens")
-    if checks and not checks.get("source_above_chance", True):
-        acc = diag["accuracy"].get(diag["source"]) or {}
-        return (f"no verdict: the source is not above chance (accuracy {_fmt(acc)} against "
-                f"{checks.get('chance_accuracy', float('nan')):.2f} by guessing), so there is "
-                "no knowledge to transfer and no gap to explain")
-    if agree is not None and agree >= 0.95:
-        return f"little gap: source and target modes agree on {agree:.0%} of items{tail}"
-    share = (overall.get("variance_share_l2") or {})
-    if pi is None and share.get("estimate") is not None and None not in share["ci"]:
-        lo, hi = share["ci"]
-        where = (f"variance share of the L2 distance = {share['estimate']:.2f} "
-                 f"[{lo:.2f}, {hi:.2f}], mean over targets")
-        if not _l2_language_neutral(diag):
-            return (f"no verdict: the {where} comes from the model's own embeddings "
-                    f"({diag.get('l2_embedder')}) with each language's offset left in, "
-                    "which counts language and script as bias; rerun diagnose (it removes "
-                    "each language's mean) or embed with a language-neutral encoder")
-        return _share_verdict(where, [lo, hi], tail)
-    if pi is None:  # pi_mismatch is a heuristic, never the verdict (review finding 4)
-        return ("no verdict: pi was not fitted (model fit off, or too few paired items); "
-                f"run diagnose with the model fit for one{tail}")
-    where = f"pi = {pi:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"
-    return _share_verdict(where, ci, tail)
-
-
-def _l2_language_neutral(diag: dict[str, Any]) -> bool:
-    """Whether the L2 share was measured where languages share one space: language-centred
-    answer vectors, candidate embeddings shared by every language, or a named embedder
-    other than the model's own (``self:``)."""
-    if diag.get("l2_centred") or str(diag.get("l2_space") or "").startswith("candidate"):
-        return True
-    embedder = diag.get("l2_embedder")
-    return bool(embedder) and not str(embedder).startswith("self")
-
-
-def _worst(shares: dict[str, float | None]) -> tuple[str, float]:
-    return max(((k, v) for k, v in shares.items() if v is not None), key=lambda kv: kv[1])
-
-
-def _share_verdict(where: str, ci: list[float], tail: str) -> str:
-    """The verdict from a variance share's CI (pi, or the L2 curve's share)."""
-    if ci[0] >= 0.7:
-        return f"gap is mostly variance ({where}): ensembling helps{tail}"
-    if ci[1] <= 0.3:
-        return (f"gap is mostly bias ({where}): the target answers around other beliefs, "
-                f"ensembling will not close it{tail}")
-    return (f"gap is mixed ({where}): ensembling closes the variance part only, the rest "
-            f"needs the target's beliefs fixed{tail}")
-
-
-def format_summary(diag: dict[str, Any]) -> str:
-    """A short human-readable report of a diagnosis dict."""
-    lines = [f"xlgap diagnosis: {diag.get('model') or 'run'} ({diag['mode']} mode, "
-             f"{diag['n_items']} items, source {diag['source']})", ""]
-    lines.append(f"{'language':<10} {'accuracy':<24} {'mode accuracy':<24}")
-    for lang, acc in diag["accuracy"].items():
-        mark = " (source)" if lang == diag["source"] else ""
-        lines.append(f"{lang:<10} {_fmt(acc):<24} "
-                     f"{_fmt(diag['mode_accuracy'].get(lang)):<24}{mark}")
-    lines.append("")
-    checks = diag.get("checks") or {}
-    for key, label in (("other_share", "answers naming no candidate"),
-                       ("no_answer_share", "open answers empty or unparseable")):
-        shares = {lang: v for lang, v in (checks.get(key) or {}).items() if v is not None}
-        if shares:
-            lines.append(f"{label}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
-    lines.append("")
-    head = (f"{'pair':<10} {'agreement':<24} {'transfer':<24} {'chi2':<24} {'drop':>5} "
-            f"{'pi(mism)':>8} {'pi(model)':>22} {'var. share (L2)':>22}")
-    lines.append(head)
-    rows = [(f"{diag['source']}-{t}", diag["pairs"][t]) for t in diag["targets"]]
-    rows.append(("overall", {**diag["overall"],
-                             "pi_model": (diag.get("pi") or {}).get("model")}))
-    for name, pair in rows:
-        drop = (pair.get("ensembling") or {}).get("drop")
-        pim = pair.get("pi_mismatch")
-        model = pair.get("pi_model")
-        lines.append(
-            f"{name:<10} {_fmt(pair.get('agreement')):<24} {_fmt(pair.get('transfer')):<24} "
-            f"{_fmt(pair.get('chi2')):<24} "
-            f"{(f'{drop:.2f}' if drop is not None else '-'):>5} "
-            f"{(f'{pim:.3f}' if pim is not None else '-'):>8} "
-            f"{(_fmt(model, 2) if model else '-'):>22} "
-            f"{_fmt(pair.get('variance_share_l2'), 2):>22}")
-    model = (diag.get("pi") or {}).get("model")
-    if model and model.get("tau"):
-        lines.append("")
-        lines.append(f"model fit: tau = {_fmt(model['tau'], 2)}, eta = {_fmt(model['eta'], 2)}"
-                     " (tau and eta trade off; pi is the well-determined quantity)")
-    for w in diag.get("warnings") or []:
-        lines.append(f"warning: {w}")
-    lines.append("")
-    lines.append("verdict: " + verdict(diag))
-    return "\n".join(lines)
-

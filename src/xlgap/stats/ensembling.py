@@ -166,62 +166,199 @@ def fit_bias_variance(curve: np.ndarray) -> tuple[float, float]:
     return float(bias2), float(variance)
 
 
-def variance_share(l2sq: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                   alpha: float = 0.05) -> dict[str, Any]:
-    """The variance share of the one-answer squared L2 distance, from the ensembling curve.
+L2_NULL_PERMUTATIONS = 199  # language-label permutations behind the L2 share's null
 
-    The mean over items of the squared distance between k-answer means falls as
-    ``bias^2 + variance / k``: pooling answers averages the spread away and keeps the
-    distance between the centres. Both are fitted to the curve (least squares in 1/k);
-    the share is ``variance / (variance + bias^2)`` (bias^2 clipped at 0; a curve from a
-    finite set of K answers without replacement keeps this form, since its finite-
-    population term is linear in 1/k too). CI: percentile bootstrap over items.
 
-    ``l2sq`` is ``(Q, K)`` or ``(Q, T, K)`` per (item, target); NaN rows are left out. With
-    several targets each target's share is fitted on its own curve and the estimate is
-    their mean (every target weighs the same; a pooled curve would be dominated by the
-    targets whose answers lie farthest away); ``per_target`` lists them. The bootstrap
-    resamples items once for all targets. The share is a share of squared distance summed
-    over the embedding's dimensions, not a share of items.
+def share_parts(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per item the two terms of the squared L2 curve ``bias2 + variance / k``.
+
+    ``source`` and ``target`` are ``(Q, K, d)`` answer vectors (a NaN row: no answer).
+    With ``n`` answers on a side, ``v`` the trace of their covariance (ddof 1) and ``m``
+    their mean, ``variance = v_s + v_t`` (the one-answer spread) and ``bias2 = |m_s -
+    m_t|^2 - v_s / n_s - v_t / n_t`` (an unbiased estimate of the squared distance
+    between the centres). The curve of k-answer subsets drawn without replacement has
+    exactly this form (``|m_s - m_t|^2 + (v_s + v_t)(1/k - 1/K)``), so these are what a
+    least-squares fit of the curve converges to as its random subsets grow. NaN where a
+    side has fewer than two answers.
     """
-    arr = np.asarray(l2sq, dtype=np.float64)
-    if arr.ndim == 2:
-        arr = arr[:, None, :]
-    ok = np.isfinite(arr).all(axis=-1)  # (Q, T)
-    vals = np.where(ok[..., None], arr, 0.0)  # (Q, T, K)
-    keep = ok.any(axis=1)
-    empty = {"estimate": None, "ci": [None, None], "bias2": None, "variance": None,
-             "n": 0, "per_target": [None] * arr.shape[1]}
+    src = np.asarray(source, dtype=np.float64)
+    tgt = np.asarray(target, dtype=np.float64)
+    if src.ndim != 3 or tgt.ndim != 3 or src.shape[0] != tgt.shape[0] \
+            or src.shape[2] != tgt.shape[2]:
+        raise DataError(f"L2 share: answer vectors must be (Q, K, d) with one Q and d, got "
+                        f"{src.shape} and {tgt.shape}")
+
+    def side(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        has = np.isfinite(x).all(axis=2)
+        n = has.sum(axis=1)
+        z = np.where(has[..., None], x, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = z.sum(axis=1) / n[:, None]
+            v = (((z - m[:, None]) ** 2).sum(axis=2) * has).sum(axis=1) / (n - 1)
+        return n, m, v
+
+    ns, ms, vs = side(src)
+    nt, mt, vt = side(tgt)
+    ok = (ns >= 2) & (nt >= 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bias2 = ((ms - mt) ** 2).sum(axis=1) - vs / ns - vt / nt
+    return np.where(ok, vs + vt, np.nan), np.where(ok, bias2, np.nan)
+
+
+def permuted_share_parts(source: np.ndarray, target: np.ndarray, n_perm: int, seed: int = 0
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_perm, Q)`` :func:`share_parts` with the language labels permuted within items.
+
+    Each item's source and target answers are pooled and ``n_s`` of them, drawn at
+    random, called the source: the parts the data would give if the target's answers
+    were exchangeable with the source's (same beliefs, same spread, same place in the
+    space). Computed from each item's Gram matrix, so no vector is copied per draw.
+    """
+    src = np.asarray(source, dtype=np.float64)
+    tgt = np.asarray(target, dtype=np.float64)
+    x = np.concatenate([src, tgt], axis=1)  # (Q, 2K, d)
+    has = np.isfinite(x).all(axis=2)
+    z = np.where(has[..., None], x, 0.0)
+    gram = np.einsum("qid,qjd->qij", z, z)
+    sq = np.einsum("qii->qi", gram)
+    n_s = np.isfinite(src).all(axis=2).sum(axis=1)
+    n_t = has.sum(axis=1) - n_s
+    ok = (n_s >= 2) & (n_t >= 2)
+    rng = np.random.default_rng(seed)
+    var = np.full((n_perm, src.shape[0]), np.nan)
+    bias2 = np.full((n_perm, src.shape[0]), np.nan)
+    ns_, nt_ = np.maximum(n_s, 1)[:, None], np.maximum(n_t, 1)[:, None]
+    for b in range(n_perm):
+        keys = np.where(has, rng.random(has.shape), np.inf)
+        rank = keys.argsort(axis=1).argsort(axis=1)
+        in_s = has & (rank < n_s[:, None])
+        in_t = has & ~in_s
+        a, c = in_s / ns_, in_t / nt_
+        ga, gc = np.einsum("qij,qj->qi", gram, a), np.einsum("qij,qj->qi", gram, c)
+        mss, mtt, mst = (a * ga).sum(1), (c * gc).sum(1), (a * gc).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vs = ((sq * in_s).sum(1) - n_s * mss) / (n_s - 1)
+            vt = ((sq * in_t).sum(1) - n_t * mtt) / (n_t - 1)
+            var[b] = np.where(ok, vs + vt, np.nan)
+            bias2[b] = np.where(ok, mss + mtt - 2 * mst - vs / n_s - vt / n_t, np.nan)
+    return var, bias2
+
+
+def candidate_vectors(answers: np.ndarray, embeddings: np.ndarray,
+                      n_options: np.ndarray) -> np.ndarray:
+    """``(Q, K, d)`` vectors of ``(Q, K)`` answer concepts: a candidate's embedding
+    (``embeddings`` ``(Q, M_max, d)``), NaN for an answer naming no candidate or missing
+    (the curves' L2 renormalises over candidates the same way)."""
+    a = np.asarray(answers, dtype=np.int64)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ok = (a >= 0) & (a < np.asarray(n_options)[:, None]) & (a < emb.shape[1])
+    vec = np.take_along_axis(emb, np.where(ok, a, 0)[..., None], axis=1)
+    return np.where(ok[..., None], vec, np.nan)
+
+
+def combined_parts(parts: list[tuple[np.ndarray, np.ndarray] | None]
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per item the first of several :func:`share_parts` (same shapes) that is finite
+    there: open items' answer vectors before candidate embeddings."""
+    got = [p for p in parts if p is not None]
+    if not got:
+        return None
+    var, bias2 = (np.array(x, dtype=np.float64) for x in got[0])
+    for v, b in got[1:]:
+        fill = ~(np.isfinite(var) & np.isfinite(bias2))
+        var, bias2 = np.where(fill, v, var), np.where(fill, b, bias2)
+    return var, bias2
+
+
+def _shares(var: np.ndarray, bias2: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per target ``variance / (variance + max(bias2, 0))`` of item-weighted means.
+
+    ``var`` and ``bias2`` are ``(..., Q, T)``, ``w`` is ``(Q,)`` or ``(B, Q)`` item weights."""
+    ok = np.isfinite(var) & np.isfinite(bias2)
+    v, b = np.where(ok, var, 0.0), np.where(ok, bias2, 0.0)
+    sub = "q,...qt->...t" if w.ndim == 1 else "bq,bqt->bt"
+    n = np.einsum(sub, w, ok.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mv, mb = np.einsum(sub, w, v) / n, np.einsum(sub, w, b) / n
+        share = mv / (mv + np.maximum(mb, 0.0))
+    return np.clip(np.where(n > 0, share, np.nan), 0.0, 1.0)
+
+
+def _mean(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis (targets), NaN skipped (every target weighs the same)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no target with a share
+        return np.nanmean(x, axis=-1)
+
+
+def variance_share(var: np.ndarray, bias2: np.ndarray, null_var: np.ndarray | None = None,
+                   null_bias2: np.ndarray | None = None, *, n_boot: int = DEFAULT_N_BOOT,
+                   seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """The variance share of the one-answer squared L2 distance, against its null.
+
+    ``var`` and ``bias2`` are :func:`share_parts` per item, ``(Q,)`` or ``(Q, T)`` per
+    (item, target). Per target the share is ``variance / (variance + bias2)`` of their
+    means over items (bias2 clipped at 0): the part of the one-answer squared distance
+    that pooling answers removes. The estimate is the mean of the per-target shares (each
+    target weighs the same; ``per_target`` lists them); CI: percentile bootstrap over
+    items (all targets resampled together).
+
+    The share is of squared distance summed over the embedding's dimensions, not a share
+    of items, and anything that sets the languages' answers apart in the space counts
+    against it, a different scale or orientation of a language's answers as much as other
+    beliefs. So it is read against ``null``: the same share with the language labels
+    permuted within items (``null_var``, ``null_bias2``: ``(P, Q[, T])`` from
+    :func:`permuted_share_parts`), i.e. what these answers give when the target's are
+    exchangeable with the source's; ``null.estimate`` is its mean, ``null.ci`` its central
+    95% range, and ``p`` (one-sided, floor ``p_floor``) how often a relabelling gives a
+    share as low as the observed one.
+    """
+    v = np.asarray(var, dtype=np.float64)
+    b = np.asarray(bias2, dtype=np.float64)
+    if v.ndim == 1:
+        v, b = v[:, None], b[:, None]
+    keep = (np.isfinite(v) & np.isfinite(b)).any(axis=1)
+    n_targets = v.shape[1]
+    out: dict[str, Any] = {"estimate": None, "ci": [None, None], "bias2": None,
+                           "variance": None, "n": 0, "per_target": [None] * n_targets,
+                           "null": None, "p": None, "p_floor": None}
     if not keep.any():
-        return empty
-    vals, ok = vals[keep], ok[keep].astype(np.float64)
-
-    def shares(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per target (share, bias2, variance) with item weights ``w``."""
-        total = np.einsum("q,qtk->tk", w, vals)
-        n = w @ ok
-        out = np.full((3, total.shape[0]), np.nan)
-        for t in range(total.shape[0]):
-            if n[t] > 0:
-                bias2, var = fit_bias_variance(total[t] / n[t])
-                denom = var + max(bias2, 0.0)
-                share = var / denom if denom > 0 else float("nan")
-                out[:, t] = [min(max(share, 0.0), 1.0), bias2, var]
-        return out[0], out[1], out[2]
-
-    def mean(x: np.ndarray) -> float:
-        return float(np.mean(x[np.isfinite(x)])) if np.isfinite(x).any() else float("nan")
-
-    est, bias2, var = shares(np.ones(vals.shape[0]))
-
-    w = item_counts(vals.shape[0], n_boot, seed)
-    reps = np.array([mean(shares(wi)[0]) for wi in w])
+        return out
+    v, b = v[keep], b[keep]
+    ones = np.ones(v.shape[0])
+    est = _shares(v, b, ones)
+    reps = _mean(_shares(np.broadcast_to(v, (n_boot, *v.shape)),
+                         np.broadcast_to(b, (n_boot, *b.shape)),
+                         item_counts(v.shape[0], n_boot, seed)))
     reps = reps[np.isfinite(reps)]
-    lo, hi = (np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if reps.size
-              else (float("nan"), float("nan")))
-    return {"estimate": finite(mean(est)), "ci": [finite(float(lo)), finite(float(hi))],
-            "bias2": finite(mean(bias2)), "variance": finite(mean(var)),
-            "n": int(ok.sum()), "per_target": [finite(float(x)) for x in est]}
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    lo, hi = np.percentile(reps, q) if reps.size else (np.nan, np.nan)
+    ok = np.isfinite(v) & np.isfinite(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mv = np.nanmean(np.where(ok, v, np.nan), axis=0)
+        mb = np.nanmean(np.where(ok, b, np.nan), axis=0)
+    estimate = float(_mean(est))
+    out.update({"estimate": finite(estimate), "ci": [finite(float(lo)), finite(float(hi))],
+                "bias2": finite(float(_mean(mb))), "variance": finite(float(_mean(mv))),
+                "n": int(ok.sum()), "per_target": [finite(float(x)) for x in est]})
+    if null_var is not None and null_bias2 is not None and np.isfinite(estimate):
+        nv = np.asarray(null_var, dtype=np.float64)
+        nb = np.asarray(null_bias2, dtype=np.float64)
+        if nv.ndim == 2:
+            nv, nb = nv[..., None], nb[..., None]
+        null = _mean(_shares(nv[:, keep], nb[:, keep], ones))
+        null = null[np.isfinite(null)]
+        if null.size:
+            nlo, nhi = np.percentile(null, q)
+            out["null"] = {"estimate": finite(float(null.mean())),
+                           "ci": [finite(float(nlo)), finite(float(nhi))],
+                           "n": int(null.size), "method": "language labels permuted "
+                           "within items"}
+            # add-one: the observed labelling is one of the permutations
+            out["p"] = float((1 + np.sum(null <= estimate + 1e-12)) / (null.size + 1))
+            out["p_floor"] = float(1 / (null.size + 1))
+    return out
 
 
 def summarise_curves(curves: dict[str, np.ndarray | None]) -> dict[str, Any]:

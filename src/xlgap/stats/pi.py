@@ -50,11 +50,11 @@ unrelated ``mu_b`` with spread ``s_b`` (bias).
    * ``"source"``: the source prior as is (the model taken literally);
    * ``"target"``: an empirical-Bayes fit to all of the target's counts.
 
-   ``(tau, eta)`` are searched on a log grid (13 x 13) and ``pi`` profiled out (by
-   bisection for the estimate, on a 101-point grid refined by a parabola in the
-   bootstrap); the per-item log likelihood table makes the bootstrap over items cheap,
-   which gives percentile 95% CIs for all three (the priors are held fixed across
-   replicates). tau and eta both flatten the target and trade off along a ridge, and
+   ``(tau, eta)`` are searched on a log grid (15 x 16: tau 0.5-5, eta 0.125-8) and
+   ``pi`` profiled out (by bisection for the estimate, on a 101-point grid refined by a
+   parabola in the bootstrap); the per-item log likelihood table makes the bootstrap
+   over items cheap, which gives percentile 95% CIs for all three (the priors are held
+   fixed across replicates). tau and eta both flatten the target and trade off along a ridge, and
    where the ridge lies depends on the spread ``s``, which the source answers barely
    identify: their estimates lean on the assumed range of ``s`` and their intervals are
    wide. pi is what the data pin down. Several targets share ``(pi, tau, eta)`` in the
@@ -65,7 +65,8 @@ unrelated ``mu_b`` with spread ``s_b`` (bias).
    counts ``k_eff * p`` (``k_eff`` = 50 by default), i.e. as if 50 answers had been drawn.
    A multinomial likelihood of fractional counts is a pseudo-likelihood; smaller
    ``k_eff`` treats the distributions as noisier and pulls pi up (measured on simulated
-   distributions at pi = 0.5: +0.06 with 20, +0.03 with 50, +0.015 with 100).
+   distributions at pi = 0.5, M = 4: +0.06 with 20, +0.03 with 50, +0.015 with 100; at
+   pi = 0.3, M = 10: +0.09, +0.05, +0.025). The diagnosis refits at 20 and 100 as well.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ class PiFitOptions:
     n_particles: int = 16000
     n_eps: int = 64  # quasi-Monte Carlo points for E[softmax z]
     n_post: int = 192  # particles resampled from each source posterior
-    tau_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.8, 4.0, 13).round(4))
-    eta_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.5, 8.0, 13).round(4))
+    tau_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.5, 5.0, 15).round(4))
+    eta_grid: tuple[float, ...] = tuple(float(x) for x in np.geomspace(0.125, 8.0, 16).round(4))
     pi_points: int = 101
     n_boot: int = DEFAULT_N_BOOT
     alpha: float = 0.05

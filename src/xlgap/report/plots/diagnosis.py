@@ -6,8 +6,9 @@ touches pyplot's global state or needs a display.
 * ``ensembling.png``: source-target chi-square (and L2) distance against ensemble size,
   one line per target plus the pooled curve;
 * ``confidence.png``: source-target agreement per bin of source confidence, with counts;
-* ``accuracy.png``: heatmap of languages x metrics (accuracy, mode accuracy, agreement
-  with the source, overall success, transfer);
+* ``accuracy.png``: heatmap of languages x metrics (accuracy, mode accuracy, then per
+  response transfer, agreement and success where the file has them, then the
+  ensembled (mode-based) ones);
 * ``pi.png``: pi per target and pooled, model estimate with its CI next to the mismatch
   heuristic.
 """
@@ -75,16 +76,26 @@ def draw_confidence(diag: dict[str, Any]) -> Any:
     return fig
 
 
+PAIR_COLUMNS = (("response_transfer", "transfer\n(per response)"),
+                ("response_agreement", "agreement\n(per response)"),
+                ("response_success", "success\n(per response)"),
+                ("transfer", "transfer\n(ensembled)"), ("agreement", "agreement\n(ensembled)"),
+                ("overall_success", "success\n(ensembled)"))
+
+
 def draw_accuracy(diag: dict[str, Any]) -> Any:
     langs = [diag["source"], *diag["targets"]]
-    metrics = ["accuracy", "mode accuracy", "agreement", "overall success", "transfer"]
+    # per-response pair metrics first where the file has them; mode-based ones are ensembles
+    pair_keys = [(key, label) for key, label in PAIR_COLUMNS
+                 if any((p or {}).get(key) for p in diag["pairs"].values())]
+    metrics = ["accuracy", "mode accuracy", *(label for _, label in pair_keys)]
     grid = np.full((len(langs), len(metrics)), np.nan)
     for i, lang in enumerate(langs):
         grid[i, 0] = (diag["accuracy"].get(lang) or {}).get("estimate") or np.nan
         grid[i, 1] = (diag["mode_accuracy"].get(lang) or {}).get("estimate") or np.nan
         pair = diag["pairs"].get(lang)
         if pair:
-            for j, key in enumerate(("agreement", "overall_success", "transfer"), start=2):
+            for j, (key, _) in enumerate(pair_keys, start=2):
                 val = (pair.get(key) or {}).get("estimate")
                 grid[i, j] = np.nan if val is None else val
     fig, ax = _new(1.2 * len(metrics) + 2.0, 0.45 * len(langs) + 1.8)

@@ -26,7 +26,8 @@ from xlgap.report.format import finite, fmt_estimate, mapping, pct, points, valu
 from xlgap.report.plots import diagnosis as plots
 from xlgap.report.sections import CardLine, FigureSpec, Section, register
 
-__all__ = ["RunSection", "lang_label", "run_summary", "verdict_text"]
+__all__ = ["RunSection", "lang_label", "pair_columns", "run_summary", "transfer_line",
+           "verdict_text"]
 
 
 def lang_label(code: str) -> str:
@@ -78,12 +79,39 @@ def run_summary(art: Artifact) -> dict[str, Any] | None:
             "target_accuracy": mean_tgt,
             "gap": src_acc - mean_tgt if mean_tgt is not None and src_acc is not None
             else None,
+            "response_transfer": overall.get("response_transfer"),
             "transfer": overall.get("transfer"), "agreement": overall.get("agreement"),
             "overall_success": overall.get("overall_success"), "chi2": overall.get("chi2"),
             "drop": finite(mapping(overall.get("ensembling")).get("drop")),
             "pi": pi.get("model") if isinstance(pi.get("model"), Mapping) else None,
             "pi_mismatch": finite(pi.get("mismatch")), "verdict": verdict_text(diag),
             "n_items": diag.get("n_items"), "truth": _truth(art.get("truth"))}
+
+
+# mode-based metrics are ensembles (the argmax in exact mode, the mode of K answers)
+ENSEMBLED = ("transfer", "agreement", "overall_success")
+
+
+def pair_columns(diag: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The pair table's metric columns: per-response ones first (one answer, the papers'
+    quantity), then the rest in registry order, the mode-based ones labelled ensembled."""
+    cols = metric_columns(diag)
+    first = [c for c in cols if c[0].startswith("response_")]
+    rest = [(k, label if k not in ENSEMBLED or "ensembled" in label else f"{label} (ensembled)")
+            for k, label in cols if not k.startswith("response_")]
+    return first + rest
+
+
+def transfer_line(s: Mapping[str, Any]) -> str:
+    """Per-response transfer, then the ensembled one (what ensembling recovers)."""
+    one, ens = s.get("response_transfer"), s.get("transfer")
+    if value(one) is None:
+        return f"transfer (ensembled: mode answers) {fmt_estimate(ens)}"
+    tail = ""
+    if value(ens) is not None:
+        diff = value(ens) - value(one)  # type: ignore[operator]
+        tail = f"; ensembled (mode answers) {fmt_estimate(ens)}, {diff:+.3f} from ensembling"
+    return f"transfer per response {fmt_estimate(one)}{tail}"
 
 
 def _lang_rows(diag: Mapping[str, Any]) -> list[list[Cell]]:
@@ -105,7 +133,7 @@ def _pair_rows(diag: Mapping[str, Any]) -> list[list[Cell]]:
         ens = mapping(pair.get("ensembling"))
         pim = mapping(pair.get("pi_model"))
         mism = {"estimate": pair.get("pi_mismatch"), "ci": pair.get("pi_mismatch_ci")}
-        rows.append([Cell(name), *(cell(pair.get(key)) for key, _ in metric_columns(diag)),
+        rows.append([Cell(name), *(cell(pair.get(key)) for key, _ in pair_columns(diag)),
                      pct_cell(ens.get("drop"), 0), cell(mism),
                      cell(pim or None, 2), count_cell(pim.get("n_likely_bias"))])
     return rows
@@ -120,6 +148,34 @@ def _bias_items(diag: Mapping[str, Any]) -> list[Block]:
         return []
     return [Details("items most likely to be bias (the target believes something else)",
                     [Table(["target", "item", "P(variance)"], rows)])]
+
+
+def _perm_p(p: Any, floor: Any) -> Cell:
+    """A permutation p; at its floor (no relabelling as extreme) only the bound is known."""
+    pv, fl = finite(p), finite(floor)
+    if pv is None:
+        return Cell("-", None, num=True)
+    text = f"<= {fl:.3f}" if fl is not None and pv <= fl + 1e-12 else f"{pv:.3f}"
+    return Cell(text, pv, num=True)
+
+
+def _l2_share(diag: Mapping[str, Any]) -> list[Block]:
+    """The L2 variance share per pair beside its language-label permutation null (never a
+    bias/variance reading: see the verdict)."""
+    pairs = mapping(diag.get("pairs"))
+    scopes = [*((str(t), mapping(p)) for t, p in pairs.items()),
+              ("overall", mapping(diag.get("overall")))]
+    rows = [[Cell(name), cell(share, 2), cell(mapping(share.get("null")) or None, 2),
+             _perm_p(share.get("p"), share.get("p_floor"))]
+            for name, pair in scopes if (share := mapping(pair.get("variance_share_l2")))
+            and value(share) is not None]
+    if not rows:
+        return []
+    return [Table(["target", "L2 variance share [95% CI]",
+                   "with language labels permuted [95% range]", "p (share as low)"], rows,
+                  caption="L2 variance share against its null: a share below the null means "
+                  "the languages' answers lie apart in the embedding space (other beliefs, "
+                  "or the space's own language differences)")]
 
 
 @register
@@ -149,8 +205,8 @@ class RunSection(Section):
             gap = (f"accuracy {pct(s['source_accuracy'])} in {s['source']} against "
                    f"{pct(s['target_accuracy'])} on average in {len(s['targets'])} target "
                    f"language(s), {points(s['gap'])}; ")
-        return CardLine("gap", art.anchor, target,
-                        f"{gap}transfer {fmt_estimate(s['transfer'])}.", s["verdict"] or "")
+        return CardLine("gap", art.anchor, target, f"{gap}{transfer_line(s)}.",
+                        s["verdict"] or "")
 
     def summary(self, art: Artifact) -> str | None:
         line = self.card(art)
@@ -175,9 +231,10 @@ class RunSection(Section):
             out.append(Para(s["verdict"] + truth, "verdict"))
         elif truth:
             out.append(Para(truth.strip(" ()")))
+        out.append(Para(transfer_line(s) + "."))
         out.append(Table(["language", "accuracy [95% CI]", "mode accuracy [95% CI]", "items"],
                          _lang_rows(diag), caption="Accuracy per language"))
-        out.append(Table(["pair", *(label for _, label in metric_columns(diag)),
+        out.append(Table(["pair", *(label for _, label in pair_columns(diag)),
                           "ensembling drop", "pi (mismatch)", "pi (model) [95% CI]",
                           "likely bias items"], _pair_rows(diag),
                          caption="Source-target pairs (95% bootstrap CIs over items)"))
@@ -188,6 +245,7 @@ class RunSection(Section):
             out.append(Para(f"model fit: tau {fmt_estimate(model.get('tau'), 2)}, eta "
                             f"{fmt_estimate(model.get('eta'), 2)}{edge_txt}; tau and eta "
                             "trade off, pi is the well-determined quantity."))
+        out += _l2_share(diag)
         out += _bias_items(diag)
         warnings = diag.get("warnings")
         if isinstance(warnings, list) and warnings:
