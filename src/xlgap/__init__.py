@@ -1,3 +1,59 @@
-"""xlgap: measure, explain and reduce the cross-lingual gap of language models."""
+"""xlgap: measure, explain and reduce the cross-lingual gap of language models.
+
+A whole study needs this one import::
+
+    import xlgap
+    backend = xlgap.load_backend("embedded", cache=True)
+    data = xlgap.load_dataset("builtin").subset(12)
+    run = xlgap.sample(backend, data, source="en", targets=["es"], exact=True, out="study/run")
+    diagnosis = xlgap.diagnose(run, n_boot=200)
+
+The names load lazily (PEP 562): ``import xlgap`` imports no torch, transformers or pandas;
+each name imports its module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it (attribute of the same name unless "module:attr")
+_LAZY: dict[str, str] = {
+    "load_backend": "xlgap.api",
+    "load_dataset": "xlgap.api",
+    "sample": "xlgap.api",
+    "load_run": "xlgap.api",
+    "diagnose": "xlgap.api",
+    "compare_strategies": "xlgap.api",
+    "train_steering_vectors": "xlgap.api",
+    "run_steering": "xlgap.api",
+    "run_finetune": "xlgap.api",
+    "look_inside": "xlgap.api",
+    "hidden_states": "xlgap.api",
+    "load_result": "xlgap.api:load_any_result",
+    "write_report": "xlgap.api",
+    "Result": "xlgap.results",
+    "COLUMNS": "xlgap.results",
+    "Run": "xlgap.runs",
+    "ParallelDataset": "xlgap.data.items",
+    "SamplingOptions": "xlgap.sampling",
+    "SteeringVectors": "xlgap.interventions.steering.vectors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'xlgap' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
