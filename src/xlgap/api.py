@@ -239,7 +239,7 @@ class FinetuneRunResult(_Wrapped):
     """The fine-tuning experiment (:class:`~xlgap.interventions.finetune.FinetuneResult`);
     an arm is the model: ``base`` or fine-tuned with the first N layers frozen."""
 
-    _arm_columns = ("model", "freeze_first")
+    _arm_columns = ("model",)
     _target_column = "group"
 
     @classmethod

@@ -171,10 +171,21 @@ def _leaves(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...],
         if leaf is not None:
             yield path, leaf
             return
+        # files written before paired tests were kept (vs_baseline null) hold only the p of
+        # two tests beside the metrics: it goes on that metric's row of the arm
+        legacy_p = {} if isinstance(node.get("vs_baseline"), Mapping) else {
+            "transfer": node.get("p_vs_baseline"),
+            "overall_success": node.get("p_vs_baseline_overall_success")}
         for key, value in node.items():
             key = str(key)
             if key in _NOT_FINDINGS:
                 continue
+            p = legacy_p.get(key)
+            if isinstance(p, int | float) and isinstance(value, Mapping):
+                leaf = leaf_of(value)
+                if leaf is not None and leaf["p"] is None:
+                    yield (*path, key), {**leaf, "p": p}
+                    continue
             ci = node.get(f"{key}_ci")
             if isinstance(value, int | float) and not isinstance(value, bool) \
                     and isinstance(ci, list):
