@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_backend import FakeBackend
 
 import xlgap
+import xlgap.errors
+from fake_backend import FakeBackend
 from xlgap.cli import main
 from xlgap.cli.commands.intervene import InterveneConfig
 from xlgap.cli.commands.sample import SampleConfig
@@ -84,9 +85,9 @@ def test_the_study_functions_are_functions_not_modules():
 
 def test_comma_strings_are_refused_where_lists_are_meant(cloze_dir):
     data = xlgap.load_dataset(str(cloze_dir))
-    with pytest.raises(xlgap.api.ConfigError, match="list"):
+    with pytest.raises(xlgap.errors.ConfigError, match="list"):
         xlgap.sample(FakeBackend(), data, source="en", targets="fr", exact=True)
-    with pytest.raises(xlgap.api.ConfigError, match="unknown option.*shot\\b"):
+    with pytest.raises(xlgap.errors.ConfigError, match=r"unknown option.*shot\b"):
         xlgap.sample(FakeBackend(), data, source="en", targets=["fr"], shot=1)
 
 
@@ -134,7 +135,7 @@ def test_committed_results_reload_with_their_numbers(path):
         assert row(target=raw["source"], metric="accuracy").estimate == \
             raw["accuracy"][raw["source"]]["estimate"]
     elif result.kind == "interventions":
-        name = [s for s in raw["strategies"] if s != "baseline"][0]
+        name = next(s for s in raw["strategies"] if s != "baseline")
         node = raw["strategies"][name]
         got = row(arm=name, target="all", metric="transfer")
         assert (got.estimate, got.ci_low, got.ci_high) == (node["transfer"]["estimate"],

@@ -20,6 +20,7 @@ diagnosis' ``pi_mismatch``) is an estimate too.
 from __future__ import annotations
 
 import html
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +44,13 @@ _NOT_FINDINGS = frozenset({"provenance", "config", "format", "format_version", "
 _P_KEYS = ("p", "p_value", "p_vs_baseline")
 
 R = TypeVar("R", bound="Result")
-_KINDS: dict[str, type[Result]] = {}
+# kind -> its class, or "module:Class" for a class in a higher layer (imported on first use,
+# so reading a diagnosis never imports torch for the steering class)
+_KINDS: dict[str, type[Result] | str] = {
+    "steering": "xlgap.api.experiments:SteeringRunResult",
+    "finetune": "xlgap.api.experiments:FinetuneRunResult",
+    "inside": "xlgap.representations.layerwise:InsideResult",
+}
 
 
 def kind_of(payload: Mapping[str, Any]) -> str | None:
@@ -67,7 +74,11 @@ def register_kind(kind: str) -> Callable[[type[R]], type[R]]:
 
 def result_class(kind: str) -> type[Result]:
     """The class registered for ``kind`` (plain :class:`Result` for an unknown one)."""
-    return _KINDS.get(kind, Result)
+    found = _KINDS.get(kind, Result)
+    if isinstance(found, str):
+        module, _, name = found.partition(":")
+        found = _KINDS[kind] = getattr(importlib.import_module(module), name)
+    return found
 
 
 def result_kinds() -> list[str]:
@@ -270,6 +281,9 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+_INSIDE = ("ilo", "similarity", "logit_lens", "consistency")
+
+
 def _in_directory(directory: Path) -> Path:
     """The one tagged result file of a directory (``study/steer`` -> its steering.json)."""
     found = []
@@ -282,6 +296,8 @@ def _in_directory(directory: Path) -> Path:
             continue
         if isinstance(payload, dict) and kind_of(payload):
             found.append(p)
+    if len(found) > 1 and all(p.stem in _INSIDE for p in found):
+        return directory  # the analyses of look_inside: one result of kind "inside"
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
         raise DataError(f"{directory}: load_result needs one result file, found {names}; "
@@ -290,15 +306,18 @@ def _in_directory(directory: Path) -> Path:
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:
-    """Any result file (or a directory holding exactly one), as the class registered for
-    its ``format`` tag (see :func:`register_kind`); an untagged or unknown kind loads as a
-    plain :class:`Result` named after the file."""
+    """Any result file (or a directory holding exactly one, or the analyses of
+    ``look_inside``), as the class registered for its ``format`` tag (see
+    :func:`register_kind`); an untagged or unknown kind loads as a plain :class:`Result`
+    named after the file."""
     target = Path(path)
     if target.is_dir():
         target = _in_directory(target)
+        if target.is_dir():
+            return result_class("inside").from_payload({}, target)
     payload = _read(target)
     kind = kind_of(payload) or target.stem
-    return _KINDS.get(kind, Result).from_payload(payload, target)
+    return result_class(kind).from_payload(payload, target)
 
 
 # The kinds whose files are plain trees of estimates.

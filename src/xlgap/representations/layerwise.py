@@ -160,8 +160,8 @@ class InsideResult(Result):
         return directory
 
     @classmethod
-    def load_dir(cls, path: str | Path) -> InsideResult:
-        """The analyses' files in a directory, as one result."""
+    def from_payload(cls, payload: Any, path: Path) -> InsideResult:
+        """The analyses' files in the directory ``path``, as one result."""
         directory = Path(path)
         parts = {name: load_result(directory / f"{name}.json") for name in ANALYSES
                  if (directory / f"{name}.json").exists()}

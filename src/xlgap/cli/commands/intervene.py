@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlgap import api
+from xlgap.api.runs import compare_strategies
 from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, config_to_dict, from_options, opt, options_from
 from xlgap.cli.registry import command
@@ -89,7 +89,7 @@ def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
           file=sys.stderr)
     options = options_from(StrategyOptions, cfg, source=source,
                            translation_langs=_translation_langs(cfg, full.languages))
-    result = api.compare_strategies(
+    result = compare_strategies(
         backend, full, names, source=source, targets=targets, out=out, n_boot=cfg.n_boot,
         seed=cfg.seed, progress=cfg.show_progress(), config=config_to_dict(cfg),
         **{k: getattr(options, k) for k in StrategyOptions.__dataclass_fields__

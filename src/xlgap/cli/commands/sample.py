@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from xlgap import api
+from xlgap.api.inside import look_inside
+from xlgap.api.runs import compare_strategies
 from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, config_to_dict, from_options, opt, options_from
 from xlgap.cli.registry import command
@@ -252,7 +253,7 @@ def cmd_demo(cfg: DemoConfig) -> int:
     with step("2/3 what helps: prompt strategies against the baseline"):
         # translations may use any language of the data set, not only the run's
         full = workspace.open_dataset(cfg, all_languages=True)[0]
-        found = api.compare_strategies(
+        found = compare_strategies(
             backend, full, parse_strategy_list(cfg.strategies), source=source,
             targets=targets, out=out / "intervene", exact=cfg.exact,
             samples=1 if cfg.exact else 3, shots=cfg.shots if cfg.shots is not None else 3,
@@ -261,7 +262,7 @@ def cmd_demo(cfg: DemoConfig) -> int:
         print(format_interventions_table(found))
     if cfg.represent and backend.supports_white_box:
         with step("3/3 inside the model: ILO and similarity by layer"):
-            inside = api.look_inside(backend, dataset, source=source, targets=targets,
+            inside = look_inside(backend, dataset, source=source, targets=targets,
                                      out=out / "inside", analyses=["ilo", "similarity"],
                                      n_boot=min(cfg.n_boot, 100), seed=cfg.seed,
                                      batch_size=cfg.batch_size, progress=cfg.show_progress())
