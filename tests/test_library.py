@@ -236,3 +236,31 @@ def test_python_compare_strategies_gives_the_file_of_xlgap_intervene(capsys, tmp
     for name in ("baseline", "tren-1"):
         assert (tmp_path / "py" / name / "distributions.jsonl").read_text() == \
             (tmp_path / "cli" / name / "distributions.jsonl").read_text()
+
+
+# -- one registry idiom ------------------------------------------------------------------
+
+
+class PluginResult(Result):
+    """A kind another package adds through the entry-point group ``xlgap.results``."""
+
+
+def test_another_package_adds_a_result_kind_through_its_entry_point(monkeypatch, tmp_path):
+    from importlib.metadata import EntryPoint
+
+    from xlgap import registry
+    from xlgap.results import KINDS, result_kinds
+
+    ep = EntryPoint(name="plugin_kind", value="test_library:PluginResult", group="xlgap.results")
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda group: [ep] if group == "xlgap.results" else [])
+    monkeypatch.setattr(KINDS, "_plugins_loaded", False)
+    monkeypatch.setattr(KINDS, "_entries", dict(KINDS._entries))
+    path = Result("plugin_kind", {"x": {"estimate": 0.5, "ci": [0.4, 0.6], "n": 9}}).save(
+        tmp_path / "plugin.json")
+    loaded = xlgap.load_result(path)
+    assert type(loaded).__name__ == "PluginResult" and loaded.kind == "plugin_kind"
+    assert loaded.to_frame().iloc[0][["metric", "estimate", "n"]].tolist() == ["x", 0.5, 9]
+    assert "plugin_kind" in result_kinds() and "diagnosis" in result_kinds()
+    with pytest.raises(xlgap.errors.ConfigError, match="unknown results 'nope'.*diagnosis"):
+        KINDS.get("nope")

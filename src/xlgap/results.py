@@ -20,7 +20,6 @@ diagnosis' ``pi_mismatch``) is an estimate too.
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 from xlgap.errors import DataError
 from xlgap.io import dump_json
 from xlgap.provenance import tagged
+from xlgap.registry import Registry
 
 # Older files carry "xlgap-<kind>/1" tags, newer ones the bare kind.
 _LEGACY_PREFIX = "xlgap-"
@@ -45,12 +45,12 @@ _P_KEYS = ("p", "p_value", "p_vs_baseline")
 
 R = TypeVar("R", bound="Result")
 # kind -> its class, or "module:Class" for a class in a higher layer (imported on first use,
-# so reading a diagnosis never imports torch for the steering class)
-_KINDS: dict[str, type[Result] | str] = {
-    "steering": "xlgap.api.experiments:SteeringRunResult",
-    "finetune": "xlgap.api.experiments:FinetuneRunResult",
-    "inside": "xlgap.representations.layerwise:InsideResult",
-}
+# so reading a diagnosis never imports torch for the steering class); other packages add
+# kinds through the entry-point group "xlgap.results"
+KINDS: Registry[type[Result]] = Registry("results")
+KINDS.register("steering", "xlgap.api.experiments:SteeringRunResult")
+KINDS.register("finetune", "xlgap.api.experiments:FinetuneRunResult")
+KINDS.register("inside", "xlgap.representations.layerwise:InsideResult")
 
 
 def kind_of(payload: Mapping[str, Any]) -> str | None:
@@ -67,23 +67,19 @@ def register_kind(kind: str) -> Callable[[type[R]], type[R]]:
     """Class decorator: ``load_result`` reads files tagged ``kind`` as this class."""
     def deco(cls: type[R]) -> type[R]:
         cls.default_kind = kind
-        _KINDS[kind] = cls
+        KINDS.register(kind, cls)
         return cls
     return deco
 
 
 def result_class(kind: str) -> type[Result]:
     """The class registered for ``kind`` (plain :class:`Result` for an unknown one)."""
-    found = _KINDS.get(kind, Result)
-    if isinstance(found, str):
-        module, _, name = found.partition(":")
-        found = _KINDS[kind] = getattr(importlib.import_module(module), name)
-    return found
+    return KINDS.get(kind, Result)
 
 
 def result_kinds() -> list[str]:
     """The registered kinds (format tags), sorted."""
-    return sorted(_KINDS)
+    return KINDS.names()
 
 
 class Result(dict[str, Any]):
