@@ -262,5 +262,28 @@ def test_another_package_adds_a_result_kind_through_its_entry_point(monkeypatch,
     assert type(loaded).__name__ == "PluginResult" and loaded.kind == "plugin_kind"
     assert loaded.to_frame().iloc[0][["metric", "estimate", "n"]].tolist() == ["x", 0.5, 9]
     assert "plugin_kind" in result_kinds() and "diagnosis" in result_kinds()
-    with pytest.raises(xlgap.errors.ConfigError, match="unknown results 'nope'.*diagnosis"):
+    with pytest.raises(xlgap.errors.ConfigError, match=r"unknown results 'nope'.*diagnosis"):
         KINDS.get("nope")
+
+
+def test_look_inside_gives_the_files_of_xlgap_ilo_and_similarity(capsys, tmp_path, cloze_dir):
+    for cmd in ("ilo", "similarity"):
+        code = run_cli(capsys, cmd, "--model", "fake:x", "--data", str(cloze_dir),
+                       "--targets", "fr", "--k", "2", "--t", "1", "--n-boot", "20",
+                       "--n-shuffles", "1", "--no-progress", "--store", str(tmp_path / "s"),
+                       "--out", str(tmp_path / "cli"))
+        assert code == 0
+    inside = xlgap.look_inside(FakeBackend(), xlgap.load_dataset(str(cloze_dir)), source="en",
+                               targets=["fr"], analyses=["ilo", "similarity"], k=2, t=1,
+                               n_boot=20, n_shuffles=1, out=tmp_path / "py")
+    assert sorted(inside) == ["ilo", "similarity"]
+    for name in ("ilo", "similarity"):
+        cli = json.loads((tmp_path / "cli" / f"{name}.json").read_text())
+        py = json.loads((tmp_path / "py" / f"{name}.json").read_text())
+        assert cli == py
+    again = xlgap.load_result(tmp_path / "py")  # the directory: one result of kind inside
+    pd.testing.assert_frame_equal(again.to_frame(), inside.to_frame())
+    frame = inside.to_frame()
+    assert set(frame.kind) == {"ilo", "similarity"}
+    assert {"layer 0", "layer 2"} <= set(frame.arm)
+    assert "en-fr" in set(frame[frame.kind == "similarity"].target)

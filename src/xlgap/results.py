@@ -222,6 +222,7 @@ _ARM_KEYS = frozenset({"strategies", "runs", "arms"})
 _TARGET_KEYS = frozenset({"pairs", "per_target", "by_target", "accuracy", "mode_accuracy",
                           "ilo", "bridge", "reach", "by_language"})
 _POOLED = frozenset({"overall", "all", "pooled"})
+_CONTAINERS = frozenset({"layers", "summary"})
 
 
 def place(path: tuple[str, ...]) -> tuple[str | None, str, str]:
@@ -238,7 +239,11 @@ def place(path: tuple[str, ...]) -> tuple[str | None, str, str]:
     while i < len(path):
         tok = path[i]
         nxt = path[i + 1] if i + 1 < len(path) else None
-        if tok.startswith("@layer ") or tok.startswith("@arm "):
+        if tok in _CONTAINERS:
+            pass  # a list or summary that holds the estimates, not a name of them
+        elif tok.startswith("@layer "):
+            arm.append(tok[1:])  # "layer 6"
+        elif tok.startswith("@arm "):
             body = tok.split(" ", 1)[1]
             if "|" in body:
                 body, name = body.split("|", 1)
@@ -254,7 +259,7 @@ def place(path: tuple[str, ...]) -> tuple[str | None, str, str]:
         elif tok in _TARGET_KEYS and nxt is not None:
             if tok not in ("pairs", "per_target", "by_target"):
                 metric.append(tok)  # accuracy.en: the metric, then its language
-            target = nxt
+            target = nxt.removeprefix("@pair ")
             i += 1
         elif tok in _POOLED:
             target = "all"

@@ -14,7 +14,7 @@ from xlgap.interventions.strategies import StrategyOptions
 from xlgap.io import write_text_atomic
 from xlgap.report.plots.interventions import plot_interventions
 from xlgap.report.text import interventions_markdown
-from xlgap.results import Result, result_class
+from xlgap.results import Result, load_result, result_class
 from xlgap.runs import Run
 from xlgap.runs import load_run as read_run
 from xlgap.sampling import SamplingOptions, make_run
@@ -46,13 +46,17 @@ def diagnose(run: Any, *, out: PathLike | None = None, n_boot: int | None = None
              seed: int = 0, fit_model: bool = True, progress: bool = False) -> Result:
     """The diagnosis of a run (a :class:`~xlgap.runs.Run` or its directory): every pair
     metric with item-bootstrap CIs, pi, the verdict. ``out`` (a directory) gets
-    ``diagnosis.json``, as ``xlgap diagnose`` writes it."""
+    ``diagnosis.json``, as ``xlgap diagnose`` writes it, and the result is then what that
+    file holds."""
     loaded = run if isinstance(run, Run) else read_run(run)
     found = compute_diagnosis(loaded, n_boot=DEFAULT_N_BOOT if n_boot is None else n_boot,
                               seed=seed, fit_model=fit_model, progress=progress)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         write_diagnosis(found, out)
+        # what the file holds (numbers rounded to 6 digits, as the command writes them),
+        # so the result in hand and the one load_result reads are equal
+        return load_result(Path(out) / "diagnosis.json")
     return result_class("diagnosis")("diagnosis", found)
 
 
