@@ -17,6 +17,7 @@ import pytest
 
 import xlgap
 import xlgap.errors
+import xlgap.results
 from fake_backend import FakeBackend
 from xlgap.cli import main
 from xlgap.cli.commands.intervene import InterveneConfig
@@ -287,3 +288,16 @@ def test_look_inside_gives_the_files_of_xlgap_ilo_and_similarity(capsys, tmp_pat
     assert set(frame.kind) == {"ilo", "similarity"}
     assert {"layer 0", "layer 2"} <= set(frame.arm)
     assert "en-fr" in set(frame[frame.kind == "similarity"].target)
+
+
+def test_the_logit_lens_has_a_row_per_language_layer_and_curve():
+    lens = xlgap.results.result_class("logit_lens")("logit_lens", {
+        "pivot": "en", "layers": [0, 6],
+        "languages": {"en": {"n_items": 5, "p_gold": [0.1, 0.4], "top1_gold": [0.0, 0.2],
+                             "p_pivot": None},
+                      "fr": {"n_items": 4, "p_gold": [0.05, 0.3], "top1_gold": [0.0, 0.1],
+                             "p_pivot": [0.2, 0.5]}}})
+    frame = lens.to_frame().set_index(["arm", "target", "metric"])
+    assert len(frame) == 2 * 2 + 2 * 3
+    assert frame.loc[("layer 6", "fr", "p_pivot")].estimate == 0.5
+    assert frame.loc[("layer 0", "en", "p_gold")].n == 5

@@ -218,7 +218,7 @@ def _list_step(value: Any, i: int) -> str:
 
 
 # Keys after which the next key names an arm, a target; keys that mean "pooled".
-_ARM_KEYS = frozenset({"strategies", "runs", "arms"})
+_ARM_KEYS = frozenset({"strategies", "runs", "arms", "groups"})
 _TARGET_KEYS = frozenset({"pairs", "per_target", "by_target", "accuracy", "mode_accuracy",
                           "ilo", "bridge", "reach", "by_language"})
 _POOLED = frozenset({"overall", "all", "pooled"})
@@ -321,8 +321,27 @@ def load_result(path: str | os.PathLike[str]) -> Result:
     return result_class(kind).from_payload(payload, target)
 
 
+@register_kind("logit_lens")
+class LogitLensResult(Result):
+    """The logit lens: per language, one value per layer of each curve (``p_gold``,
+    ``top1_gold``, ``pivot_share``, ...), means over the items without an interval; a row
+    per language, layer and curve."""
+
+    def estimates(self) -> Iterator[dict[str, Any]]:
+        layers = self.get("layers") or []
+        for lang, curves in (self.get("languages") or {}).items():
+            n = curves.get("n_items")
+            for metric, values in curves.items():
+                if not isinstance(values, list):
+                    continue
+                for layer, value in zip(layers, values, strict=False):
+                    yield {"kind": self.kind, "arm": f"layer {layer}", "target": lang,
+                           "metric": metric, "estimate": value, "ci_low": None,
+                           "ci_high": None, "p": None, "n": n}
+
+
 # The kinds whose files are plain trees of estimates.
-for _kind in ("diagnosis", "interventions", "by_source", "ilo", "similarity", "logit_lens",
+for _kind in ("diagnosis", "interventions", "by_source", "ilo", "similarity",
               "consistency", "study"):
     register_kind(_kind)(type(f"{_kind.title().replace('_', '')}Result", (Result,),
                               {"__module__": __name__, "__doc__": f"A {_kind} result."}))

@@ -37,7 +37,8 @@ def from_options(options: type, name: str, help: str | None = None, **kw: Any) -
     if text is None:
         raise ConfigError(f"{options.__name__}.{name} has no help text; give one")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return field(default=default, metadata={**f.metadata, "help": text, **kw})
+    return field(default=default, metadata={**f.metadata, "help": text,
+                                            "declared_in": options.__name__, **kw})
 
 
 def options_from(options: type[T], config: Any, **overrides: Any) -> T:
