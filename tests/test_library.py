@@ -301,3 +301,18 @@ def test_the_logit_lens_has_a_row_per_language_layer_and_curve():
     assert len(frame) == 2 * 2 + 2 * 3
     assert frame.loc[("layer 6", "fr", "p_pivot")].estimate == 0.5
     assert frame.loc[("layer 0", "en", "p_gold")].n == 5
+
+
+def test_load_backend_takes_your_own_model_and_caches_its_calls(tmp_path):
+    from conftest import make_tiny_gemma, make_tokenizer
+
+    tok = make_tokenizer()
+    backend = xlgap.load_backend(make_tiny_gemma(len(tok)), tok, name="mine",
+                                 cache=tmp_path / "store", batch_size=2)
+    assert backend.name == "mine" and backend.supports_white_box
+    question = [("The capital of France is", [" Paris", " Rome"])]
+    first = backend.score_batch(question)
+    computed = backend.computed
+    assert backend.score_batch(question) == first and backend.computed == computed
+    with pytest.raises(xlgap.errors.ConfigError, match="tokenizer"):
+        xlgap.load_backend(object())
