@@ -15,7 +15,6 @@ each name imports its module on first use.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -45,7 +44,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # no typing import: it is most of the cost
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'xlgap' has no attribute {name!r}")
