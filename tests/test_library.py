@@ -196,6 +196,8 @@ def test_the_command_takes_each_shared_option_from_the_api(config, options):
         if f.name in ("source", "seed", "translation_langs"):
             continue  # RunConfig's, or a comma list on the command line
         api = api_fields[f.name]
+        assert f.metadata.get("declared_in") == options.__name__, \
+            f"{config.__name__}.{f.name} is declared by hand: use from_options"
         assert f.default == api.default, f"{config.__name__}.{f.name}: default differs"
         if "help" in api.metadata:
             assert f.metadata["help"] == api.metadata["help"]
