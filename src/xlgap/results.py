@@ -231,7 +231,7 @@ def place(path: tuple[str, ...]) -> tuple[str | None, str, str]:
     The arm is the strategy, layer or comparison the path names (a paired test under
     ``vs_baseline`` is the arm "S vs baseline"); the target is the language (pair) after
     ``pairs``/``per_target``/``accuracy`` or "all" when pooled; the metric is what is left,
-    joined with dots ("transfer", "pi_model", "summary.cka")."""
+    joined with dots ("transfer", "pi.model", "mean")."""
     arm: list[str] = []
     target = "all"
     metric: list[str] = []
