@@ -24,8 +24,12 @@ def test_the_page_has_code_to_run():
     found = blocks()
     assert len(found) >= 5, "docs/python-api.md lost its code blocks"
     text = "\n".join(found)
-    for step in ("make_run", "diagnose", "run_interventions", "apply(", "write_report"):
+    for step in ("xlgap.sample(", "xlgap.diagnose(", "xlgap.compare_strategies(", "apply(",
+                 "xlgap.run_steering(", "xlgap.look_inside(", "xlgap.write_report("):
         assert step in text, f"the Python API page no longer shows {step}"
+    # one import: the study reaches everything through the top level
+    imports = re.findall(r"^(?:from|import) (\S+)", text, re.M)
+    assert set(imports) <= {"xlgap", "pandas"}, imports
 
 
 @pytest.mark.slow
@@ -40,5 +44,10 @@ def test_every_code_block_of_the_python_api_page_runs(tmp_path, monkeypatch):
             raise AssertionError(f"block {number} ({first!r}) raised {exc!r}") from exc
     # The page ends with a report that names every result it made.
     page = (tmp_path / "study" / "report.html").read_text(encoding="utf-8")
-    for kind in ("diagnos", "interventions", "steering"):
+    for kind in ("diagnos", "interventions", "steering", "ilo"):
         assert kind in page.lower()
+    # the study's table: every kind, one schema
+    study = namespace["study"]
+    assert list(study.columns) == ["kind", "arm", "target", "metric", "estimate", "ci_low",
+                                   "ci_high", "p", "n"]
+    assert {"diagnosis", "interventions", "steering", "ilo", "similarity"} <= set(study.kind)

@@ -8,12 +8,10 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +29,47 @@ from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import (
     EMBEDDINGS_FILE,
     SAMPLE_EMBEDDINGS_FILE,
-    SAMPLES_FILE,
     RunWriter,
+    open_answer_summary,  # noqa: F401 - moved to runs; stats.diagnose still imports it here
     open_item_texts,
     read_meta,
 )
 
 
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    """An option with its one help text: ``xlgap sample`` takes its flag, default and help
+    from here (see :func:`xlgap.cli.config.from_options`)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass
 class SamplingOptions:
-    samples: int = 20
-    temperature: float = 1.0
-    max_new_tokens: int = 16
-    exact: bool = False
-    shots: int = 3
-    seed: int = 0
-    chunk: int = 16  # (item, language) pairs per model call
+    """How a run answers: the keywords of :func:`xlgap.sample` and the options of
+    ``xlgap sample`` (one declaration: the command's flags are built from these fields)."""
+
+    samples: int = _opt(20, "responses sampled per item and language (K)")
+    temperature: float = _opt(1.0, "sampling temperature")
+    max_new_tokens: int = _opt(16, "longest sampled answer, in tokens")
+    exact: bool = _opt(False, "take exact candidate distributions from log-probabilities "
+                       "instead of sampling (white-box backends)")
+    shots: int | None = _opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
+                             "when --exact scores cloze sentences, which need no format cue)")
+    seed: int = _opt(0, "random seed")
+    # (item, language) pairs per model call; None: 64 exact, 16 sampled
+    chunk: int | None = None
     embed_answers: bool = True
-    normalize: str = "none"  # exact mode: score normalisation (see models.base.NORMALIZATIONS)
-    shuffle_options: bool = False  # lettered multiple choice: option order per language
+    normalize: str = _opt("none", "--exact: score normalisation: none (total log-probability), "
+                          "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
+                          choices=("none", "tokens", "bytes"))
+    shuffle_options: bool = _opt(False, "lettered multiple choice: shuffle the option order "
+                                 "per item and language (separates position bias from the gap)")
+
+    def resolved(self, dataset: ParallelDataset) -> SamplingOptions:
+        """These options with the data-dependent defaults filled in (``shots``, ``chunk``):
+        what a run records and resumes by."""
+        shots = self.shots if self.shots is not None else default_shots(dataset, self.exact)
+        chunk = self.chunk if self.chunk is not None else (64 if self.exact else 16)
+        return replace(self, shots=shots, chunk=chunk)
 
 
 def default_shots(dataset: ParallelDataset, exact: bool) -> int:
@@ -153,6 +173,7 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
     if options.exact and not backend.can_score:
         raise ConfigError(f"--exact needs a backend that can score continuations; "
                           f"{backend.kind!r} cannot. Drop --exact to sample answers instead.")
+    options = options.resolved(dataset)
     builder = PromptBuilder(backend, dataset.items, shots=options.shots,
                             shuffle_options=options.shuffle_options)
 
@@ -271,37 +292,6 @@ def open_match(item: Item, lang: str, text: str) -> dict[str, Any]:
             "alias_langs": matching_languages(text, aliases, lang)}
 
 
-def open_answer_summary(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Per language, over the open items' sampled answers (``samples.jsonl``): ``strict``
-    accuracy (the answers counted right), ``lenient`` accuracy (an alias anywhere),
-    ``other_language`` (the share of right answers that only another language's aliases
-    name) and ``n`` answers. Empty when the run has no open answers with these fields."""
-    path = Path(run_dir) / SAMPLES_FILE
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                o = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line
-            if "lenient" in o:
-                rows[(str(o.get("item")), str(o.get("lang")), int(o.get("sample", -1)))] = o
-    out: dict[str, dict[str, Any]] = {}
-    for (_, lang, _), o in rows.items():
-        acc = out.setdefault(lang, {"n": 0, "strict": 0, "lenient": 0, "other_language": 0})
-        right = o.get("answer") == 0
-        acc["n"] += 1
-        acc["strict"] += right
-        acc["lenient"] += bool(o.get("lenient"))
-        acc["other_language"] += right and lang not in (o.get("alias_langs") or [])
-    for acc in out.values():
-        right = acc["strict"]
-        acc["other_language"] = acc["other_language"] / right if right else None
-        acc["strict"] /= acc["n"]
-        acc["lenient"] /= acc["n"]
-    return out
-
-
 def write_sample_embeddings(embedder: Embedder, run_dir: Path) -> None:
     """Embeddings of every sampled answer of the run's open items
     (``sample_embeddings.npz``: ``pairs`` (P, 2) item id and language, ``vectors``
@@ -386,6 +376,7 @@ def make_source_runs(backend: Backend, dataset: ParallelDataset, out: str | Path
     languages as targets, so transfer is measured from where each item comes from. Each
     run resumes on its own; returns source language -> run directory."""
     runs: dict[str, Path] = {}
+    options = options.resolved(dataset)  # one default for every group: the whole set's
     for src, group, group_targets in source_groups(dataset, targets):
         runs[src] = make_run(backend, group, source_run_dir(out, src), source=src,
                              targets=group_targets, options=options,

@@ -28,6 +28,27 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
 
 
+def from_options(options: type, name: str, help: str | None = None, **kw: Any) -> Any:
+    """A config field declared once, on the API's options dataclass ``options``: its
+    default, and its help text unless the options class has none (then ``help``). So a
+    flag and the Python keyword of the same name cannot drift apart."""
+    f = options.__dataclass_fields__[name]
+    text = f.metadata.get("help", help)
+    if text is None:
+        raise ConfigError(f"{options.__name__}.{name} has no help text; give one")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return field(default=default, metadata={**f.metadata, "help": text,
+                                            "declared_in": options.__name__, **kw})
+
+
+def options_from(options: type[T], config: Any, **overrides: Any) -> T:
+    """An ``options`` instance from the same-named fields of a command's ``config``
+    (``overrides`` win): the one place a command's flags become the API's options."""
+    names = options.__dataclass_fields__  # type: ignore[attr-defined]
+    values = {k: getattr(config, k) for k in names if hasattr(config, k)}
+    return options(**{**values, **overrides})
+
+
 def table_opt(help: str, flag: str) -> Any:
     """A ``KEY=VALUE`` table field: ``--FLAG KEY=VALUE`` on the command line (repeatable,
     or a comma-separated list), a table in a config or study file."""

@@ -64,11 +64,21 @@ from xlgap.report.sections.run import lang_label, run_summary
 __all__ = ["Artifact", "discover", "render_report", "write_report"]
 
 
-def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Artifact], list[str]]:
-    """Every result under ``paths`` with the kinds the registered sections read, and notes
-    on what could not be read."""
+PathArg = str | os.PathLike[str]
+
+
+def as_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
+    """One path or a list of them, as a list (a string is one path, never its characters)."""
+    if isinstance(paths, str | os.PathLike):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def discover(paths: PathArg | Sequence[PathArg]) -> tuple[list[Artifact], list[str]]:
+    """Every result under ``paths`` (one path or a list) with the kinds the registered
+    sections read, and notes on what could not be read."""
     table, companions = kinds()
-    return _discover.discover(paths, table, companions)
+    return _discover.discover(as_paths(paths), table, companions)
 
 
 @dataclass
@@ -232,9 +242,12 @@ def render_report(artifacts: Sequence[Artifact], notes: Sequence[str], *, title:
     return page
 
 
-def write_report(paths: Sequence[Path], out: Path, title: str | None = None) -> Path:
-    """Find every xlgap result under ``paths`` and write one self-contained HTML page to
-    ``out``; returns ``out``. Unreadable or unknown files become notes on the page."""
+def write_report(paths: PathArg | Sequence[PathArg], out: PathArg,
+                 title: str | None = None) -> Path:
+    """Find every xlgap result under ``paths`` (one path or a list) and write one
+    self-contained HTML page to ``out``; returns ``out``. Unreadable or unknown files become
+    notes on the page."""
+    paths = as_paths(paths)
     artifacts, notes = discover(paths)
     page = render_report(artifacts, notes, title=title or _default_title(paths),
                          inputs=[str(p) for p in paths])

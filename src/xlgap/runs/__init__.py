@@ -24,7 +24,7 @@ from xlgap.runs.files import (
     done_keys,
     read_meta,
 )
-from xlgap.runs.reader import Run, load_run, open_item_texts
+from xlgap.runs.reader import Run, load_run, open_answer_summary, open_item_texts
 from xlgap.runs.writer import RunWriter
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "RunWriter",
     "done_keys",
     "load_run",
+    "open_answer_summary",
     "open_item_texts",
     "read_meta",
 ]

@@ -3,6 +3,7 @@ answers mapped to concepts, with embeddings and open-answer texts where present.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -387,3 +388,34 @@ def _other_key(row: Mapping[str, Any], lang: str, is_open: bool = False) -> tupl
     if is_open:
         return ("text", f"{norm} [{lang}]")
     return ("text", norm)
+
+
+def open_answer_summary(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """Per language, over the open items' sampled answers (``samples.jsonl``): ``strict``
+    accuracy (the answers counted right), ``lenient`` accuracy (an alias anywhere),
+    ``other_language`` (the share of right answers that only another language's aliases
+    name) and ``n`` answers. Empty when the run has no open answers with these fields."""
+    path = Path(run_dir) / SAMPLES_FILE
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                o = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line
+            if "lenient" in o:
+                rows[(str(o.get("item")), str(o.get("lang")), int(o.get("sample", -1)))] = o
+    out: dict[str, dict[str, Any]] = {}
+    for (_, lang, _), o in rows.items():
+        acc = out.setdefault(lang, {"n": 0, "strict": 0, "lenient": 0, "other_language": 0})
+        right = o.get("answer") == 0
+        acc["n"] += 1
+        acc["strict"] += right
+        acc["lenient"] += bool(o.get("lenient"))
+        acc["other_language"] += right and lang not in (o.get("alias_langs") or [])
+    for acc in out.values():
+        right = acc["strict"]
+        acc["other_language"] = acc["other_language"] / right if right else None
+        acc["strict"] /= acc["n"]
+        acc["lenient"] /= acc["n"]
+    return out

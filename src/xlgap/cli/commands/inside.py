@@ -1,8 +1,8 @@
 """Commands for the white-box analyses: ``ilo``, ``similarity``, ``logit-lens``,
 ``consistency``, and ``inside`` (all four). Registered into ``xlgap`` by :mod:`xlgap.cli`.
 
-``ilo``, ``similarity``, ``inside`` and the demo get their hidden states through one
-function, :func:`hidden_states` (extract or resume into ``OUT/hidden/``)."""
+Thin wrappers: the analyses are :mod:`xlgap.representations.layerwise` (``xlgap.look_inside``
+from Python); a command adds the result files, the plots and the text summary."""
 
 from __future__ import annotations
 
@@ -16,10 +16,6 @@ from xlgap.cli import workspace
 from xlgap.cli.config import RunConfig, opt
 from xlgap.cli.registry import command
 from xlgap.data.items import ParallelDataset
-from xlgap.errors import ConfigError
-from xlgap.io import dump_json
-from xlgap.prompting.scoring import candidate_scores, parallel_texts
-from xlgap.provenance import tagged
 from xlgap.report.plots.representations import (
     plot_ilo_by_layer,
     plot_logit_lens,
@@ -32,22 +28,9 @@ from xlgap.report.text import (
     format_logit_lens,
     format_similarity,
 )
-from xlgap.representations.extract import CenteredStates, load_or_extract
-from xlgap.representations.ilo import (
-    DISTANCES,
-    MIXED_REFERENCE,
-    PRESETS,
-    default_t,
-    ilo_by_layer,
-    ilo_from_npz,
-)
-from xlgap.representations.logit_lens import logit_lens
-from xlgap.representations.similarity import layerwise_similarity
+from xlgap.representations import layerwise
+from xlgap.representations.ilo import DISTANCES, PRESETS
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
-from xlgap.stats.consistency import consistency_matrix
-
-ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
-            "Interlingual Representations of Large Language Models', arXiv:2503.11280")
 
 
 @dataclass
@@ -84,78 +67,53 @@ class IloConfig(InsideConfig):
                        "language (rows parallel); no model is run")
 
 
-def _languages(source: str, targets: Sequence[str]) -> list[str]:
-    return [source, *[t for t in targets if t != source]]
+def _options(cfg: InsideConfig) -> dict[str, Any]:
+    """The analysis keywords of :mod:`xlgap.representations.layerwise` from the flags."""
+    return {"n_boot": cfg.n_boot, "n_shuffles": cfg.n_shuffles, "seed": cfg.seed}
+
+
+def _ilo_options(cfg: InsideConfig) -> dict[str, Any]:
+    return {"preset": cfg.preset, "k": cfg.k, "t": cfg.t, "distance": cfg.distance,
+            **_options(cfg)}
 
 
 def hidden_states(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                   languages: Sequence[str], out: Path) -> Any:
-    """The one path to hidden states for ``ilo``, ``similarity``, ``inside`` and the demo:
-    pooled states of the parallel texts, every layer, extracted into ``OUT/hidden/`` or
-    resumed from there (a :class:`~xlgap.representations.extract.HiddenStateSet`)."""
-    if not backend.supports_white_box:
-        raise ConfigError(f"hidden states need a white-box model; {cfg.model!r} has none")
-    return load_or_extract(backend, parallel_texts(dataset, languages), out,
-                           pooling=cfg.pooling, batch_size=cfg.batch_size,
-                           progress=cfg.show_progress())
-
-
-def ilo_settings(cfg: InsideConfig, n_languages: int | None) -> dict[str, Any]:
-    """The preset's ILO settings with the options given explicitly laid over them
-    (``t`` stays None, to be resolved later, when the number of languages is unknown)."""
-    base = PRESETS[cfg.preset]
-    t = cfg.t
-    if t is None and n_languages is not None:
-        t = default_t(n_languages)
-    return {"preset": cfg.preset, "metric": cfg.distance or base["metric"],
-            "k": base["k"] if cfg.k is None else cfg.k, "t": t,
-            "centered": base["center"] if cfg.center is None else cfg.center}
-
-
-def _uncertainty(cfg: InsideConfig) -> dict[str, int]:
-    return {"n_boot": cfg.n_boot, "n_shuffles": cfg.n_shuffles, "seed": cfg.seed}
+    """The hidden states of ``ilo``, ``similarity``, ``inside`` and the demo
+    (:func:`xlgap.representations.layerwise.hidden_states`, in ``OUT/hidden/``)."""
+    return layerwise.hidden_states(backend, dataset, languages, out, pooling=cfg.pooling,
+                                   batch_size=cfg.batch_size, progress=cfg.show_progress())
 
 
 def run_ilo(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-
-    settings = ilo_settings(cfg, len(states.languages))
-    source = CenteredStates(states) if settings["centered"] else states
-    layers = ilo_by_layer(source, k=settings["k"], t=settings["t"], metric=settings["metric"],
-                          **_uncertainty(cfg))
-    result = {"score": ILO_NAME, **settings, "pooling": cfg.pooling, **_uncertainty(cfg),
-              "ci_level": 0.95, "chance_method": MIXED_REFERENCE, "layers": layers}
-    dump_json(tagged("ilo", result), out / "ilo.json")
+    result = layerwise.ilo(states, center=cfg.center, pooling=cfg.pooling, **_ilo_options(cfg))
+    result.save(out / "ilo.json")
     plot_ilo_by_layer(result, out / "ilo.png")
     return result
 
 
 def run_similarity(cfg: InsideConfig, states: Any, out: Path) -> dict[str, Any]:
-
-    center = True if cfg.center is None else cfg.center
-    result = layerwise_similarity(CenteredStates(states) if center else states,
-                                  pivot=cfg.pivot or cfg.source, **_uncertainty(cfg))
-    result["centered"] = center
-    dump_json(tagged("similarity", result), out / "similarity.json")
+    result = layerwise.similarity(states, pivot=cfg.pivot or cfg.source, center=cfg.center,
+                                  **_options(cfg))
+    result.save(out / "similarity.json")
     plot_similarity_by_layer(result, out / "similarity.png")
     return result
 
 
 def run_logit_lens(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                    languages: Sequence[str], out: Path) -> dict[str, Any]:
-
-    result = logit_lens(backend, dataset.items, languages, pivot=cfg.pivot or cfg.source,
-                        shots=cfg.shots, progress=cfg.show_progress())
-    dump_json(tagged("logit_lens", result), out / "logit_lens.json")
+    result = layerwise.lens(backend, dataset, languages, pivot=cfg.pivot or cfg.source,
+                            shots=cfg.shots, progress=cfg.show_progress())
+    result.save(out / "logit_lens.json")
     plot_logit_lens(result, out / "logit_lens.png")
     return result
 
 
 def run_consistency(cfg: InsideConfig, backend: Any, dataset: ParallelDataset,
                     languages: Sequence[str], out: Path) -> dict[str, Any]:
-
-    scores, gold = candidate_scores(backend, dataset, languages, cfg.shots)
-    result = consistency_matrix(scores, gold, **_uncertainty(cfg))
-    dump_json(tagged("consistency", result), out / "consistency.json")
+    result = layerwise.consistency(backend, dataset, languages, shots=cfg.shots,
+                                   **_options(cfg))
+    result.save(out / "consistency.json")
     for key, title in (("rank_consistency", "Rank consistency (Spearman of candidate ranks)"),
                        ("rankc", "RankC"), ("tr_plus", "Shared correct (tr+)"),
                        ("tr_minus", "Shared incorrect, same answer (tr-)")):
@@ -168,7 +126,7 @@ def _setup(cfg: InsideConfig, default: str) -> tuple[Any, ParallelDataset, list[
     dataset, source, targets = workspace.open_dataset(cfg)
     out = Path(cfg.out) if cfg.out else workspace.default_out(default)
     out.mkdir(parents=True, exist_ok=True)
-    return workspace.open_backend(cfg), dataset, _languages(source, targets), out
+    return workspace.open_backend(cfg), dataset, layerwise.languages_of(source, targets), out
 
 
 def _setup_states(cfg: InsideConfig, default: str
@@ -184,13 +142,8 @@ def cmd_ilo(cfg: IloConfig) -> int:
     if cfg.vectors:
         out = Path(cfg.out) if cfg.out else Path(cfg.vectors).with_suffix("")
         out.mkdir(parents=True, exist_ok=True)
-        settings = ilo_settings(cfg, None)
-        result = ilo_from_npz(cfg.vectors, k=settings["k"], t=settings["t"],
-                              metric=settings["metric"], **_uncertainty(cfg))
-        # --vectors are used as given: no centring, whatever the preset says
-        result = {"score": ILO_NAME, **settings, "centered": False, **result,
-                  **_uncertainty(cfg), "ci_level": 0.95, "chance_method": MIXED_REFERENCE}
-        dump_json(tagged("ilo", result), out / "ilo.json")
+        result = layerwise.ilo_of_vectors(cfg.vectors, **_ilo_options(cfg))
+        result.save(out / "ilo.json")
         print(format_ilo(result))
         print(f"[xlgap] wrote {out / 'ilo.json'}")
         return 0
@@ -237,17 +190,3 @@ def cmd_inside(cfg: InsideConfig) -> int:
         print(format_consistency(run_consistency(cfg, backend, dataset, languages, out)))
     print(f"[xlgap] wrote JSON and PNG files to {out}", file=sys.stderr)
     return 0
-
-
-def demo_section(cfg: RunConfig, backend: Any, dataset: ParallelDataset,
-                 languages: Sequence[str], out: Path, **options: Any) -> str:
-    """The demo's short look inside: ILO and similarity by layer on the same items
-    (``options`` override :class:`InsideConfig` fields, e.g. ``n_boot``)."""
-    inside = InsideConfig(**{k: getattr(cfg, k) for k in RunConfig.__dataclass_fields__},
-                          **options)
-    out.mkdir(parents=True, exist_ok=True)
-    states = hidden_states(inside, backend, dataset, languages, out)
-    ilo_text = format_ilo(run_ilo(inside, states, out))
-    sim_text = format_similarity(run_similarity(inside, states, out))
-    return f"\n{ilo_text}\n\n{sim_text}\n[xlgap] plots: {out / 'ilo.png'}, " \
-           f"{out / 'similarity.png'}"

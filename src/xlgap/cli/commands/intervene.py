@@ -1,6 +1,6 @@
 """``xlgap intervene``: run prompt strategies and compare them with the baseline.
 
-A thin wrapper over :func:`xlgap.interventions.experiment.run_interventions`. Writes, under
+A thin wrapper over :func:`xlgap.compare_strategies` (``xlgap.api``). Writes, under
 ``--out DIR``, one run directory per strategy (``DIR/<strategy>/``, so ``xlgap diagnose
 DIR/tta-1`` works) and the comparison ``DIR/interventions.json``, ``DIR/interventions.md``
 and ``DIR/interventions.png``.
@@ -14,17 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlgap.api.runs import compare_strategies
 from xlgap.cli import workspace
-from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.config import RunConfig, config_to_dict, from_options, opt, options_from
 from xlgap.cli.registry import command
 from xlgap.data.languages import check_known
 from xlgap.errors import XlgapError
-from xlgap.interventions.experiment import run_interventions
 from xlgap.interventions.strategies import StrategyOptions, parse_strategy_list
-from xlgap.io import dump_json, write_text_atomic
-from xlgap.provenance import tagged
-from xlgap.report.plots.interventions import plot_interventions
-from xlgap.report.text import format_interventions_table, interventions_markdown
+from xlgap.report.text import format_interventions_table
 from xlgap.sampling import ITEM_SOURCE
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT
 
@@ -37,19 +34,27 @@ class InterveneConfig(RunConfig):
                           "(question + K translations), tta-K (translate into K languages, "
                           "then answer), tea (translate, answer in English, translate back), "
                           "vote-K (majority of K samples); baseline is always added")
-    samples: int = opt(3, "final answers per item, language and strategy (R), all sampled")
-    temperature: float = opt(1.0, "sampling temperature of the answers")
-    shots: int = opt(3, "few-shot examples in base-model prompts")
-    translations: str = opt("oracle", "TrEn-k translations: from the parallel data (oracle) "
-                            "or made by the model (model)", choices=("oracle", "model"))
-    other_scripts: bool = opt(False, "TrEn-k/TTA-k: only translation languages whose script "
-                              "differs from the source's")
+    # defaults declared once, on StrategyOptions (the keywords of xlgap.compare_strategies)
+    samples: int = from_options(StrategyOptions, "samples", "final answers per item, language "
+                                "and strategy (R), all sampled")
+    temperature: float = from_options(StrategyOptions, "temperature",
+                                      "sampling temperature of the answers")
+    shots: int = from_options(StrategyOptions, "shots", "few-shot examples in base-model "
+                              "prompts")
+    translations: str = from_options(StrategyOptions, "translations", "TrEn-k translations: "
+                                     "from the parallel data (oracle) or made by the model "
+                                     "(model)", choices=("oracle", "model"))
+    other_scripts: bool = from_options(StrategyOptions, "other_scripts", "TrEn-k/TTA-k: only "
+                                       "translation languages whose script differs from the "
+                                       "source's")
     translation_langs: str = opt("", "comma-separated order of translation languages "
                                  "(default: the source, then the data set's languages)")
-    max_new_tokens: int = opt(16, "longest direct answer, in tokens (TTA gets more)")
-    exact: bool = opt(False, "white-box models: each strategy's final answer is the "
-                      "distribution over the candidates from their log-probabilities (no "
-                      "parse failures; --samples is then unused)")
+    max_new_tokens: int = from_options(StrategyOptions, "max_new_tokens", "longest direct "
+                                       "answer, in tokens (TTA gets more)")
+    exact: bool = from_options(StrategyOptions, "exact", "white-box models: each strategy's "
+                               "final answer is the distribution over the candidates from "
+                               "their log-probabilities (no parse failures; --samples is then "
+                               "unused)")
     n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
 
 
@@ -64,13 +69,6 @@ def _translation_langs(cfg: InterveneConfig, known: list[str]) -> tuple[str, ...
     return tuple(check_known(codes, known, "the data set (--translation-langs)"))
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> None:
-    """``interventions.json``, ``.md`` and ``.png`` in ``out``."""
-    dump_json(tagged("interventions", result), out / "interventions.json")
-    write_text_atomic(out / "interventions.md", interventions_markdown(result))
-    plot_interventions(result, out / "interventions.png")
-
-
 @command("intervene", InterveneConfig, analysis=True)
 def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
     """``xlgap intervene`` (``backend``: one already open, e.g. the demo's)."""
@@ -83,22 +81,19 @@ def cmd_intervene(cfg: InterveneConfig, backend: Any = None) -> int:
                          "give one --source (the note on the data says which languages)")
     # Translations may use any language of the data set, not only the run's.
     full, source, targets = workspace.open_dataset(cfg, all_languages=True)
-    options = StrategyOptions(
-        samples=cfg.samples, temperature=cfg.temperature, shots=cfg.shots, seed=cfg.seed,
-        source=source, translations=cfg.translations, other_scripts=cfg.other_scripts,
-        translation_langs=_translation_langs(cfg, full.languages),
-        max_new_tokens=cfg.max_new_tokens, exact=cfg.exact)
     out = Path(cfg.out) if cfg.out else workspace.default_out("intervene")
     backend = backend if backend is not None else workspace.open_backend(cfg)
     print(f"[xlgap] intervene: {len(full)} items, {source} -> {', '.join(targets)}, "
           f"strategies {', '.join(names)}, "
           f"{'exact distributions' if cfg.exact else f'R={cfg.samples}'}; results in {out}",
           file=sys.stderr)
-    result = run_interventions(backend, full, out, strategies=names, targets=targets,
-                               options=options, n_boot=cfg.n_boot, seed=cfg.seed,
-                               progress=cfg.show_progress(), config=config_to_dict(cfg))
-    result["model"] = cfg.model
-    write_outputs(result, out)
+    options = options_from(StrategyOptions, cfg, source=source,
+                           translation_langs=_translation_langs(cfg, full.languages))
+    result = compare_strategies(
+        backend, full, names, source=source, targets=targets, out=out, n_boot=cfg.n_boot,
+        seed=cfg.seed, progress=cfg.show_progress(), config=config_to_dict(cfg),
+        **{k: getattr(options, k) for k in StrategyOptions.__dataclass_fields__
+           if k not in ("source", "seed")})
     print()
     print(format_interventions_table(result))
     print(f"\n[xlgap] wrote {out / 'interventions.json'}, {out / 'interventions.md'} and "

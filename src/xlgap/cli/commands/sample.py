@@ -11,22 +11,24 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from xlgap.api.inside import look_inside
+from xlgap.api.runs import compare_strategies
 from xlgap.cli import workspace
-from xlgap.cli.commands.inside import demo_section
-from xlgap.cli.commands.intervene import InterveneConfig, cmd_intervene
-from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.config import RunConfig, config_to_dict, from_options, opt, options_from
 from xlgap.cli.registry import command
 from xlgap.data.languages import language_name
 from xlgap.errors import XlgapError
+from xlgap.interventions.strategies import parse_strategy_list
 from xlgap.models.embedder import open_embedder
 from xlgap.progress import format_duration, step
 from xlgap.report.html import write_report
 from xlgap.report.plots.diagnosis import write_plots
+from xlgap.report.plots.representations import plot_ilo_by_layer, plot_similarity_by_layer
+from xlgap.report.text import format_ilo, format_interventions_table, format_similarity
 from xlgap.runs import load_run
 from xlgap.sampling import (
     ITEM_SOURCE,
     SamplingOptions,
-    default_shots,
     make_run,
     make_source_runs,
     source_run_dir,
@@ -43,23 +45,19 @@ class SampleConfig(RunConfig):
     source: str = opt("en", "source language (BCP 47), or 'item': each item asked from its "
                       "own source language where the data records one (ECLeKTic), one run "
                       "per source in OUT/source-<lang>/, pooled in OUT/by_source.json")
-    samples: int = opt(20, "responses sampled per item and language (K)")
-    temperature: float = opt(1.0, "sampling temperature")
-    exact: bool = opt(False, "take exact candidate distributions from log-probabilities "
-                      "instead of sampling (white-box backends)")
-    normalize: str = opt("none", "--exact: score normalisation: none (total log-probability), "
-                         "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
-                         choices=("none", "tokens", "bytes"))
-    shuffle_options: bool = opt(False, "lettered multiple choice: shuffle the option order per "
-                                "item and language (separates position bias from the gap)")
+    # the sampling options are declared once, on SamplingOptions (help and default)
+    samples: int = from_options(SamplingOptions, "samples")
+    temperature: float = from_options(SamplingOptions, "temperature")
+    exact: bool = from_options(SamplingOptions, "exact")
+    normalize: str = from_options(SamplingOptions, "normalize")
+    shuffle_options: bool = from_options(SamplingOptions, "shuffle_options")
     judge: str = opt("", "open questions: a model (any --model value) that judges each free-"
                      "text answer against the gold answers, instead of alias matching")
     embedder: str = opt("self", "open questions: the answer embedder for the L2 distance: "
                         "'self' (the model's own last-layer state), 'self:LAYER', or a "
                         "Hugging Face encoder (hub id in the local cache, or a path)")
-    shots: int | None = opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
-                            "when --exact scores cloze sentences, which need no format cue)")
-    max_new_tokens: int = opt(16, "longest sampled answer, in tokens")
+    shots: int | None = from_options(SamplingOptions, "shots")
+    max_new_tokens: int = from_options(SamplingOptions, "max_new_tokens")
     diagnose: bool = opt(True, "run the diagnosis when sampling is done")
     n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals")
 
@@ -105,12 +103,8 @@ class SimulateConfig:
     diagnose: bool = opt(False, "diagnose the simulated run right away")
 
 
-def _sampling_options(cfg: SampleConfig, dataset: Any):
-    shots = cfg.shots if cfg.shots is not None else default_shots(dataset, cfg.exact)
-    return SamplingOptions(samples=cfg.samples, temperature=cfg.temperature,
-                           max_new_tokens=cfg.max_new_tokens, exact=cfg.exact,
-                           shots=shots, seed=cfg.seed, chunk=64 if cfg.exact else 16,
-                           normalize=cfg.normalize, shuffle_options=cfg.shuffle_options)
+def _sampling_options(cfg: SampleConfig) -> SamplingOptions:
+    return options_from(SamplingOptions, cfg)
 
 
 def accuracy_table(run_dir: str | Path) -> dict[str, float]:
@@ -142,7 +136,7 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
           f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; "
           f"run dir {out}", file=sys.stderr)
     make_run(backend, dataset, out, source=source, targets=targets,
-             options=_sampling_options(cfg, dataset), meta={"config": config_to_dict(cfg)},
+             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
              progress=cfg.show_progress(), judge=workspace.open_judge(cfg),
              embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
                                     device=cfg.device if cfg.device != "auto" else "cpu"))
@@ -164,7 +158,7 @@ def sample_by_source(cfg: SampleConfig, out: Path) -> dict[str, Path]:
           f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; one run "
           f"per source in {source_run_dir(out, '<lang>')}", file=sys.stderr)
     runs = make_source_runs(
-        backend, dataset, out, targets=targets, options=_sampling_options(cfg, dataset),
+        backend, dataset, out, targets=targets, options=_sampling_options(cfg),
         meta={"config": config_to_dict(cfg)}, progress=cfg.show_progress(),
         judge=workspace.open_judge(cfg),
         embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
@@ -257,16 +251,24 @@ def cmd_demo(cfg: DemoConfig) -> int:
         backend, dataset, source, targets = sample_and_diagnose(
             replace(cfg, out=str(out / "run")), out / "run", "demo")
     with step("2/3 what helps: prompt strategies against the baseline"):
-        fields = {k: getattr(cfg, k) for k in InterveneConfig.__dataclass_fields__
-                  if hasattr(cfg, k)}
-        cmd_intervene(InterveneConfig(**{**fields, "out": str(out / "intervene"),
-                                         "samples": 1 if cfg.exact else 3,
-                                         "shots": cfg.shots if cfg.shots is not None else 3}),
-                      backend=backend)
+        # translations may use any language of the data set, not only the run's
+        full = workspace.open_dataset(cfg, all_languages=True)[0]
+        found = compare_strategies(
+            backend, full, parse_strategy_list(cfg.strategies), source=source,
+            targets=targets, out=out / "intervene", exact=cfg.exact,
+            samples=1 if cfg.exact else 3, shots=cfg.shots if cfg.shots is not None else 3,
+            temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n_boot=cfg.n_boot,
+            seed=cfg.seed, progress=cfg.show_progress(), config=config_to_dict(cfg))
+        print(format_interventions_table(found))
     if cfg.represent and backend.supports_white_box:
         with step("3/3 inside the model: ILO and similarity by layer"):
-            print(demo_section(cfg, backend, dataset, [source, *targets], out / "inside",
-                               n_boot=min(cfg.n_boot, 100)))
+            inside = look_inside(backend, dataset, source=source, targets=targets,
+                                     out=out / "inside", analyses=["ilo", "similarity"],
+                                     n_boot=min(cfg.n_boot, 100), seed=cfg.seed,
+                                     batch_size=cfg.batch_size, progress=cfg.show_progress())
+            plot_ilo_by_layer(inside["ilo"], out / "inside" / "ilo.png")
+            plot_similarity_by_layer(inside["similarity"], out / "inside" / "similarity.png")
+            print(f"\n{format_ilo(inside['ilo'])}\n\n{format_similarity(inside['similarity'])}")
     report = write_report([out], out / "report.html", f"xlgap demo: {cfg.model}")
     print(f"\n[xlgap] demo done in {format_duration(time.time() - started)}; everything is "
           f"in {out}")

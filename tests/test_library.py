@@ -1,0 +1,320 @@
+"""xlgap as a library: the lazy top level, one result schema, one declaration per option.
+
+The command and its Python function must give the same result files on the same inputs;
+every committed result file must reload with ``xlgap.load_result`` and give its numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import xlgap
+import xlgap.errors
+import xlgap.results
+from fake_backend import FakeBackend
+from xlgap.cli import main
+from xlgap.cli.commands.intervene import InterveneConfig
+from xlgap.cli.commands.sample import SampleConfig
+from xlgap.interventions.strategies import StrategyOptions
+from xlgap.models import register_backend
+from xlgap.results import COLUMNS, Result
+from xlgap.sampling import SamplingOptions
+
+register_backend("fake", "fake_backend:make")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def run_cli(capsys, *args: str) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    capsys.readouterr()
+    return int(exc.value.code)
+
+
+@pytest.fixture
+def cloze_dir(tmp_path):
+    """Four BMLAMA-style cloze items in en and fr (cloze: exact scoring uses 0 shots)."""
+    d = tmp_path / "bm"
+    d.mkdir()
+    rows = {"en": [("The capital of France is <mask>.", "Paris"),
+                   ("The capital of Italy is <mask>.", "Rome"),
+                   ("The capital of Germany is <mask>.", "Berlin"),
+                   ("The capital of Spain is <mask>.", "Madrid")],
+            "fr": [("La capitale de la France est <mask>.", "Paris"),
+                   ("La capitale de l'Italie est <mask>.", "Rome"),
+                   ("La capitale de l'Allemagne est <mask>.", "Berlin"),
+                   ("La capitale de l'Espagne est <mask>.", "Madrid")]}
+    for lang, items in rows.items():
+        lines = ["Prompt\tAns\tCandidate Ans\tSubject"]
+        lines += [f"{p}\t{a}\tParis,Rome,Berlin,Madrid\tx" for p, a in items]
+        (d / f"{lang}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return d
+
+
+# -- the top level -----------------------------------------------------------------------
+
+
+def test_import_xlgap_is_light_and_every_name_resolves():
+    code = ("import sys, xlgap; heavy = [m for m in ('torch', 'transformers', 'pandas') "
+            "if m in sys.modules]; print(heavy); print(sorted(set(xlgap.__all__) - "
+            "set(dir(xlgap))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "[]", f"import xlgap imported {out[0]}"
+    assert out[1] == "[]", f"names in __all__ but not in dir(xlgap): {out[1]}"
+    for name in xlgap.__all__:
+        assert getattr(xlgap, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = xlgap.nope
+
+
+def test_the_study_functions_are_functions_not_modules():
+    # the trap of `from xlgap.stats import diagnose` (a module) is gone at the top level
+    for name in ("diagnose", "sample", "compare_strategies", "look_inside", "load_result",
+                 "write_report", "run_steering", "run_finetune", "hidden_states"):
+        assert callable(getattr(xlgap, name)), name
+
+
+def test_comma_strings_are_refused_where_lists_are_meant(cloze_dir):
+    data = xlgap.load_dataset(str(cloze_dir))
+    with pytest.raises(xlgap.errors.ConfigError, match="list"):
+        xlgap.sample(FakeBackend(), data, source="en", targets="fr", exact=True)
+    with pytest.raises(xlgap.errors.ConfigError, match=r"unknown option.*shot\b"):
+        xlgap.sample(FakeBackend(), data, source="en", targets=["fr"], shot=1)
+
+
+def test_write_report_takes_one_path_as_a_string(tmp_path):
+    # the old write_report walked a str's characters: "s: not found", "t: not found", ...
+    study = tmp_path / "study"
+    (study / "run").mkdir(parents=True)
+    for name in ("diagnosis.json", "run.json", "items.jsonl", "distributions.jsonl"):
+        (study / "run" / name).write_bytes((RESULTS / "chat-exact" / name).read_bytes())
+    page = xlgap.write_report(str(study), tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "not found" not in page
+    assert "diagnos" in page.lower()
+
+
+# -- one result schema -------------------------------------------------------------------
+
+
+def committed() -> list[Path]:
+    return sorted(p for p in RESULTS.rglob("*.json") if p.name != "run.json")
+
+
+@pytest.mark.parametrize("path", committed(), ids=lambda p: str(p.relative_to(RESULTS)))
+def test_committed_results_reload_with_their_numbers(path):
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    result = xlgap.load_result(path)
+    assert isinstance(result, Result)
+    assert result.kind in ("diagnosis", "interventions", "steering", "finetune")
+    frame = result.to_frame()
+    assert list(frame.columns) == list(COLUMNS) and len(frame) > 10
+    assert (frame.kind == result.kind).all()
+
+    def row(**where):
+        hit = frame
+        for k, v in where.items():
+            hit = hit[hit[k] == v]
+        assert len(hit) == 1, (where, len(hit))
+        return hit.iloc[0]
+
+    if result.kind == "diagnosis":
+        target = raw["targets"][0]
+        for metric in ("transfer", "agreement"):
+            node = raw["pairs"][target][metric]
+            got = row(target=target, metric=metric)
+            assert (got.estimate, got.ci_low, got.ci_high) == (node["estimate"], *node["ci"])
+        assert row(target=raw["source"], metric="accuracy").estimate == \
+            raw["accuracy"][raw["source"]]["estimate"]
+    elif result.kind == "interventions":
+        name = next(s for s in raw["strategies"] if s != "baseline")
+        node = raw["strategies"][name]
+        got = row(arm=name, target="all", metric="transfer")
+        assert (got.estimate, got.ci_low, got.ci_high) == (node["transfer"]["estimate"],
+                                                           *node["transfer"]["ci"])
+        assert got.p == node["p_vs_baseline"]  # the p the old to_frame lost
+    elif result.kind == "steering":
+        node = raw["best"]["test"]["all"]["transfer"]
+        got = row(arm="best", target="all", metric="transfer")
+        assert (got.estimate, got.p, got.n) == (node["estimate"], node["p_value"], node["n"])
+        assert result.best == raw["best"]  # the experiment's own fields stay reachable
+    else:
+        assert row(arm="base", target=raw["source"], metric="accuracy").estimate == \
+            raw["base"]["accuracy"][raw["source"]]["estimate"]
+
+
+def test_a_whole_study_concatenates_into_one_table():
+    frames = [xlgap.load_result(p).to_frame() for p in committed()]
+    table = pd.concat(frames, ignore_index=True)
+    assert list(table.columns) == list(COLUMNS)
+    assert set(table.kind) == {"diagnosis", "interventions", "steering", "finetune"}
+    html = xlgap.load_result(committed()[0])._repr_html_()
+    assert "<table>" in html and "estimate" in html
+
+
+@pytest.mark.parametrize("test", [
+    # paired tests as written before {estimate, ...}, and as they are written now
+    {"a": 0.6, "b": 0.5, "difference": 0.1, "ci": [0.02, 0.18], "p": 0.01, "n": 40},
+    {"estimate": 0.1, "ci": [0.02, 0.18], "p": 0.01, "p_floor": 0.002, "n": 40, "a": 0.6,
+     "b": 0.5}])
+def test_a_paired_test_is_the_estimate_of_a_difference(test):
+    result = Result("interventions", {"strategies": {
+        "baseline": {"transfer": {"estimate": 0.5, "ci": [0.4, 0.6], "n": 40},
+                     "vs_baseline": None},
+        "tea": {"transfer": {"estimate": 0.6, "ci": [0.5, 0.7], "n": 40},
+                "per_target": {"fr": {"transfer": {"estimate": 0.7, "ci": [0.6, 0.8],
+                                                   "n": 40}}},
+                "vs_baseline": {"transfer": test}}}})
+    frame = result.to_frame().set_index(["arm", "target", "metric"])
+    diff = frame.loc[("tea vs baseline", "all", "transfer")]
+    assert (diff.estimate, diff.ci_low, diff.ci_high, diff.p, diff.n) == (0.1, 0.02, 0.18,
+                                                                          0.01, 40)
+    assert frame.loc[("tea", "fr", "transfer")].estimate == 0.7
+    assert frame.loc[("baseline", "all", "transfer")].estimate == 0.5
+    assert len(frame) == 4
+
+
+# -- one declaration per option ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config", "options"), [(SampleConfig, SamplingOptions),
+                                                 (InterveneConfig, StrategyOptions)])
+def test_the_command_takes_each_shared_option_from_the_api(config, options):
+    api_fields = {f.name: f for f in dataclasses.fields(options)}
+    shared = [f for f in dataclasses.fields(config) if f.name in api_fields]
+    assert len(shared) >= 6
+    for f in shared:
+        if f.name in ("source", "seed", "translation_langs"):
+            continue  # RunConfig's, or a comma list on the command line
+        api = api_fields[f.name]
+        assert f.metadata.get("declared_in") == options.__name__, \
+            f"{config.__name__}.{f.name} is declared by hand: use from_options"
+        assert f.default == api.default, f"{config.__name__}.{f.name}: default differs"
+        if "help" in api.metadata:
+            assert f.metadata["help"] == api.metadata["help"]
+
+
+def test_python_sample_gives_the_numbers_of_xlgap_sample(capsys, tmp_path, cloze_dir):
+    # old code: SamplingOptions(exact=True) used 3 shots, the command 0 on cloze data
+    code = run_cli(capsys, "sample", "--model", "fake:x", "--data", str(cloze_dir),
+                   "--targets", "fr", "--exact", "--no-diagnose", "--no-progress",
+                   "--store", str(tmp_path / "store"), "--out", str(tmp_path / "cli"))
+    assert code == 0
+    run = xlgap.sample(FakeBackend(), xlgap.load_dataset(str(cloze_dir)), source="en",
+                       targets=["fr"], exact=True, out=tmp_path / "py")
+    assert isinstance(run, xlgap.Run) and run.n_items == 4
+    for name in ("items.jsonl", "distributions.jsonl"):
+        assert (tmp_path / "py" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    cli_meta = json.loads((tmp_path / "cli" / "run.json").read_text())
+    assert run.meta["answer_options"] == cli_meta["answer_options"]
+    assert run.meta["answer_options"]["shots"] == 0
+    cli_diag = xlgap.diagnose(tmp_path / "cli", n_boot=50, fit_model=False).to_frame()
+    py_diag = xlgap.diagnose(run, n_boot=50, fit_model=False).to_frame()
+    pd.testing.assert_frame_equal(cli_diag, py_diag)
+
+
+def test_python_compare_strategies_gives_the_file_of_xlgap_intervene(capsys, tmp_path,
+                                                                      cloze_dir):
+    code = run_cli(capsys, "intervene", "--model", "fake:x", "--data", str(cloze_dir),
+                   "--targets", "fr", "--strategies", "baseline,tren-1", "--exact",
+                   "--n-boot", "50", "--no-progress", "--store", str(tmp_path / "store"),
+                   "--out", str(tmp_path / "cli"))
+    assert code == 0
+    found = xlgap.compare_strategies(FakeBackend(), xlgap.load_dataset(str(cloze_dir)),
+                                     ["baseline", "tren-1"], source="en", targets=["fr"],
+                                     exact=True, n_boot=50, out=tmp_path / "py")
+    cli = xlgap.load_result(tmp_path / "cli" / "interventions.json")
+    py = xlgap.load_result(tmp_path / "py" / "interventions.json")
+    assert cli["strategies"] == py["strategies"] == json.loads(json.dumps(found["strategies"]))
+    pd.testing.assert_frame_equal(cli.to_frame(), py.to_frame())
+    for name in ("baseline", "tren-1"):
+        assert (tmp_path / "py" / name / "distributions.jsonl").read_text() == \
+            (tmp_path / "cli" / name / "distributions.jsonl").read_text()
+
+
+# -- one registry idiom ------------------------------------------------------------------
+
+
+class PluginResult(Result):
+    """A kind another package adds through the entry-point group ``xlgap.results``."""
+
+
+def test_another_package_adds_a_result_kind_through_its_entry_point(monkeypatch, tmp_path):
+    from importlib.metadata import EntryPoint
+
+    from xlgap import registry
+    from xlgap.results import KINDS, result_kinds
+
+    ep = EntryPoint(name="plugin_kind", value="test_library:PluginResult", group="xlgap.results")
+    monkeypatch.setattr(registry, "entry_points",
+                        lambda group: [ep] if group == "xlgap.results" else [])
+    monkeypatch.setattr(KINDS, "_plugins_loaded", False)
+    monkeypatch.setattr(KINDS, "_entries", dict(KINDS._entries))
+    path = Result("plugin_kind", {"x": {"estimate": 0.5, "ci": [0.4, 0.6], "n": 9}}).save(
+        tmp_path / "plugin.json")
+    loaded = xlgap.load_result(path)
+    assert type(loaded).__name__ == "PluginResult" and loaded.kind == "plugin_kind"
+    assert loaded.to_frame().iloc[0][["metric", "estimate", "n"]].tolist() == ["x", 0.5, 9]
+    assert "plugin_kind" in result_kinds() and "diagnosis" in result_kinds()
+    with pytest.raises(xlgap.errors.ConfigError, match=r"unknown results 'nope'.*diagnosis"):
+        KINDS.get("nope")
+
+
+def test_look_inside_gives_the_files_of_xlgap_ilo_and_similarity(capsys, tmp_path, cloze_dir):
+    for cmd in ("ilo", "similarity"):
+        code = run_cli(capsys, cmd, "--model", "fake:x", "--data", str(cloze_dir),
+                       "--targets", "fr", "--k", "2", "--t", "1", "--n-boot", "20",
+                       "--n-shuffles", "1", "--no-progress", "--store", str(tmp_path / "s"),
+                       "--out", str(tmp_path / "cli"))
+        assert code == 0
+    inside = xlgap.look_inside(FakeBackend(), xlgap.load_dataset(str(cloze_dir)), source="en",
+                               targets=["fr"], analyses=["ilo", "similarity"], k=2, t=1,
+                               n_boot=20, n_shuffles=1, out=tmp_path / "py")
+    assert sorted(inside) == ["ilo", "similarity"]
+    for name in ("ilo", "similarity"):
+        cli = json.loads((tmp_path / "cli" / f"{name}.json").read_text())
+        py = json.loads((tmp_path / "py" / f"{name}.json").read_text())
+        assert cli == py
+    again = xlgap.load_result(tmp_path / "py")  # the directory: one result of kind inside
+    pd.testing.assert_frame_equal(again.to_frame(), inside.to_frame())
+    frame = inside.to_frame()
+    assert set(frame.kind) == {"ilo", "similarity"}
+    assert {"layer 0", "layer 2"} <= set(frame.arm)
+    assert "en-fr" in set(frame[frame.kind == "similarity"].target)
+
+
+def test_the_logit_lens_has_a_row_per_language_layer_and_curve():
+    lens = xlgap.results.result_class("logit_lens")("logit_lens", {
+        "pivot": "en", "layers": [0, 6],
+        "languages": {"en": {"n_items": 5, "p_gold": [0.1, 0.4], "top1_gold": [0.0, 0.2],
+                             "p_pivot": None},
+                      "fr": {"n_items": 4, "p_gold": [0.05, 0.3], "top1_gold": [0.0, 0.1],
+                             "p_pivot": [0.2, 0.5]}}})
+    frame = lens.to_frame().set_index(["arm", "target", "metric"])
+    assert len(frame) == 2 * 2 + 2 * 3
+    assert frame.loc[("layer 6", "fr", "p_pivot")].estimate == 0.5
+    assert frame.loc[("layer 0", "en", "p_gold")].n == 5
+
+
+def test_load_backend_takes_your_own_model_and_caches_its_calls(tmp_path):
+    from conftest import make_tiny_gemma, make_tokenizer
+
+    tok = make_tokenizer()
+    backend = xlgap.load_backend(make_tiny_gemma(len(tok)), tok, name="mine",
+                                 cache=tmp_path / "store", batch_size=2)
+    assert backend.name == "mine" and backend.supports_white_box
+    question = [("The capital of France is", [" Paris", " Rome"])]
+    first = backend.score_batch(question)
+    computed = backend.computed
+    assert backend.score_batch(question) == first and backend.computed == computed
+    with pytest.raises(xlgap.errors.ConfigError, match="tokenizer"):
+        xlgap.load_backend(object())
