@@ -30,7 +30,6 @@ from xlgap.runs import (
     EMBEDDINGS_FILE,
     SAMPLE_EMBEDDINGS_FILE,
     RunWriter,
-    open_answer_summary,  # noqa: F401 - moved to runs; stats.diagnose still imports it here
     open_item_texts,
     read_meta,
 )

@@ -25,8 +25,7 @@ from xlgap.io import finite, write_text_atomic
 from xlgap.progress import progress_bar
 from xlgap.provenance import FORMAT_VERSION, provenance
 from xlgap.results import Result
-from xlgap.runs import Run, load_run
-from xlgap.sampling import open_answer_summary
+from xlgap.runs import Run, load_run, open_answer_summary
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, mean_with_ci
 from xlgap.stats.ensembling import (
     L2_NULL_PERMUTATIONS,
