@@ -141,7 +141,9 @@ def test_committed_results_reload_with_their_numbers(path):
         got = row(arm=name, target="all", metric="transfer")
         assert (got.estimate, got.ci_low, got.ci_high) == (node["transfer"]["estimate"],
                                                            *node["transfer"]["ci"])
-        assert got.p == node["p_vs_baseline"]  # the p the old to_frame lost
+        test = node["vs_baseline"]["transfer"]  # the paired test the old to_frame lost
+        got = row(arm=f"{name} vs baseline", target="all", metric="transfer")
+        assert (got.estimate, got.p, got.n) == (test["estimate"], test["p"], test["n"])
     elif result.kind == "steering":
         node = raw["best"]["test"]["all"]["transfer"]
         got = row(arm="best", target="all", metric="transfer")
