@@ -155,8 +155,8 @@ def plan_cost(run_dir: str | os.PathLike[str], *, items: int, languages: int,
             continue
         per = pairs_planned / pairs
 
-        def scaled(key: str, factor: float = 1.0, rows: list[dict[str, Any]] = mine
-                   ) -> float | None:
+        def scaled(key: str, factor: float = 1.0, rows: list[dict[str, Any]] = mine,
+                   per: float = per) -> float | None:
             tot = _total(rows, key)
             return None if tot is None else tot * per * factor
 
