@@ -10,6 +10,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from fake_backend import FakeBackend
 from xlgap.data.loaders import load_builtin
 from xlgap.errors import ConfigError
 from xlgap.runs import RunWriter, load_run
@@ -28,8 +29,6 @@ from xlgap.stats.planning import (
 )
 from xlgap.stats.sequential import coverage, look_sizes, run_until_ci
 from xlgap.stats.simulate import simulate_run
-
-from fake_backend import FakeBackend
 
 
 def write_exact_run(path: Path, probs: dict[str, np.ndarray], gold: np.ndarray,

@@ -155,20 +155,21 @@ def coverage(*, target: float, metric: str = "transfer", runs: int = 200,
              population: int = 4000, data_items: int = 2000, samples: int = 10,
              targets: int = 2, alpha: float = ALPHA, n_boot: int = 500, seed: int = 0,
              first: int = FIRST_LOOK, rules: Sequence[str] = ("naive", "bonferroni"),
-             **model: Any) -> dict[str, Any]:
+             sizes: Sequence[int] | None = None, **model: Any) -> dict[str, Any]:
     """Coverage of the stopping rule on the simulator.
 
     A population of simulated items (:func:`xlgap.stats.simulate.simulate_arrays`,
     ``model`` passes its settings) fixes the truth: ``metric`` pooled over all of them.
     Each of ``runs`` studies draws ``data_items`` items from it (its data set), takes
     them look by look and stops by the rule; the share of studies whose interval at the
-    stop holds the truth is the coverage. Per rule: ``coverage``, ``items`` (mean at the
+    stop holds the truth is the coverage (``sizes``: other looks than
+    :func:`look_sizes`). Per rule: ``coverage``, ``items`` (mean at the
     stop), ``reached`` (share that got under the target before the data ran out)."""
     part = _population_parts(pair_metric(metric).name, population, samples, targets, seed,
                              **model)
     ok = np.isfinite(part.num) & np.isfinite(part.den)
     truth = float(np.where(ok, part.num, 0).sum() / np.where(ok, part.den, 0).sum())
-    sizes = look_sizes(data_items, first)
+    sizes = list(sizes) if sizes is not None else look_sizes(data_items, first)
     rng = np.random.default_rng((seed, 9))
     out: dict[str, Any] = {"truth": truth, "target": target, "looks": sizes, "runs": runs,
                            "alpha": alpha, "rules": {}}
