@@ -282,3 +282,22 @@ def test_run_until_ci_stops_resumes_and_runs_out(tmp_path):
     assert "ran out" in tight["why"]
     saved = json.loads((tmp_path / "seq" / "sequential.json").read_text())
     assert saved["format"] == "sequential" and saved["items"] == len(data)
+
+
+def test_sample_until_ci_on_the_command_line(tmp_path):
+    """`xlgap sample --until-ci` on the built-in set with a model-free backend: the run
+    stops at a look, records it, and a pilot made so is planned (with its usage)."""
+    from xlgap.cli.main import run as main
+    from xlgap.models import register_backend
+
+    register_backend("fake", "fake_backend:make")
+    out = tmp_path / "seq"
+    assert main(["sample", "--model", "fake:x", "--exact", "--targets", "fr,de",
+                 "--until-ci", "0.5", "--metric", "agreement", "--no-diagnose",
+                 "--no-progress", "--store", str(tmp_path / "store"), "--out", str(out)]) == 0
+    rec = json.loads((out / "sequential.json").read_text())
+    assert rec["reached"] and rec["items"] == 30 and rec["metric"] == "agreement"
+    assert load_run(out).n_items == 30
+    result = plan(out, ci=0.1, pi=False, reps=3, n_boot=100)
+    assert result["cost"]["backends"]["fake"]["calls"] == pytest.approx(
+        result["run"]["items"] * 3)  # exact: one scoring request per (item, language)
