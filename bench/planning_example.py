@@ -10,6 +10,11 @@ items of the file would not be). Exact mode (candidate scores), zero shots (cloz
     step 2: python bench/planning_example.py run [--items N] -> OUT/run, OUT/comparison.json
 
 Run it under the model lock (``flock /tmp/xlgap-model.lock ...``).
+
+``--from-run DIR`` does the same without the model, from a finished run of it (the
+committed ``docs/results/bmlama-exact``, 300 items): the pilot is 30 of its items drawn at
+random, the planned run N others drawn at random (disjoint from the pilot), each written
+as a run directory of its own.
 """
 
 from __future__ import annotations
@@ -49,6 +54,20 @@ def _make(data, out: Path, n: int) -> Path:
                     meta={"config": {"bench": "planning_example", "items": n}})
 
 
+def _subset_run(src: Path, ids: list[str], dst: Path) -> Path:
+    """A run directory holding ``ids`` of the run in ``src`` (its answers as they are)."""
+    keep = set(ids)
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "run.json").write_text((src / "run.json").read_text())
+    for name in ("items.jsonl", "distributions.jsonl", "samples.jsonl"):
+        if (src / name).exists():
+            lines = [line for line in (src / name).read_text().splitlines()
+                     if line.strip() and str(json.loads(line).get("id", json.loads(line)
+                                                                 .get("item"))) in keep]
+            (dst / name).write_text("\n".join(lines) + "\n")
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("step", choices=("pilot", "run"))
@@ -57,11 +76,19 @@ def main() -> None:
     ap.add_argument("--ci", type=float, default=0.05)
     ap.add_argument("--items", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-run", default=None)
     args = ap.parse_args()
     out = Path(args.out)
-    data = _dataset(args.data, args.seed)
+    if args.from_run:
+        order = [str(i) for i in np.random.default_rng(args.seed).permutation(
+            load_run(args.from_run).item_ids)]
+    else:
+        data = _dataset(args.data, args.seed)
     if args.step == "pilot":
-        _make(data, out / "pilot", 30)
+        if args.from_run:
+            _subset_run(Path(args.from_run), order[:30], out / "pilot")
+        else:
+            _make(data, out / "pilot", 30)
         result = plan(out / "pilot", ci=args.ci, effect=0.1, power=0.8)
         result.save(out / "plan.json")
         write_plan_plot(result, out)
@@ -69,7 +96,8 @@ def main() -> None:
         return
     pilot_plan = json.loads((out / "plan.json").read_text())
     n = args.items or pilot_plan["run"]["items"]
-    run = load_run(_make(data, out / "run", n))
+    run = load_run(_subset_run(Path(args.from_run), order[30:30 + n], out / "run")
+                   if args.from_run else _make(data, out / "run", n))
     rows = {}
     for qty in pilot_quantities(run, pi=True, n_boot=1000)[0]:
         entry = pilot_plan["metrics"].get(qty.name)
