@@ -133,6 +133,21 @@ def test_source_at_chance_cannot_measure_transfer(tmp_path):
     assert result["run"]["driven_by"] != "transfer"
 
 
+def test_unparseable_pilot_plans_nothing(tmp_path):
+    """Every answer names no candidate: no metric measures the model, and the plan says
+    so instead of proposing a minimal run for the all-zero agreement."""
+    with RunWriter(tmp_path / "u", {"source": "en", "languages": ["en", "fr"],
+                                    "mode": "sample", "samples": 3}) as w:
+        w.add_items({"id": f"q{i}", "n_options": 4, "gold": 0} for i in range(20))
+        w.add_samples({"item": f"q{i}", "lang": lang, "sample": k, "answer": -1}
+                      for i in range(20) for lang in ("en", "fr") for k in range(3))
+    result = plan(tmp_path / "u", ci=0.05, pi=True, reps=3, n_boot=100, ks=(2,), k_reps=1)
+    for name in ("transfer", "agreement", "accuracy", "pi"):
+        assert result["metrics"][name]["items_needed"] is None
+        assert "no candidate" in result["metrics"][name]["why"]
+    assert result["run"]["items"] is None
+
+
 def test_source_equal_to_target_plans_agreement_minimally(tmp_path):
     """Source = target (the same distributions): agreement is 1 on every item."""
     rng = np.random.default_rng(1)

@@ -184,10 +184,16 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
     names = ([n for n in HEADLINE if n in PAIR_METRICS] if metrics is None
              else [pair_metric(m).name for m in metrics])
     checks = _checks(run, targets, n_boot)
-    chance_note = None
+    chance_note = unparsed = None
+    if checks["mostly_other"] or checks["mostly_no_answer"]:
+        worst = max((v, k) for key in ("other_share", "no_answer_share")
+                    for k, v in checks[key].items() if v is not None)
+        unparsed = (f"most answers name no candidate or none at all ({worst[0]:.0%} in "
+                    f"{worst[1]}): every metric would measure the prompts or the parser, "
+                    "not the model; fix those before planning")
     if not checks["source_above_chance"]:
         acc = checks["source_accuracy"]
-        chance_note = (f"the source ({run.source}) answers at chance (accuracy "
+        chance_note = (f"the source ({run.source}) answers no better than chance (accuracy "
                        f"{acc['estimate']:.3f}, CI {acc['ci']}, chance "
                        f"{checks['chance_accuracy']:.3f}): transfer counts target answers "
                        "among right source answers, which are luck here, so no number of "
@@ -205,7 +211,8 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
         out.append(Quantity(
             name, PAIR_METRICS[name].label, part_interval(part, n_boot, alpha),
             {t: part_interval(_column(part, i), n_boot, alpha) for i, t in enumerate(targets)},
-            n_pilot=q, not_measurable=chance_note if name in TRANSFER_METRICS else None))
+            n_pilot=q,
+            not_measurable=unparsed or (chance_note if name in TRANSFER_METRICS else None)))
     acc = {lang: Part.mean(accuracy_per_item(distribution(run, lang), gold))
            for lang in [run.source, *targets]}
     pooled_acc = stack_parts([{"a": acc[t]} for t in targets])["a"]
@@ -213,7 +220,7 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
     out.append(Quantity("accuracy", "accuracy (targets pooled; per language)",
                         part_interval(pooled_acc, n_boot, alpha),
                         {lang: part_interval(p, n_boot, alpha) for lang, p in acc.items()},
-                        n_pilot=q))
+                        n_pilot=q, not_measurable=unparsed))
     if l2_share and emb is not None:
         src_answers = _answers(run, run.source, seed)
         curves = [per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
@@ -224,7 +231,8 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
             out.append(Quantity("l2_share", "variance share of the L2 distance",
                                 _share_interval(l2sq, boot, alpha),
                                 {t: _share_interval(l2sq[:, [i]], boot, alpha)
-                                 for i, t in enumerate(targets)}, n_pilot=q, cost=4.0))
+                                 for i, t in enumerate(targets)}, n_pilot=q, cost=4.0,
+                                not_measurable=unparsed))
     if pi:
         s_counts, t_counts = pi_counts(run, targets)
         cache: dict[Any, Any] = {}
@@ -232,7 +240,8 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
                             _pi_interval(s_counts, t_counts, run.n_options, None, alpha,
                                          cache),
                             {t: _pi_interval(s_counts, t_counts, run.n_options, t, alpha,
-                                             cache) for t in targets}, n_pilot=q, cost=20.0))
+                                             cache) for t in targets}, n_pilot=q, cost=20.0,
+                            not_measurable=unparsed))
     return out, checks
 
 

@@ -57,8 +57,11 @@ def format_plan(result: dict[str, Any]) -> str:
             lines.append(f"  ({e['why']})")
     lines.append("(* beyond the largest size drawn: from the fitted c/sqrt(n))")
     run = result["run"]
-    lines.append(f"\nplanned run: {run['items']} items (driven by {run['driven_by']}), "
-                 f"K = {run['samples'] if run['samples'] else 'n/a (exact)'}")
+    if run["items"] is None:
+        lines.append("\nno plan: no quantity can be measured from this pilot (see above)")
+    else:
+        lines.append(f"\nplanned run: {run['items']} items (driven by {run['driven_by']}), "
+                     f"K = {run['samples'] if run['samples'] else 'n/a (exact)'}")
     spi = result.get("samples_per_item") or {}
     if spi and not spi.get("applies", True):
         lines.append(f"samples per item: {spi['why']}")
