@@ -68,6 +68,18 @@ def _subset_run(src: Path, ids: list[str], dst: Path) -> Path:
     return dst
 
 
+def _compare(interval, entry: dict, n: int) -> dict:
+    """Planned (from the pilot's curve) against realised half-width on ``n`` items."""
+    est, realised = interval(np.arange(n), 0)
+    pred = predicted_halfwidth(entry["curve"], n)
+    return {"pilot_estimate": entry["estimate"], "estimate": est,
+            "planned_halfwidth": pred["halfwidth"], "range": pred["range"],
+            "realised_halfwidth": realised,
+            "within": (realised is not None
+                       and pred["range"][0] <= realised <= pred["range"][1]),
+            "items_needed": entry["items_needed"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("step", choices=("pilot", "run"))
@@ -103,20 +115,17 @@ def main() -> None:
         entry = pilot_plan["metrics"].get(qty.name)
         if entry is None or not entry.get("curve") or qty.pooled is None:
             continue
-        est, realised = qty.pooled(np.arange(run.n_items), 0)
-        pred = predicted_halfwidth(entry["curve"], run.n_items)
-        rows[qty.name] = {"pilot_estimate": entry["estimate"], "estimate": est,
-                          "planned_halfwidth": pred["halfwidth"], "range": pred["range"],
-                          "realised_halfwidth": realised,
-                          "within": (realised is not None
-                                     and pred["range"][0] <= realised <= pred["range"][1]),
-                          "items_needed": entry["items_needed"]}
+        rows[qty.name] = _compare(qty.pooled, entry, run.n_items)
+        rows[qty.name]["per_target"] = {
+            t: _compare(fn, entry["per_target"][t], run.n_items)
+            for t, fn in qty.per_target.items() if entry["per_target"].get(t, {}).get("curve")}
     dump_json({"items": run.n_items, "ci_asked": pilot_plan["asked"]["ci"], "metrics": rows},
               out / "comparison.json", indent=1)
     print(f"{'metric':<18}{'planned':>9} {'range':>17} {'realised':>9}  within")
     for name, r in rows.items():
-        print(f"{name:<18}{r['planned_halfwidth']:9.4f} [{r['range'][0]:.4f}, "
-              f"{r['range'][1]:.4f}] {r['realised_halfwidth']:9.4f}  {r['within']}")
+        for label, x in [(name, r), *((f"  {t}", v) for t, v in r["per_target"].items())]:
+            print(f"{label:<18}{x['planned_halfwidth']:9.4f} [{x['range'][0]:.4f}, "
+                  f"{x['range'][1]:.4f}] {x['realised_halfwidth']:9.4f}  {x['within']}")
 
 
 if __name__ == "__main__":

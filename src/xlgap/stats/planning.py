@@ -311,27 +311,28 @@ def halfwidth_curve(interval: Interval, n_pilot: int, sizes: Sequence[int], *,
     """Half-width of ``interval`` at each size in ``sizes``: ``reps`` draws of that many
     pilot items with replacement, one item bootstrap on each. Returns ``{"n": [...],
     "halfwidth": [...] (mean), "low"/"high": [...] (10th/90th percentiles over draws),
-    "estimate": pilot estimate}``; a size where no draw gave an interval is null."""
+    "log_sd": [...] (standard deviation of log half-width over draws), "estimate": pilot
+    estimate}``; a size where no draw gave an interval is null."""
     rng = np.random.default_rng((seed, 11))  # its own stream: the draws of items
     est, _ = interval(np.arange(n_pilot), seed)
-    hw, lo, hi = [], [], []
+    hw: list[float | None] = []
+    lo: list[float | None] = []
+    hi: list[float | None] = []
+    sd: list[float | None] = []
     for n in sizes:
         vals = []
         for r in range(reps):
             _, h = interval(rng.integers(0, n_pilot, size=int(n)), seed + r)
             if h is not None and np.isfinite(h):
                 vals.append(h)
-        if vals:
-            arr = np.asarray(vals)
-            hw.append(float(arr.mean()))
-            lo.append(float(np.percentile(arr, 10)))
-            hi.append(float(np.percentile(arr, 90)))
-        else:
-            hw.append(None)
-            lo.append(None)
-            hi.append(None)
+        arr = np.asarray(vals, dtype=float)
+        pos = arr[arr > 0]
+        hw.append(float(arr.mean()) if arr.size else None)
+        lo.append(float(np.percentile(arr, 10)) if arr.size else None)
+        hi.append(float(np.percentile(arr, 90)) if arr.size else None)
+        sd.append(float(np.std(np.log(pos), ddof=1)) if pos.size > 1 else None)
     return {"n": [int(n) for n in sizes], "halfwidth": hw, "low": lo, "high": hi,
-            "estimate": finite(est), "reps": reps}
+            "log_sd": sd, "estimate": finite(est), "reps": reps}
 
 
 def power_halfwidth(effect: float, power: float, alpha: float = ALPHA) -> float:
@@ -383,27 +384,45 @@ def items_needed(curve: dict[str, Any], target: float) -> dict[str, Any]:
     return out
 
 
-def predicted_halfwidth(curve: dict[str, Any], n: int) -> dict[str, Any]:
-    """The half-width the curve predicts at ``n`` items, with the pilot's own uncertainty:
-    the relative spread (10th-90th percentile) of the half-width over draws of the
-    pilot's size, applied to the prediction (how far a width read off this many items
-    can be from the truth)."""
-    pts = [(m, h, lo, hi) for m, h, lo, hi in zip(curve["n"], curve["halfwidth"],
-                                                   curve["low"], curve["high"], strict=True)
-           if h is not None and h > 0]
+#: the Monte-Carlo wobble of one bootstrap interval's width (about 2% at 1000
+#: resamples, see xlgap.stats.bootstrap), as a relative sd
+BOOTSTRAP_WOBBLE = 0.02
+
+
+def predicted_halfwidth(curve: dict[str, Any], n: int, level: float = 0.9
+                        ) -> dict[str, Any]:
+    """The half-width the curve predicts at ``n`` items, and a ``range`` (a ``level``
+    band) for the half-width a run of ``n`` items will show. Three things move it, as
+    relative (log-scale) sds added in quadrature: the pilot's own uncertainty (the
+    spread of the half-width over draws of the pilot's size: how far a width read off
+    that few items can be from the truth), the planned run's own variability (the
+    spread over draws of size ``n``; beyond the largest size drawn, that spread shrunk
+    by ``sqrt(largest / n)``) and the bootstrap's Monte-Carlo wobble."""
+    pts = [(m, h, s) for m, h, s in zip(curve["n"], curve["halfwidth"],
+                                        curve.get("log_sd") or [None] * len(curve["n"]),
+                                        strict=True) if h is not None and h > 0]
     if not pts:
         return {"halfwidth": 0.0, "range": [0.0, 0.0]}
     ns = np.array([p[0] for p in pts], dtype=float)
     hs = np.array([p[1] for p in pts])
+    sds = np.array([np.nan if p[2] is None else p[2] for p in pts])
     if ns[0] <= n <= ns[-1]:
         h = float(np.exp(np.interp(np.log(n), np.log(ns), np.log(hs))))
     else:
         c = float(np.exp(np.mean(np.log(hs) + 0.5 * np.log(ns))))
         h = c / np.sqrt(n)
+    ok = np.isfinite(sds)
+    if not ok.any():
+        return {"halfwidth": h, "range": [h, h]}
     n_pilot = curve.get("n_pilot") or ns[len(ns) // 2]
-    k = int(np.argmin(np.abs(ns - n_pilot)))
-    lo, hi = pts[k][2] / pts[k][1], pts[k][3] / pts[k][1]
-    return {"halfwidth": h, "range": [h * lo, h * hi]}
+    s_pilot = float(np.interp(np.log(n_pilot), np.log(ns[ok]), sds[ok]))
+    s_run = (float(np.interp(np.log(n), np.log(ns[ok]), sds[ok])) if n <= ns[ok][-1]
+             else float(sds[ok][-1] * np.sqrt(ns[ok][-1] / n)))
+    spread = float(np.sqrt(s_pilot ** 2 + s_run ** 2 + BOOTSTRAP_WOBBLE ** 2))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return {"halfwidth": h, "range": [h * float(np.exp(-z * spread)),
+                                      h * float(np.exp(z * spread))],
+            "level": level, "relative_sd": spread}
 
 
 def plan_quantities(quantities: Sequence[Quantity], *, ci: float | None = None,
