@@ -246,6 +246,7 @@ def test_usage_is_recorded_and_prices_the_plan(tmp_path):
     assert sum(r["pairs"] for r in rows) == 18
     assert sum(r["completions"] for r in rows) == 18 * 3
     assert all(r["prompt_tokens"] > 0 and r["backend"] == "fake" for r in rows)
+    assert [r["first"] for r in rows] == [True] + [False] * (len(rows) - 1)
     cost = plan_cost(tmp_path / "r", items=60, languages=3, samples=6, pilot_samples=3,
                      price_in=1.0, price_out=2.0)["backends"]["fake"]
     tokens_in = sum(r["prompt_tokens"] for r in rows) * 10
@@ -316,3 +317,18 @@ def test_sample_until_ci_on_the_command_line(tmp_path):
     result = plan(out, ci=0.1, pi=False, reps=3, n_boot=100)
     assert result["cost"]["backends"]["fake"]["calls"] == pytest.approx(
         result["run"]["items"] * 3)  # exact: one scoring request per (item, language)
+
+
+def test_expected_time_counts_the_warm_up_once(tmp_path):
+    """A first chunk that carries loading (20 s for 10 pairs, then 1 s per 10 pairs):
+    100 planned pairs take 100 / 10 per s + 19 s of warm-up, not 100 x 2.3 / 4 s."""
+    rows = [{"pairs": 10, "prompts": 10, "completions": 10, "seconds": 20.0,
+             "backend": "hf", "first": True}] + [
+            {"pairs": 10, "prompts": 10, "completions": 10, "seconds": 1.0,
+             "backend": "hf", "first": False}] * 3
+    (tmp_path / USAGE_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cost = plan_cost(tmp_path, items=50, languages=2)["backends"]["hf"]
+    assert cost["pilot_pairs_per_second"] == pytest.approx(10.0)
+    assert cost["startup_seconds"] == pytest.approx(19.0)
+    assert cost["expected_seconds"] == pytest.approx(29.0)
+    assert cost["prompt_tokens"] is None and "tokens_note" in cost

@@ -223,13 +223,15 @@ class UsageLog:
     sets scored), ``prompt_tokens`` and ``answer_tokens`` (by the backend's own
     tokenizer, its ``encode``; null for a backend without one, e.g. an API, whose
     ``prompt_chars`` and ``answer_chars`` are kept instead), ``seconds`` (wall clock,
-    cache hits included) and the backend ``kind``. ``xlgap plan`` prices a planned run
+    cache hits included), the backend ``kind`` and ``first`` (the first chunk of this
+    run call: it carries the backend's warm-up). ``xlgap plan`` prices a planned run
     from these lines; a chunk answered again after a crash is counted twice."""
 
     def __init__(self, run_dir: str | Path, backend: Backend) -> None:
         self.path = Path(run_dir) / USAGE_FILE
         self.kind = getattr(backend, "kind", "unknown")
         self.encode = getattr(backend, "encode", None)
+        self.first = True
 
     def _tokens(self, texts: Sequence[str]) -> int | None:
         if not callable(self.encode):
@@ -251,7 +253,8 @@ class UsageLog:
         started = time.perf_counter()
         yield record
         row = {"pairs": pairs, **seen, "seconds": round(time.perf_counter() - started, 4),
-               "backend": self.kind}
+               "backend": self.kind, "first": self.first}
+        self.first = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")

@@ -175,13 +175,34 @@ def plan_cost(run_dir: str | os.PathLike[str], *, items: int, languages: int,
                              entry["prompt_tokens"] * price_in / 1e6
                              + entry["answer_tokens"] * price_out / 1e6)
         if kind != "openai":  # a local model: the pilot's throughput prices the time
-            secs = _total(mine, "seconds") or 0.0
-            entry["pilot_pairs_per_second"] = pairs / secs if secs > 0 else None
-            entry["expected_seconds"] = secs * per * scale
-            entry["time_note"] = ("from the pilot's wall clock on its machine; answers the "
-                                  "result store already held count as fast")
+            entry.update(_timing(mine, pairs_planned, scale))
         out["backends"][kind] = entry
     return out
+
+
+def _timing(rows: list[dict[str, Any]], pairs_planned: int, scale: float
+            ) -> dict[str, Any]:
+    """Expected time of ``pairs_planned`` pairs: the throughput of the chunks after the
+    first of each run call (steady state), plus the first chunks' extra time (warm-up:
+    loading and compiling) once. Lines written before ``first`` was recorded: the file's
+    first line is the warm-up."""
+    first = [bool(r.get("first", i == 0)) for i, r in enumerate(rows)]
+    steady = [r for r, f in zip(rows, first, strict=True) if not f]
+    warm = [r for r, f in zip(rows, first, strict=True) if f]
+    base = steady or rows
+    secs, pairs = float(sum(r["seconds"] for r in base)), float(sum(r["pairs"] for r in base))
+    rate = pairs / secs if secs > 0 else None
+    startup = 0.0
+    if steady and rate:
+        extra = [r["seconds"] - r["pairs"] / rate for r in warm]
+        startup = max(0.0, float(np.mean(extra))) if extra else 0.0
+    return {"pilot_pairs_per_second": rate,
+            "startup_seconds": startup,
+            "expected_seconds": (None if not rate else
+                                 pairs_planned / rate * scale + startup),
+            "time_note": ("the pilot's steady throughput (chunks after the first of each "
+                          "run call) on its machine, plus its warm-up once; answers the "
+                          "result store already held count as fast")}
 
 
 def _pilot(path: Path) -> tuple[Path, Path | None]:
