@@ -215,6 +215,9 @@ def _source_runs(out: Path) -> dict[str, Path]:
 def cmd_sample(cfg: SampleConfig) -> int:
     out = Path(cfg.out) if cfg.out else workspace.default_out("sample")
     if cfg.source == ITEM_SOURCE:
+        if cfg.until_ci:
+            raise XlgapError("--until-ci takes one source language; --source item makes a "
+                             "run per source (run --until-ci on each group's data instead)")
         sample_by_source(cfg, out)
     else:
         sample_and_diagnose(cfg, out, "sample")
