@@ -8,9 +8,11 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -176,16 +178,28 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
     builder = PromptBuilder(backend, dataset.items, shots=options.shots,
                             shuffle_options=options.shuffle_options)
 
+    usage = UsageLog(run_dir, backend)
+
     def answer(chunk: list[tuple[Item, str]]) -> list[dict[str, Any]]:
+        with usage.chunk(len(chunk)) as record:
+            rows = _answer(chunk, record)
+        return rows
+
+    def _answer(chunk: list[tuple[Item, str]], record: Callable[..., None]
+                ) -> list[dict[str, Any]]:
         if options.exact:
             prompts = [builder.scoring_prompt(it, lang) for it, lang in chunk]
             scores = backend.score_batch([(p.prompt, list(p.continuations)) for p in prompts],
                                          normalize=options.normalize)
+            record([p.prompt for p in prompts],
+                   [c for p in prompts for c in p.continuations], completions=len(prompts))
             return [{"item": it.id, "lang": lang, "probs": softmax(s), "logprobs": s}
                     for (it, lang), s in zip(chunk, scores, strict=True)]
         prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
         outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,
                                 max_new_tokens=options.max_new_tokens, seed=options.seed)
+        record(prompts, [t for texts in outs for t in texts],
+               completions=len(prompts) * options.samples)
         rows = []
         for (it, lang), texts in zip(chunk, outs, strict=True):
             if judge is not None and it[lang].is_open:
@@ -219,6 +233,52 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
             if not options.exact:
                 write_sample_embeddings(embedder, Path(run_dir))
     return Path(run_dir)
+
+
+USAGE_FILE = "usage.jsonl"  # one line per answered chunk: calls, tokens, seconds
+
+
+class UsageLog:
+    """What answering cost, one ``usage.jsonl`` line per chunk of (item, language) pairs:
+    ``pairs``, ``prompts`` (requests), ``completions`` (answers generated, or candidate
+    sets scored), ``prompt_tokens`` and ``answer_tokens`` (by the backend's own
+    tokenizer, its ``encode``; null for a backend without one, e.g. an API, whose
+    ``prompt_chars`` and ``answer_chars`` are kept instead), ``seconds`` (wall clock,
+    cache hits included), the backend ``kind`` and ``first`` (the first chunk of this
+    run call: it carries the backend's warm-up). ``xlgap plan`` prices a planned run
+    from these lines; a chunk answered again after a crash is counted twice."""
+
+    def __init__(self, run_dir: str | Path, backend: Backend) -> None:
+        self.path = Path(run_dir) / USAGE_FILE
+        self.kind = getattr(backend, "kind", "unknown")
+        self.encode = getattr(backend, "encode", None)
+        self.first = True
+
+    def _tokens(self, texts: Sequence[str]) -> int | None:
+        if not callable(self.encode):
+            return None
+        return int(sum(len(self.encode(t)) for t in texts))
+
+    @contextlib.contextmanager
+    def chunk(self, pairs: int) -> Iterator[Callable[..., None]]:
+        seen: dict[str, Any] = {}
+
+        def record(prompts: Sequence[str], answers: Sequence[str], *, completions: int
+                   ) -> None:
+            seen.update(prompts=len(prompts), completions=int(completions),
+                        prompt_tokens=self._tokens(prompts),
+                        answer_tokens=self._tokens(answers),
+                        prompt_chars=sum(len(p) for p in prompts),
+                        answer_chars=sum(len(a) for a in answers))
+
+        started = time.perf_counter()
+        yield record
+        row = {"pairs": pairs, **seen, "seconds": round(time.perf_counter() - started, 4),
+               "backend": self.kind, "first": self.first}
+        self.first = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 # Settings that change a baseline run's answers (the chunk size and embeddings do not).

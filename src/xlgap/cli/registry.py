@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("commands.sample",
         "the main job: sample, diagnose and look inside, on the embedded model "
         "and the built-in set"),
+    "plan": ("commands.plan",
+        "plan a study from a pilot run: items per metric for a CI width or an "
+        "effect, samples per item, calls, tokens, cost and time"),
     "data": ("commands.data",
         "data sets: show one, list the benchmarks known by name, get one"),
     "convert": ("commands.data",

@@ -11,6 +11,10 @@
 * :mod:`xlgap.stats.pi` (with :mod:`xlgap.stats.pi_particles`) -- the model fit of pi;
 * :mod:`xlgap.stats.simulate` -- runs drawn from the bias/variance model;
 * :mod:`xlgap.stats.diagnose` -- all of it for a run, as ``diagnosis.json`` and a summary.
+* :mod:`xlgap.stats.planning`, :mod:`xlgap.stats.plan_study` -- items, samples and cost a
+  study needs, from a pilot (``xlgap plan``);
+* :mod:`xlgap.stats.sequential` -- sampling until a CI is narrow, with looks planned in
+  advance (``xlgap sample --until-ci``).
 
 Submodules are imported on use, so that ``import xlgap.stats.bootstrap`` stays light.
 """

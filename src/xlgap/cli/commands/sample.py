@@ -37,6 +37,7 @@ from xlgap.stats.bootstrap import DEFAULT_N_BOOT, nan_mean
 from xlgap.stats.by_source import format_by_source, write_by_source
 from xlgap.stats.diagnose import diagnose_dir, format_summary, write_diagnosis
 from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.sequential import run_until_ci
 from xlgap.stats.simulate import simulate_run
 
 
@@ -60,6 +61,11 @@ class SampleConfig(RunConfig):
     max_new_tokens: int = from_options(SamplingOptions, "max_new_tokens")
     diagnose: bool = opt(True, "run the diagnosis when sampling is done")
     n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals")
+    until_ci: float | None = opt(None, "sequential: add items in batches (30, then doubling) "
+                                 "until --metric's pooled CI half-width is at most this, "
+                                 "or the data run out (CIs corrected for the looks; "
+                                 "OUT/sequential.json, docs/planning.md)")
+    metric: str = opt("transfer", "with --until-ci: the pair metric whose CI decides")
 
 
 @dataclass
@@ -135,11 +141,22 @@ def sample_and_diagnose(cfg: SampleConfig, out: Path, label: str) -> tuple[Any, 
     print(f"[xlgap] {label}: model {cfg.model}, {len(dataset)} items, {source} -> "
           f"{', '.join(targets)}, {'exact' if cfg.exact else f'K={cfg.samples}'}; "
           f"run dir {out}", file=sys.stderr)
-    make_run(backend, dataset, out, source=source, targets=targets,
-             options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
-             progress=cfg.show_progress(), judge=workspace.open_judge(cfg),
-             embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
-                                    device=cfg.device if cfg.device != "auto" else "cpu"))
+    def make(data: Any) -> Path:
+        return make_run(
+            backend, data, out, source=source, targets=targets,
+            options=_sampling_options(cfg), meta={"config": config_to_dict(cfg)},
+            progress=cfg.show_progress(), judge=workspace.open_judge(cfg),
+            embedder=open_embedder(cfg.embedder, backend, store=workspace.open_store(cfg),
+                                   device=cfg.device if cfg.device != "auto" else "cpu"))
+
+    if cfg.until_ci:  # sequential: looks planned in advance, Bonferroni over them
+        seq = run_until_ci(dataset, out, target=cfg.until_ci, make=make, metric=cfg.metric,
+                           n_boot=cfg.n_boot, seed=cfg.seed)
+        print(f"[xlgap] --until-ci: {seq['metric']} {seq['estimate']} CI {seq['ci']} on "
+              f"{seq['items']} items ({seq['correction']}); "
+              f"{'reached' if seq['reached'] else seq['why']}", file=sys.stderr)
+    else:
+        make(dataset)
     _print_accuracy(out)
     if cfg.diagnose:
         _diagnose(out, cfg.n_boot, cfg.seed, fit_model=True, progress=cfg.show_progress())
@@ -192,6 +209,9 @@ def _source_runs(out: Path) -> dict[str, Path]:
 def cmd_sample(cfg: SampleConfig) -> int:
     out = Path(cfg.out) if cfg.out else workspace.default_out("sample")
     if cfg.source == ITEM_SOURCE:
+        if cfg.until_ci:
+            raise XlgapError("--until-ci takes one source language; --source item makes a "
+                             "run per source (run --until-ci on each group's data instead)")
         sample_by_source(cfg, out)
     else:
         sample_and_diagnose(cfg, out, "sample")
