@@ -24,7 +24,7 @@ from xlgap.cli.commands.intervene import InterveneConfig
 from xlgap.cli.commands.sample import SampleConfig
 from xlgap.interventions.strategies import StrategyOptions
 from xlgap.models import register_backend
-from xlgap.results import COLUMNS, Result
+from xlgap.results import COLUMNS, Result, kind_of
 from xlgap.sampling import SamplingOptions
 
 register_backend("fake", "fake_backend:make")
@@ -107,7 +107,9 @@ def test_write_report_takes_one_path_as_a_string(tmp_path):
 
 
 def committed() -> list[Path]:
-    return sorted(p for p in RESULTS.rglob("*.json") if p.name != "run.json")
+    """The committed result files: JSON files tagged with a result kind."""
+    return sorted(p for p in RESULTS.rglob("*.json") if p.name != "run.json"
+                  and kind_of(json.loads(p.read_text(encoding="utf-8"))))
 
 
 @pytest.mark.parametrize("path", committed(), ids=lambda p: str(p.relative_to(RESULTS)))
@@ -115,7 +117,7 @@ def test_committed_results_reload_with_their_numbers(path):
     raw = json.loads(path.read_text(encoding="utf-8"))
     result = xlgap.load_result(path)
     assert isinstance(result, Result)
-    assert result.kind in ("diagnosis", "interventions", "steering", "finetune")
+    assert result.kind in ("diagnosis", "interventions", "steering", "finetune", "plan")
     frame = result.to_frame()
     assert list(frame.columns) == list(COLUMNS) and len(frame) > 10
     assert (frame.kind == result.kind).all()
@@ -149,6 +151,11 @@ def test_committed_results_reload_with_their_numbers(path):
         got = row(arm="best", target="all", metric="transfer")
         assert (got.estimate, got.p, got.n) == (node["estimate"], node["p_value"], node["n"])
         assert result.best == raw["best"]  # the experiment's own fields stay reachable
+    elif result.kind == "plan":
+        for name, entry in raw["metrics"].items():
+            assert row(arm="planned", target="all", metric=f"{name}:items_needed"
+                       ).estimate == entry["items_needed"]
+            assert row(arm="pilot", target="all", metric=name).estimate == entry["estimate"]
     else:
         assert row(arm="base", target=raw["source"], metric="accuracy").estimate == \
             raw["base"]["accuracy"][raw["source"]]["estimate"]
@@ -158,7 +165,7 @@ def test_a_whole_study_concatenates_into_one_table():
     frames = [xlgap.load_result(p).to_frame() for p in committed()]
     table = pd.concat(frames, ignore_index=True)
     assert list(table.columns) == list(COLUMNS)
-    assert set(table.kind) == {"diagnosis", "interventions", "steering", "finetune"}
+    assert set(table.kind) == {"diagnosis", "interventions", "steering", "finetune", "plan"}
     html = xlgap.load_result(committed()[0])._repr_html_()
     assert "<table>" in html and "estimate" in html
 

@@ -13,8 +13,8 @@ import pytest
 from fake_backend import FakeBackend
 from xlgap.data.loaders import load_builtin
 from xlgap.errors import ConfigError
-from xlgap.runs import RunWriter, load_run
-from xlgap.sampling import USAGE_FILE, SamplingOptions, make_run
+from xlgap.runs import USAGE_FILE, RunWriter, load_run
+from xlgap.sampling import SamplingOptions, make_run
 from xlgap.stats.bootstrap import paired_ratio_test, ratio_with_ci
 from xlgap.stats.pairs import Part
 from xlgap.stats.plan_study import plan, plan_cost, samples_per_item
@@ -204,7 +204,7 @@ def test_strategy_difference_is_the_paired_test(tmp_path):
     from xlgap.stats.metrics import transfer_parts
     a, b = transfer_parts(src, better, gold), transfer_parts(src, base, gold)
     ref = paired_ratio_test(a[0], a[1], b[0], b[1], n_boot=300, seed=0)
-    assert est == pytest.approx(ref["difference"])
+    assert est == pytest.approx(ref["estimate"])
     assert half == pytest.approx((ref["ci"][1] - ref["ci"][0]) / 2)
     result = plan(tmp_path / "iv", effect=0.2, pi=False, reps=3, n_boot=100)
     assert "difference:tren-1" in result["metrics"]

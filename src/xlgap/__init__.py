@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "run_finetune": "xlgap.api.experiments",
     "look_inside": "xlgap.api.inside",
     "hidden_states": "xlgap.api.inside",
+    "plan": "xlgap.stats.plan_study",
     "load_result": "xlgap.results",
     "write_report": "xlgap.api.report",
     "Result": "xlgap.results",

@@ -340,6 +340,26 @@ class LogitLensResult(Result):
                            "ci_high": None, "p": None, "n": n}
 
 
+@register_kind("plan")
+class PlanResult(Result):
+    """A study plan (``xlgap plan``): per metric, pooled (target ``all``) and per target,
+    the pilot's estimate (metric ``NAME``, ``n`` the pilot's items) and the items the plan
+    needs (metric ``NAME:items_needed``, the count in ``estimate``; empty where no plan can
+    measure the metric)."""
+
+    def estimates(self) -> Iterator[dict[str, Any]]:
+        pilot_items = self.get("pilot_items")
+        for name, entry in (self.get("metrics") or {}).items():
+            scopes = [("all", entry), *((entry.get("per_target") or {}).items())]
+            for target, scope in scopes:
+                base = {"kind": self.kind, "arm": "pilot", "target": target, "ci_low": None,
+                        "ci_high": None, "p": None}
+                yield {**base, "metric": name, "estimate": scope.get("estimate"),
+                       "n": pilot_items}
+                yield {**base, "arm": "planned", "metric": f"{name}:items_needed",
+                       "estimate": scope.get("items_needed"), "n": None}
+
+
 # The kinds whose files are plain trees of estimates.
 for _kind in ("diagnosis", "interventions", "by_source", "ilo", "similarity",
               "consistency", "study"):

@@ -8,11 +8,9 @@ through the result store, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from xlgap.runs import (
     EMBEDDINGS_FILE,
     SAMPLE_EMBEDDINGS_FILE,
     RunWriter,
+    UsageLog,
     open_item_texts,
     read_meta,
 )
@@ -233,52 +232,6 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
             if not options.exact:
                 write_sample_embeddings(embedder, Path(run_dir))
     return Path(run_dir)
-
-
-USAGE_FILE = "usage.jsonl"  # one line per answered chunk: calls, tokens, seconds
-
-
-class UsageLog:
-    """What answering cost, one ``usage.jsonl`` line per chunk of (item, language) pairs:
-    ``pairs``, ``prompts`` (requests), ``completions`` (answers generated, or candidate
-    sets scored), ``prompt_tokens`` and ``answer_tokens`` (by the backend's own
-    tokenizer, its ``encode``; null for a backend without one, e.g. an API, whose
-    ``prompt_chars`` and ``answer_chars`` are kept instead), ``seconds`` (wall clock,
-    cache hits included), the backend ``kind`` and ``first`` (the first chunk of this
-    run call: it carries the backend's warm-up). ``xlgap plan`` prices a planned run
-    from these lines; a chunk answered again after a crash is counted twice."""
-
-    def __init__(self, run_dir: str | Path, backend: Backend) -> None:
-        self.path = Path(run_dir) / USAGE_FILE
-        self.kind = getattr(backend, "kind", "unknown")
-        self.encode = getattr(backend, "encode", None)
-        self.first = True
-
-    def _tokens(self, texts: Sequence[str]) -> int | None:
-        if not callable(self.encode):
-            return None
-        return int(sum(len(self.encode(t)) for t in texts))
-
-    @contextlib.contextmanager
-    def chunk(self, pairs: int) -> Iterator[Callable[..., None]]:
-        seen: dict[str, Any] = {}
-
-        def record(prompts: Sequence[str], answers: Sequence[str], *, completions: int
-                   ) -> None:
-            seen.update(prompts=len(prompts), completions=int(completions),
-                        prompt_tokens=self._tokens(prompts),
-                        answer_tokens=self._tokens(answers),
-                        prompt_chars=sum(len(p) for p in prompts),
-                        answer_chars=sum(len(a) for a in answers))
-
-        started = time.perf_counter()
-        yield record
-        row = {"pairs": pairs, **seen, "seconds": round(time.perf_counter() - started, 4),
-               "backend": self.kind, "first": self.first}
-        self.first = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 # Settings that change a baseline run's answers (the chunk size and embeddings do not).

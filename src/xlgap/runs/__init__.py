@@ -25,6 +25,7 @@ from xlgap.runs.files import (
     read_meta,
 )
 from xlgap.runs.reader import Run, load_run, open_answer_summary, open_item_texts
+from xlgap.runs.usage import USAGE_FILE, UsageLog, read_usage
 from xlgap.runs.writer import RunWriter
 
 __all__ = [
@@ -38,11 +39,14 @@ __all__ = [
     "RUN_FILE",
     "SAMPLES_FILE",
     "SAMPLE_EMBEDDINGS_FILE",
+    "USAGE_FILE",
     "Run",
     "RunWriter",
+    "UsageLog",
     "done_keys",
     "load_run",
     "open_answer_summary",
     "open_item_texts",
     "read_meta",
+    "read_usage",
 ]

@@ -8,7 +8,6 @@ run costs (calls, tokens, money, time) from the pilot's own ``usage.jsonl``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +18,8 @@ import numpy as np
 from xlgap.errors import ConfigError, DataError
 from xlgap.io import finite
 from xlgap.provenance import provenance
-from xlgap.results import Result
-from xlgap.runs import Run, load_run
-from xlgap.sampling import USAGE_FILE
+from xlgap.results import Result, result_class
+from xlgap.runs import USAGE_FILE, Run, load_run, read_usage
 from xlgap.stats.bootstrap import ALPHA
 from xlgap.stats.pi import PiFitOptions, fit_pi_model
 from xlgap.stats.planning import (
@@ -34,7 +32,7 @@ from xlgap.stats.planning import (
 )
 from xlgap.stats.simulate import simulate_arrays
 
-__all__ = ["FORMAT", "plan", "plan_cost", "read_usage", "samples_per_item"]
+__all__ = ["FORMAT", "plan", "plan_cost", "samples_per_item"]
 
 FORMAT = "plan"
 DEFAULT_KS = (2, 5, 10, 20, 40)
@@ -107,22 +105,6 @@ def samples_per_item(run: Run, *, n_items: int | None = None,
             "coverage_at_k": None if chosen is None else chosen["coverage"],
             "rule": f"smallest K whose pi CI half-width is within "
                     f"{NARROWING_TOLERANCE:.0%} of the narrowest of K in {list(ks)}"}
-
-
-def read_usage(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The lines of a run's ``usage.jsonl`` (empty when the run has none)."""
-    path = Path(run_dir) / USAGE_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not a JSON line ({exc.msg})") from exc
-    return rows
 
 
 def _total(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -248,7 +230,7 @@ def plan(pilot: str | os.PathLike[str], *, ci: float | None = None,
     cost = (plan_cost(run_dir, items=items, languages=languages, samples=k,
                       pilot_samples=run.k if run.mode == "sample" else None,
                       price_in=price_in, price_out=price_out) if items else None)
-    return Result(FORMAT, {
+    return result_class(FORMAT)(FORMAT, {
         "pilot": str(run_dir), "strategies": None if strategies_dir is None
         else str(strategies_dir), "mode": run.mode, "pilot_items": run.n_items,
         "pilot_k": run.k if run.mode == "sample" else None, "source": run.source,

@@ -45,7 +45,12 @@ from xlgap.stats.bootstrap import (
     ratio_with_ci,
 )
 from xlgap.stats.diagnose import EXACT_K, distribution, verdict_checks
-from xlgap.stats.ensembling import per_item_curves, samples_from_probs, variance_share
+from xlgap.stats.ensembling import (
+    candidate_vectors,
+    samples_from_probs,
+    share_parts,
+    variance_share,
+)
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import PAIR_METRICS, Part, pair_metric, pair_parts, stack_parts
 from xlgap.stats.pi import PiFitOptions, counts_from_probs, fit_pi_model
@@ -130,9 +135,12 @@ def _embeddings(run: Run) -> np.ndarray | None:
     return out
 
 
-def _share_interval(l2sq: np.ndarray, n_boot: int, alpha: float) -> Interval:
+def _share_interval(var: np.ndarray, bias2: np.ndarray, n_boot: int, alpha: float
+                    ) -> Interval:
+    """The L2 share as the diagnosis defines it (:func:`variance_share` of the per-item
+    :func:`share_parts`), on a subsample of items; its null is not needed for a width."""
     def interval(idx: np.ndarray, seed: int) -> tuple[float | None, float | None]:
-        out = variance_share(l2sq[idx], n_boot=n_boot, seed=seed, alpha=alpha)
+        out = variance_share(var[idx], bias2[idx], n_boot=n_boot, seed=seed, alpha=alpha)
         return out["estimate"], _half(out["ci"])
     return interval
 
@@ -222,17 +230,17 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
                         {lang: part_interval(p, n_boot, alpha) for lang, p in acc.items()},
                         n_pilot=q, not_measurable=unparsed))
     if l2_share and emb is not None:
-        src_answers = _answers(run, run.source, seed)
-        curves = [per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
-                                  embeddings=emb, seed=seed)["l2sq"] for t in targets]
-        if all(c is not None for c in curves):
-            l2sq = np.stack(curves, axis=1)  # type: ignore[arg-type]
-            boot = max(100, n_boot // 2)
-            out.append(Quantity("l2_share", "variance share of the L2 distance",
-                                _share_interval(l2sq, boot, alpha),
-                                {t: _share_interval(l2sq[:, [i]], boot, alpha)
-                                 for i, t in enumerate(targets)}, n_pilot=q, cost=4.0,
-                                not_measurable=unparsed))
+        src_vectors = candidate_vectors(_answers(run, run.source, seed), emb, run.n_options)
+        parts = [share_parts(src_vectors, candidate_vectors(_answers(run, t, seed + 1), emb,
+                                                            run.n_options)) for t in targets]
+        var = np.stack([v for v, _ in parts], axis=1)
+        bias2 = np.stack([b for _, b in parts], axis=1)
+        boot = max(100, n_boot // 2)
+        out.append(Quantity("l2_share", "variance share of the L2 distance",
+                            _share_interval(var, bias2, boot, alpha),
+                            {t: _share_interval(var[:, [i]], bias2[:, [i]], boot, alpha)
+                             for i, t in enumerate(targets)}, n_pilot=q, cost=4.0,
+                            not_measurable=unparsed))
     if pi:
         s_counts, t_counts = pi_counts(run, targets)
         cache: dict[Any, Any] = {}
@@ -272,7 +280,7 @@ def strategy_differences(out_dir: str | os.PathLike[str], *, metric: str = "tran
             def inner(idx: np.ndarray, seed: int) -> tuple[float | None, float | None]:
                 res = paired_ratio_test(a.num[idx], a.den[idx], b.num[idx], b.den[idx],
                                         n_boot=n_boot, seed=seed, alpha=alpha)
-                return res["difference"], _half(res["ci"])
+                return res["estimate"], _half(res["ci"])
             return inner
 
         out.append(Quantity(
