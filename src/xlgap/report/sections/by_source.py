@@ -60,7 +60,7 @@ def by_source_table(data: Any) -> list[Block]:
 class BySourceSection(ShapedSection):
     kind = "by_source"
     formats = ("by_source",)
-    order = 2
+    order = 8  # after the other kinds: it pools runs shown above it
     title = "Transfer from each item's source"
     card_label = "by source"
     command = "sample"
