@@ -34,6 +34,9 @@ DEFAULT_STRATEGIES = "baseline,tren-1,tren-3,tta-1,tea,vote-5"
 
 @dataclass
 class InterveneConfig(RunConfig):
+    source: str = opt("en", "source language (BCP 47), or 'item': each item asked from its "
+                      "own source language where the data records one, one comparison per "
+                      "source in OUT/source-<lang>/")
     strategies: str = opt(DEFAULT_STRATEGIES, "comma-separated strategies: baseline, tren-K "
                           "(question + K translations), tta-K (translate into K languages, "
                           "then answer), tea (translate, answer in English, translate back), "
