@@ -107,6 +107,8 @@ def test_eclektic_from_its_published_file_to_the_report(eclektic, capsys, monkey
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert code == 0 and "Transfer from each item" in page
     assert f"pooled transfer {expected:.3f}" in page
+    # the heading names the model and data of the groups' runs
+    assert re.search(r"Transfer from each item&#39;s source: [\w-]+ on eclektic", page)
     table = page[page.index("Transfer from each item"):]
     assert all(re.search(rf">{name}<", table) for name in ("he", "ja", "pooled"))
 

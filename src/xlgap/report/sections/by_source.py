@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from xlgap.report.blocks import Block, Cell, Table, cell, count_cell
+from xlgap.report.discover import Artifact, data_label, load_json
 from xlgap.report.format import fmt_estimate, mapping, value
 from xlgap.report.sections import FigureSpec, register
 from xlgap.report.sections.extra import ShapedSection
@@ -64,6 +65,17 @@ class BySourceSection(ShapedSection):
     title = "Transfer from each item's source"
     card_label = "by source"
     command = "sample"
+
+    def heading(self, art: Artifact) -> str:
+        # by_source.json names no model or data: its groups' runs (OUT/source-<lang>/) do
+        if art.model == "unknown model":
+            for group in mapping(mapping(art.get(self.kind)).get("groups")).values():
+                run = mapping(load_json(art.dir / str(mapping(group).get("run")) /
+                                        "run.json").data)
+                if run.get("model"):
+                    on = f" on {data_label(str(run.get('data') or ''))}"
+                    return f"{self.title}: {run['model']}{on if run.get('data') else ''}"
+        return super().heading(art)
 
     def describe(self, data: Any) -> str | None:
         return by_source_summary(data)
