@@ -4,6 +4,7 @@ and the embedded model, converted once per test session for the integration test
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,6 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 _CORPUS = [
     "The capital of France is Paris.", "La capitale de la France est Paris.",
@@ -77,7 +76,14 @@ def embedded_backend():
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Data in the layout of the workspace's ``../shared/data``, written by the project:
+    ``bmlama17/`` (tests/bmlama_fixture.py: BMLAMA-17's published schema and quirks, 40
+    facts) and ``flores100/`` (tests/fixtures/sentences: 40 parallel sentences in de, en,
+    es, fr, it). No test reads the workspace's copy, so a fresh clone runs them all."""
+    from bmlama_fixture import write_bmlama17
+
+    root = tmp_path_factory.mktemp("data")
+    write_bmlama17(root / "bmlama17")
+    shutil.copytree(Path(__file__).parent / "fixtures" / "sentences", root / "flores100")
+    return root

@@ -194,12 +194,13 @@ def test_one_source_on_per_item_data_says_so(capsys, monkeypatch, tmp_path):
     assert code == 0 and "--source item" in err
 
 
-def test_intervene_refuses_source_item(capsys, monkeypatch, tmp_path):
+def test_intervene_source_item_on_open_questions_says_what_it_needs(capsys, monkeypatch,
+                                                                   tmp_path):
     write_items(tmp_path / "eclektic.jsonl")
     monkeypatch.setattr(workspace, "open_backend", lambda cfg: HomeBackend())
     code, _, err = run_cli(capsys, "intervene", "--data", str(tmp_path / "eclektic.jsonl"),
                            "--source", "item", "--out", str(tmp_path / "iv"))
-    assert code == 2 and "one --source" in err and "Traceback" not in err
+    assert code == 2 and "no answer candidates" in err and "Traceback" not in err
     assert not (tmp_path / "iv").exists()
 
 

@@ -239,19 +239,58 @@ def _bmlama_files(folder: Path, langs: tuple[str, ...]) -> Path:
     return folder
 
 
-def test_get_dataset_from_a_folder_needs_no_network(tmp_path: Path, cache: Path) -> None:
+def _pinned_to(entry: catalog.DatasetInfo, folder: Path) -> catalog.DatasetInfo:
+    """The entry with its pins replaced by the sha256 of the files in ``folder``."""
+    return replace(entry, files=tuple(replace(f, sha256=sha((folder / f.name).read_bytes()))
+                                      for f in entry.files))
+
+
+def test_get_dataset_from_a_folder_needs_no_network(tmp_path: Path, cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     local = _bmlama_files(tmp_path / "copy", catalog.BMLAMA17_LANGS)
+    monkeypatch.setitem(catalog.CATALOG, "bmlama17",
+                        _pinned_to(catalog.CATALOG["bmlama17"], local))
     path = get_dataset("bmlama17", from_dir=local)
     ds = load_dataset("bmlama17")
     assert path.name == "bmlama17" and len(ds.languages) == 17
     assert [it.id for it in ds.items] == ["bmlama17-0", "bmlama17-1"]
     manifest = catalog.read_manifest("bmlama17")
     assert manifest is not None and manifest["fetched_from"] == str(local)
-    assert not any(f["pinned"] for f in manifest["files"])  # recorded, not pinned
+    assert manifest["pinned"] is True and all(f["pinned"] for f in manifest["files"])
+    assert [f["from"] for f in manifest["files"]] == \
+        [str(local / f"{lang}.tsv") for lang in catalog.BMLAMA17_LANGS]
     (local / "vi.tsv").unlink()
     with pytest.raises(DataError, match=r"no file named vi\.tsv \(1 of 17 missing\)"):
         get_dataset("bmlama17", out=tmp_path / "other", from_dir=local)
     assert not (tmp_path / "other" / "manifest.json").exists()
+
+
+def test_a_copy_that_is_not_the_published_bytes_is_refused(tmp_path: Path) -> None:
+    """The real pins: made-up TSVs in BMLAMA's layout are refused, naming both hashes."""
+    local = _bmlama_files(tmp_path / "copy", catalog.BMLAMA17_LANGS)
+    with pytest.raises(ChecksumError) as err:
+        get_dataset("bmlama17", out=tmp_path / "out", from_dir=local)
+    published = catalog.CATALOG["bmlama17"].files[0].sha256
+    message = str(err.value)
+    assert message.startswith("ar.tsv: sha256 mismatch") and "refused" in message
+    assert published in message and sha((local / "ar.tsv").read_bytes()) in message
+    assert catalog.cached_path("bmlama17", tmp_path / "out") is None
+
+
+def test_the_pins_are_the_repositories_latest_commits() -> None:
+    """BMLAMA at the commit with the fixed zh/he files, XCOPA at the one where Quechua is
+    test.qu.jsonl; every file of the three sets has its sha256."""
+    from xlgap.data.published import FILES, REPOS
+
+    for name, count in (("bmlama17", 17), ("bmlama53", 53), ("xcopa", 11)):
+        entry = catalog.CATALOG[name]
+        assert entry.revision == REPOS[name][1] and len(entry.files) == count
+        assert all(f.sha256 == FILES[name][f.name].sha256 and entry.revision in f.url
+                   for f in entry.files)
+        assert entry.summary()["pinned"] is True
+    assert catalog.CATALOG["bmlama17"].revision.startswith("13c9d46c")
+    qu = next(f for f in catalog.CATALOG["xcopa"].files if f.name == "test.qu.jsonl")
+    assert qu.url.endswith("/data/qu/test.qu.jsonl")
 
 
 # -- converters on the published schemas ----------------------------------------------------
@@ -356,6 +395,9 @@ def test_every_entry_is_complete_and_honest_about_what_is_pinned() -> None:
         for f in entry["files"]:
             # a sha256 is either a real one or None (recorded on first download), never made up
             assert f["sha256"] is None or len(f["sha256"]) == 64
+        assert entry["pinned"] == all(f["sha256"] for f in entry["files"])
+        for remote in catalog.info(entry["name"]).files:
+            assert remote.sha256 or remote.unpinned  # an unpinned file says why
         if entry["revision"] not in (None, "main"):
             assert len(entry["revision"]) == 40
             assert all(entry["revision"] in f["url"] for f in entry["files"])

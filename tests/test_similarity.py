@@ -667,8 +667,9 @@ def test_command_help_lists_the_new_options(capsys, command: str) -> None:
 @pytest.mark.slow
 def test_real_flores_states_beat_their_chance_levels(embedded_backend, shared_data,
                                                      tmp_path) -> None:
-    """Gemma 3 270M on 40 FLORES sentences in French and German (no English): every
-    similarity figure's interval lies above its shuffled-pairing chance level."""
+    """Gemma 3 270M on 40 parallel sentences (the project's, FLORES-like length) in French
+    and German (no English): every similarity figure's interval lies above its
+    shuffled-pairing chance level."""
     from xlgap.representations.extract import CenteredStates, load_or_extract
     from xlgap.representations.ilo import ilo_uncertainty
 

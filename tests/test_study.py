@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import shlex
-import warnings
 from pathlib import Path
 
 import pytest
@@ -399,34 +398,29 @@ def test_the_example_studies_are_valid(monkeypatch, tmp_path):
     assert {s.analysis for s in api} == {"sample", "intervene"}
     assert {(s.data.name, s.analysis) for s in real.steps if s.model.name == "qwen2.5-1.5b"} \
         == {("bmlama17", "sample"), ("bmlama17", "intervene"), ("flores200", "inside")}
-    # Load BMLAMA-17 by its name as the steps will, from what this machine can reach: the
-    # shared copy next to the checkout, else BMLAMA-shaped stand-in files.
+    # Load BMLAMA-17 by its name as the steps will, through `data get --from` on a copy the
+    # project writes (tests/bmlama_fixture.py), pinned to that copy's bytes.
+    from dataclasses import replace
+
+    from bmlama_fixture import write_bmlama17
     from xlgap.cli.workspace import open_dataset
     from xlgap.data import get_dataset
-    from xlgap.data.catalog import BMLAMA17_LANGS, CATALOG, read_manifest
+    from xlgap.data.catalog import CATALOG, read_manifest
+    from xlgap.data.download import sha256_of
 
-    shared = root.parent / "shared" / "data" / "bmlama17"
-    if shared.is_dir():
-        local = shared
-    else:
-        local = tmp_path / "bmlama17"
-        local.mkdir()
-        for lang in BMLAMA17_LANGS:
-            (local / f"{lang}.tsv").write_text(
-                "Prompt\tAns\tCandidate Ans\tSubject\n"
-                f"[{lang}] X was born in <mask>.\tParis\tLondon, Paris\tX\n", encoding="utf-8")
+    local = write_bmlama17(tmp_path / "bmlama17")
+    entry = CATALOG["bmlama17"]
+    monkeypatch.setitem(CATALOG, "bmlama17", replace(entry, files=tuple(
+        replace(f, sha256=sha256_of(local / f.name)) for f in entry.files)))
     get_dataset("bmlama17", from_dir=local)
     step = next(s for s in real.steps if s.data.name == "bmlama17")
     dataset, source, targets = open_dataset(step.config)
     assert step.config.data == "bmlama17" and source == "en"
     assert targets == ["fr", "es", "ru", "ja", "ar", "zh"]
-    assert len(dataset.items) == (min(500, 6792) if shared.is_dir() else 1)
+    assert len(dataset.items) == 40
     assert read_manifest("bmlama17")["language_count"] == 17
     # FLORES-200 comes as one archive from its publisher: nothing here stands in for it.
     assert CATALOG["flores200"].files[0].url.startswith("https://")
-    warnings.warn("realistic study: flores200 not loaded here (needs its download); "
-                  f"bmlama17 read from "
-                  f"{'the shared copy' if shared.is_dir() else 'stand-in files'}", stacklevel=1)
 
 
 def test_steer_runs_through_the_registry(tmp_path, capsys):

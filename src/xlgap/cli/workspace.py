@@ -114,8 +114,8 @@ def open_dataset(cfg: RunConfig, *, all_languages: bool = False, item_source: bo
 
     if cfg.source == ITEM_SOURCE and not item_source:
         raise XlgapError("--source item (each item from its own source language) works with "
-                         "`xlgap sample` only; give one --source language here, or run "
-                         "`xlgap sample --source item`")
+                         "`xlgap sample` and `xlgap intervene` only; give one --source "
+                         "language here, or run `xlgap sample --source item`")
     dataset = load_dataset(cfg.data or None, on_missing=cfg.on_missing,
                            on_error=cfg.on_error, data_map=getattr(cfg, "data_map", "") or None)
     report_problems(dataset.problems, dataset.name)

@@ -1,16 +1,19 @@
 """The papers' benchmarks by name: ``get_dataset("bmlama17")`` and ``list_datasets()``.
 
-Each entry names its official files (URL, pinned revision where one is known, sha256 where
-one is known), its licence and citation, and a converter into one of xlgap's formats
+Each entry names its official files (URL, pinned revision, sha256 where one is known), its
+licence and citation, and a converter into one of xlgap's formats
 (:mod:`xlgap.data.converters`). ``get_dataset`` fetches the files (or takes them from a
 folder, ``from_dir``), verifies them, converts them once into
 ``$XLGAP_CACHE/datasets/<name>/`` and writes ``manifest.json`` beside the data: source,
-revision, licence, citation, item and language counts, and the sha256 of every file read.
+revision, licence, citation, item and language counts, the sha256 of every file read, and
+whether each is pinned (and why not, where it is not).
 
-A file whose sha256 is not pinned here (``sha256=None``) is verified on first download only
-in the sense that its hash is recorded in the manifest; compare it with the publisher's
-when that matters. Nothing under its final name is ever half-written: files are renamed
-into place once complete, and the manifest is written last.
+BMLAMA-17, BMLAMA-53 and XCOPA are pinned byte for byte (:mod:`xlgap.data.published`): a
+download or a ``--from`` copy with another sha256 is refused, naming both hashes. Files on
+the Hugging Face hub are fetched by the hub's client (:mod:`xlgap.data.hub`); their sha256
+could not be computed where the catalogue was written (no network), so it is only recorded,
+with the commit the file was read at. Nothing under its final name is ever half-written:
+files are renamed into place once complete, and the manifest is written last.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from xlgap.data.converters import (
 )
 from xlgap.data.download import check_sha256, fetch
 from xlgap.data.formats import find_format
+from xlgap.data.hub import HubFile, hub_download
+from xlgap.data.published import FILES, REPOS
 from xlgap.errors import DataError
 from xlgap.paths import datasets_root
 
@@ -45,9 +50,11 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    url: str
+    url: str  # where it is published (a hub file: its web address, for people to follow)
     name: str  # the file's name in the download folder and in a --from folder
     sha256: str | None = None  # None: not pinned here; recorded in the manifest
+    hub: HubFile | None = None  # fetched by the Hugging Face hub's client, not by URL
+    unpinned: str = ""  # sha256 None: why (shown in the manifest)
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,28 @@ class DatasetInfo:
                 "source": self.homepage, "revision": self.revision,
                 "files": [{"name": f.name, "url": f.url, "sha256": f.sha256}
                           for f in self.files],
+                "pinned": all(f.sha256 for f in self.files),
                 "notes": self.notes}
 
 
 # -- the catalogue --------------------------------------------------------------------------
 
-_BMLAMA_REV = "b4fa4c0e5bdd8a4c45ddf1e616f34744f65773be"
-_BMLAMA_RAW = f"https://raw.githubusercontent.com/Betswish/Cross-Lingual-Consistency/{_BMLAMA_REV}"
+def _github(name: str) -> tuple[str, tuple[RemoteFile, ...]]:
+    """The pinned commit and files of a GitHub-hosted set (:mod:`xlgap.data.published`)."""
+    repo, revision = REPOS[name]
+    return revision, tuple(
+        RemoteFile(f"https://raw.githubusercontent.com/{repo}/{revision}/{pub.path}", fname,
+                   pub.sha256) for fname, pub in FILES[name].items())
+
+
+_NO_NETWORK = "no network where the catalogue was written, so its sha256 could not be computed"
+
+
+def _hub(repo_id: str, revision: str, path: str, name: str, why: str) -> RemoteFile:
+    return RemoteFile(f"https://huggingface.co/datasets/{repo_id}/resolve/{revision}/{path}",
+                      name, None, HubFile(repo_id, path, revision), why)
+
+
 BMLAMA17_LANGS = ("ar", "ca", "el", "en", "es", "fa", "fr", "he", "hu", "ja", "ko", "nl",
                   "ru", "tr", "uk", "vi", "zh")
 BMLAMA53_LANGS = ("af", "ar", "az", "be", "bg", "bn", "ca", "ceb", "cs", "cy", "da", "de",
@@ -98,24 +120,26 @@ _MMMLU_REV = "main"  # no commit sha could be looked up here; see DatasetInfo.no
 
 
 _GLOBAL_MMLU_REV = "471a3c56f301ec6d1a4561f62c7dfd567fd021c9"
-_XCOPA_REV = "09e104e6adcd526aca1ee531c6813e841882bad3"
 
 
-def _bmlama(name: str, folder: str, langs: tuple[str, ...], items: str) -> DatasetInfo:
+def _bmlama(name: str, langs: tuple[str, ...], items: str) -> DatasetInfo:
+    revision, files = _github(name)
+    if [f.name for f in files] != [f"{lang}.tsv" for lang in langs]:  # a catalogue bug
+        raise AssertionError(f"{name}: the pinned files are not the languages' TSVs")
     return DatasetInfo(
         name=name, title=f"BMLAMA-{len(langs)}",
         measures="factual knowledge (cloze with candidates), cross-lingual consistency",
         languages=langs, items=items, licence="Apache-2.0", citation=_BMLAMA_CITE,
         homepage="https://github.com/Betswish/Cross-Lingual-Consistency",
-        revision=_BMLAMA_REV,
-        files=tuple(RemoteFile(f"{_BMLAMA_RAW}/1_easyrun/{folder}/{lang}.tsv", f"{lang}.tsv")
-                    for lang in langs),
-        output=name, convert=conv.copy_tsv_dir)
+        revision=revision, files=files, output=name, convert=conv.copy_tsv_dir,
+        notes="Pinned to the authors' latest commit, which fixes zh.tsv (e.g. 'capital' as "
+              "a city, not a letter) and he.tsv (doubled quoting); every file's sha256 is "
+              "checked.")
 
 
 CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
-    _bmlama("bmlama17", "BMLAMA17", BMLAMA17_LANGS, "6,792 per language"),
-    _bmlama("bmlama53", "BMLAMA53", BMLAMA53_LANGS, "see the manifest"),
+    _bmlama("bmlama17", BMLAMA17_LANGS, "6,792 per language"),
+    _bmlama("bmlama53", BMLAMA53_LANGS, "3,070 items over 53 languages"),
     DatasetInfo(
         name="eclektic", title="ECLeKTic",
         measures="cross-lingual knowledge transfer: open questions whose fact comes from one "
@@ -127,8 +151,8 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
                  "2025.",
         homepage="https://huggingface.co/datasets/ura-hcmut/ECLeKTic",
         revision=_ECLEKTIC_REV,
-        files=(RemoteFile("https://huggingface.co/datasets/ura-hcmut/ECLeKTic/resolve/"
-                          f"{_ECLEKTIC_REV}/eclektic_main.jsonl", "eclektic_main.jsonl"),),
+        files=(_hub("ura-hcmut/ECLeKTic", _ECLEKTIC_REV, "eclektic_main.jsonl",
+                    "eclektic_main.jsonl", f"revision pinned to a commit; {_NO_NETWORK}"),),
         output="eclektic.jsonl", convert=conv.eclektic,
         notes="Google released ECLeKTic on Kaggle (login needed); the file is fetched from the "
               "Hugging Face copy that HELM pins (ura-hcmut/ECLeKTic at this revision)."),
@@ -141,16 +165,20 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
                  "Multitask Language Understanding. ICLR 2021. OpenAI, MMMLU (2024).",
         homepage="https://huggingface.co/datasets/openai/MMMLU",
         revision=_MMMLU_REV,
-        files=(*(RemoteFile("https://huggingface.co/datasets/openai/MMMLU/resolve/"
-                            f"{_MMMLU_REV}/test/mmlu_{loc}.csv", f"mmlu_{loc}.csv")
+        files=(*(_hub("openai/MMMLU", _MMMLU_REV, f"test/mmlu_{loc}.csv", f"mmlu_{loc}.csv",
+                      "not pinned: no commit of openai/MMMLU could be looked up where the "
+                      "catalogue was written (no network), so 'main' is read; the commit "
+                      f"read is recorded as resolved_revision; {_NO_NETWORK}")
                  for loc in MMMLU_LOCALES),
                RemoteFile("https://people.eecs.berkeley.edu/~hendrycks/data.tar",
-                          "data.tar")),
+                          "data.tar", unpinned="a release file with no published sha256; "
+                          f"{_NO_NETWORK}")),
         output="mmmlu.jsonl", convert=conv.mmmlu,
         notes="MMMLU has no English; English comes from the original MMLU test set "
               "(data.tar). Rows are aligned by subject and position within the subject; "
               "the converter checks that every subject has the same count in every "
-              "language. No commit sha could be looked up offline: the URLs use 'main'."),
+              "language. Not pinned: no commit of openai/MMMLU could be looked up without "
+              "a network, so 'main' is read and the commit read is recorded."),
     DatasetInfo(
         name="global-mmlu", title="Global-MMLU (15 languages)",
         measures="knowledge and reasoning, four lettered options (format mc), with culturally "
@@ -162,9 +190,10 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
                  "Multilingual Evaluation. arXiv:2412.03304, 2024.",
         homepage="https://huggingface.co/datasets/CohereForAI/Global-MMLU",
         revision=_GLOBAL_MMLU_REV,
-        files=tuple(RemoteFile("https://huggingface.co/datasets/CohereForAI/Global-MMLU/resolve/"
-                               f"{_GLOBAL_MMLU_REV}/{lang}/test-00000-of-00001.parquet",
-                               f"{lang}.test.parquet") for lang in GLOBAL_MMLU_LANGS),
+        files=tuple(_hub("CohereForAI/Global-MMLU", _GLOBAL_MMLU_REV,
+                         f"{lang}/test-00000-of-00001.parquet", f"{lang}.test.parquet",
+                         f"revision pinned to a commit; {_NO_NETWORK}")
+                    for lang in GLOBAL_MMLU_LANGS),
         output="global-mmlu.jsonl", convert=conv.global_mmlu, needs=("pyarrow",),
         notes="Parquet files: converting them needs pyarrow (pip install 'xlgap[hf]'). "
               "Aligned by sample_id, English included."),
@@ -178,7 +207,8 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
         homepage="https://github.com/facebookresearch/flores/tree/main/flores200",
         revision=None,
         files=(RemoteFile("https://dl.fbaipublicfiles.com/nllb/flores200_dataset.tar.gz",
-                          "flores200_dataset.tar.gz"),),
+                          "flores200_dataset.tar.gz", unpinned="a fixed release archive with "
+                          f"no published sha256; {_NO_NETWORK}"),),
         output="flores200", convert=conv.flores200,
         notes="A fixed release archive (2022-06-30); only the listed languages' devtest "
               "files are extracted, line i of every file is sentence i."),
@@ -191,12 +221,11 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
                  "Anna Korhonen. XCOPA: A Multilingual Dataset for Causal Commonsense "
                  "Reasoning. EMNLP 2020.",
         homepage="https://github.com/cambridgeltl/xcopa",
-        revision=_XCOPA_REV,
-        files=tuple(RemoteFile("https://raw.githubusercontent.com/cambridgeltl/xcopa/"
-                               f"{_XCOPA_REV}/data/{lang}/test.{lang}.jsonl",
-                               f"test.{lang}.jsonl") for lang in XCOPA_LANGS),
+        revision=_github("xcopa")[0], files=_github("xcopa")[1],
         output="xcopa.jsonl", convert=conv.xcopa,
-        notes="XCOPA has no English file; choose --source among its languages. The "
+        notes="Pinned to the repository's latest commit (CRLF line ends; Quechua is "
+              "test.qu.jsonl there). XCOPA has no English file; choose --source among its "
+              "languages. The "
               "question type (cause/effect) is added to each prompt as an English tag, the "
               "same in every language."),
 )}
@@ -278,16 +307,24 @@ def _gather(entry: DatasetInfo, folder: Path, from_dir: Path | None
     files: dict[str, Path] = {}
     record = []
     for remote in entry.files:
+        row: dict[str, Any] = {"name": remote.name, "url": remote.url}
         if from_dir is not None:
             path = found[remote.name]
             assert path is not None  # checked above
             digest = check_sha256(path, remote.sha256, str(path))
+            row["from"] = str(path)
+        elif remote.hub is not None:
+            path, commit = hub_download(remote.hub, name=remote.name, dataset=entry.name)
+            digest = check_sha256(path, remote.sha256, str(path))
+            row["resolved_revision"] = commit
         else:
             path = folder / "raw" / remote.name
             digest = fetch(remote.url, path, remote.sha256, dataset=entry.name)
         files[remote.name] = path
-        record.append({"name": remote.name, "url": remote.url, "sha256": digest,
-                       "pinned": remote.sha256 is not None})
+        row.update(sha256=digest, pinned=remote.sha256 is not None)
+        if remote.sha256 is None:
+            row["why_not_pinned"] = remote.unpinned or "no sha256 known to xlgap"
+        record.append(row)
     return files, record
 
 
@@ -340,7 +377,8 @@ def get_dataset(name: str, out: str | Path | None = None,
         shutil.rmtree(scratch, ignore_errors=True)
     manifest = {
         "format": "dataset_manifest", "format_version": 1, **entry.summary(),
-        "files": record, "data": entry.output, "items": n_items,
+        "files": record, "pinned": all(r["pinned"] for r in record),
+        "data": entry.output, "items": n_items,
         "languages": languages, "language_count": len(languages),
         "items_published": entry.items,
         "fetched_from": str(source) if source else "download",

@@ -47,7 +47,7 @@ def check_sha256(path: Path, expected: str | None, what: str, name: str = "") ->
                             f"got {actual} (from {what}; the file was removed)"
                             if name else
                             f"{path.name}: sha256 mismatch: expected {expected}, got "
-                            f"{actual} ({path})")
+                            f"{actual} ({path}); refused: not the published file")
     return actual
 
 

@@ -44,10 +44,15 @@ def cmd_data_get(name: str, out: str | None = None, from_dir: str | None = None)
     print(f"data: {path}")
     print(f"licence: {entry.licence}")
     print(f"cite: {entry.citation}")
-    unpinned = [f["name"] for f in manifest.get("files", []) if not f.get("pinned")]
-    if unpinned:
+    files = manifest.get("files", [])
+    unpinned = [f for f in files if not f.get("pinned")]
+    if files and not unpinned:
+        print(f"pinned: all {len(files)} files have their published sha256 (revision "
+              f"{manifest.get('revision')})")
+    elif unpinned:
         print(f"checksums recorded on this download (not pinned in xlgap): "
-              f"{len(unpinned)} file(s); see {path.parent / 'manifest.json'}")
+              f"{len(unpinned)} file(s), {unpinned[0].get('why_not_pinned', '')}; see "
+              f"{path.parent / 'manifest.json'}")
     return 0
 
 

@@ -315,6 +315,7 @@ def provenance(art: Artifact, section: Section) -> Provenance:
 
 # The modules register their sections on import; the order here does not matter.
 from xlgap.report.sections import (  # noqa: E402
+    by_source,
     extra,
     finetune,
     inside,
@@ -324,5 +325,5 @@ from xlgap.report.sections import (  # noqa: E402
     study,
 )
 
-__all__ += ["FIGURES", "extra", "finetune", "inside", "interventions", "run", "steering",
-            "study"]
+__all__ += ["FIGURES", "by_source", "extra", "finetune", "inside", "interventions", "run",
+            "steering", "study"]
