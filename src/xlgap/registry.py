@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from xlgap.errors import ConfigError
 
@@ -82,7 +82,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
     (a :class:`ConfigError` naming what is wrong)."""
 
     #: every registry made, so tests can re-read the plugins of all of them
-    instances: list[Registry[Any]] = []
+    instances: ClassVar[list[Registry[Any]]] = []
 
     def __init__(self, kind: str, group: str | None = None, *,
                  convert: Callable[[Any], T] | None = None) -> None:
@@ -93,6 +93,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
         self._targets: dict[str, str] = {}  # name -> the lazy target it was registered as
         self._info: dict[str, dict[str, Any]] = {}
         self._plugins_loaded = False
+        self._importing: str | None = None  # the lazy entry being imported now
         Registry.instances.append(self)
 
     # -- adding ----------------------------------------------------------------------------
@@ -117,6 +118,8 @@ class Registry(MutableMapping[str, T], Generic[T]):
             self._entries[name] = target
             self._targets[name] = target
             return
+        if name != self._importing:  # an object now, not the path it was registered as
+            self._targets.pop(name, None)
         self._entries[name] = self.convert(target) if self.convert else target
 
     def __setitem__(self, name: str, value: T) -> None:
@@ -193,10 +196,13 @@ class Registry(MutableMapping[str, T], Generic[T]):
         entry = self._entries[name]
         if not isinstance(entry, str):
             return entry
+        self._importing = name
         try:
             value = resolve(entry)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"{self.kind} {name!r}: cannot load {entry!r} ({exc})") from exc
+        finally:
+            self._importing = None
         registered = self._entries.get(name)
         if registered is not entry and not isinstance(registered, str):
             return registered  # the import registered it (its decorator)

@@ -147,7 +147,8 @@ def _checked(obj: Any) -> DatasetInfo:
 #: data set name -> :class:`DatasetInfo`. Another package adds a data set through the
 #: entry-point group ``xlgap.datasets`` (``myset = "package.module:INFO"``, a DatasetInfo);
 #: ``xlgap data list``, ``xlgap data get`` and ``--data myset`` see it once installed.
-CATALOG: Registry[DatasetInfo] = Registry("data set", "xlgap.datasets", convert=_checked)
+CATALOG: Registry[DatasetInfo] = Registry("data set", "xlgap.datasets",
+                                          convert=_checked)
 for _entry in (
     _bmlama("bmlama17", BMLAMA17_LANGS, "6,792 per language"),
     _bmlama("bmlama53", BMLAMA53_LANGS, "3,070 items over 53 languages"),

@@ -50,7 +50,8 @@ def _checked(obj: Any) -> Any:
 #: ``--model`` prefix -> the factory (a Backend class, a classmethod or a function).
 #: Built-ins are lazy targets, imported on first use of their prefix; another package adds
 #: one through the entry-point group ``xlgap.backends`` (``myprefix = "pkg.mod:factory"``).
-BACKENDS: Registry[Callable[..., Backend]] = Registry("backend", "xlgap.backends", convert=_checked)
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend", "xlgap.backends",
+                                                     convert=_checked)
 BACKENDS.register("embedded", "xlgap.models.embedded:load_embedded")
 BACKENDS.register("openai", "xlgap.models.openai.backend:OpenAIBackend")
 BACKENDS.register("vllm", "xlgap.models.vllm_backend:VLLMBackend")

@@ -155,7 +155,8 @@ def _checked(metric: Any) -> PairMetric:
 #: every registered pair metric, by name, in table order (xlgap's own, then those another
 #: package adds through the entry-point group ``xlgap.pair_metrics``:
 #: ``mine = "package.module:METRIC"``, a PairMetric)
-PAIR_METRICS: Registry[PairMetric] = Registry("pair metric", "xlgap.pair_metrics", convert=_checked)
+PAIR_METRICS: Registry[PairMetric] = Registry("pair metric", "xlgap.pair_metrics",
+                                              convert=_checked)
 
 
 def register_pair_metric(metric: PairMetric) -> PairMetric:

@@ -55,7 +55,6 @@ from xlgap.errors import ConfigError
 from xlgap.interventions.parsing import first_line, parse_direct
 from xlgap.models.base import Backend
 from xlgap.prompting.answers import OTHER
-from xlgap.registry import Registry
 from xlgap.prompting.templates import (
     PromptBuilder,
     ScoringPrompt,
@@ -63,6 +62,7 @@ from xlgap.prompting.templates import (
     next_shots,
     question_text,
 )
+from xlgap.registry import Registry
 from xlgap.sampling import softmax
 
 PIVOT = "en"  # the language TEA answers in
@@ -334,7 +334,8 @@ def _checked(obj: Any) -> StrategySpec:
 #: label (``tren-k``) -> :class:`StrategySpec`. xlgap's own are registered by the modules
 #: named here (imported on first use); another package adds one through the entry-point
 #: group ``xlgap.strategies`` (``mine-k = "package.module:SPEC"``, a StrategySpec).
-STRATEGIES: Registry[StrategySpec] = Registry("strategy", "xlgap.strategies", convert=_checked)
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", "xlgap.strategies",
+                                              convert=_checked)
 for _label, _module in (("baseline", "translation"), ("tren-k", "translation"),
                         ("tta-k", "translation"), ("tea", "translation"),
                         ("vote-k", "vote")):

@@ -23,11 +23,11 @@ from typing import Any
 
 from markupsafe import Markup
 
+from xlgap.errors import ConfigError
+from xlgap.registry import Registry
 from xlgap.report.blocks import Block, Note, Provenance, Row, draw_figure, png_figure
 from xlgap.report.discover import EXTRA, FIGURES, STEP_MARKER, Artifact, load_json
 from xlgap.report.format import mapping
-from xlgap.errors import ConfigError
-from xlgap.registry import Registry
 
 __all__ = [
     "SECTIONS",
