@@ -318,3 +318,56 @@ def test_a_plugin_command_is_in_help_and_runs(install_plugin, capsys):
     assert "sample" in out and "report" in out
     code, out, _ = run_cli(capsys, "hello", "--name", "you", "--times", "2")
     assert code == 0 and out.splitlines() == ["hello you", "hello you"]
+
+
+# -- the registry itself -------------------------------------------------------------------
+
+
+def test_a_registry_reads_entry_points_only_for_what_its_own_entries_cannot_answer(
+        monkeypatch):
+    from xlgap import registry
+    from xlgap.registry import Registry
+
+    asked: list[str] = []
+    monkeypatch.setattr(registry, "entry_points", lambda group: asked.append(group) or [])
+    things: Registry[object] = Registry("thing", "xlgap.things")
+    things.register("json", "json:dumps")
+    assert "json" in things and things.get("json") is json.dumps and asked == []
+    assert "nope" not in things and asked == ["xlgap.things"]
+    with pytest.raises(ConfigError, match=r"unknown thing 'nope'; known: json"):
+        things.get("nope")
+    assert asked == ["xlgap.things"]  # read once
+
+
+def test_a_module_target_must_register_its_entry_and_targets_follow_overrides(tmp_path,
+                                                                             monkeypatch):
+    from xlgap.registry import Registry
+
+    things: Registry[object] = Registry("thing")
+    (tmp_path / "registers_it.py").write_text(
+        "from test_plugins import THINGS\n\n@THINGS.register('made')\ndef made():\n"
+        "    return 1\n")
+    (tmp_path / "forgets_it.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules[__name__], "THINGS", things, raising=False)
+    things.register("made", "registers_it")
+    things.register("forgotten", "forgets_it")
+    assert things.get("made")() == 1 and things.target("made") == "registers_it"
+    with pytest.raises(ConfigError, match="importing 'forgets_it' did not register it"):
+        things.get("forgotten")
+    things.register("made", print)  # an object now: its own path, not the module's
+    assert things.target("made") == "builtins:print"
+    for name in ("registers_it", "forgets_it"):
+        sys.modules.pop(name, None)
+
+
+def test_xlgap_help_imports_no_command_module_and_no_backend():
+    import subprocess
+
+    code = ("import sys\nfrom xlgap.cli.main import build_parser\nbuild_parser('')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('xlgap.cli.commands', "
+            "'xlgap.cli.study', 'xlgap.models.hf', 'xlgap.report', 'torch'))))")
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ, "PYTHONPATH": str(src)})
+    assert out.stdout.strip() == "[]"
