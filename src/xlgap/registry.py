@@ -32,8 +32,9 @@ An entry is added three ways:
       mybackend = "mypackage.backend:MyBackend"
 
 ``name in registry`` and ``registry.get(name)`` resolve (an unknown name is an error that
-lists the known ones); iterating gives the names in registration order (xlgap's own
-first, then the plugins'), :meth:`Registry.names` sorted. Entry points are read once, on
+lists the known ones); a registry is a mapping whose iteration gives the names in
+registration order (xlgap's own first, then the plugins'), and ``values()`` the entries,
+imported; :meth:`Registry.names` sorts the names. Entry points are read once, on
 the first question the registry's own entries cannot answer, so a lookup of a built-in
 name never scans the installed packages. xlgap's own entries win over a plugin's of the
 same name.
@@ -210,7 +211,3 @@ class Registry(MutableMapping[str, T], Generic[T]):
             raise ConfigError(f"{self.kind} {name!r}: importing {entry!r} did not register it")
         self._entries[name] = converted = self.convert(value) if self.convert else value
         return converted
-
-    def values_in_order(self) -> list[T]:
-        """Every entry, resolved, in registration order."""
-        return [self.get(name) for name in self]

@@ -201,7 +201,7 @@ def describe_metrics() -> dict[str, dict[str, str]]:
     each result file so that readers (the report) list the metrics without importing
     the registry."""
     return {m.name: {"label": m.label, "direction": m.direction, "aggregation": m.aggregation}
-            for m in PAIR_METRICS.values_in_order()}
+            for m in PAIR_METRICS.values()}
 
 
 def _names(metrics: Iterable[str] | None) -> list[str]:

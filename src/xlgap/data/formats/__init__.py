@@ -52,7 +52,7 @@ for _name in ("bmlama", "jsonl", "sentences", "table"):
 
 def formats() -> tuple[Format, ...]:
     """Every registered format, in the order ``load_dataset`` asks them."""
-    return tuple(sorted(FORMATS.values_in_order(), key=lambda f: (f.priority, f.name)))
+    return tuple(sorted(FORMATS.values(), key=lambda f: (f.priority, f.name)))
 
 
 def find_format(path: Path) -> Format | None:

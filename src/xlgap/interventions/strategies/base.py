@@ -361,11 +361,11 @@ def _k(match: re.Match[str]) -> int:
 
 def strategy_help() -> list[tuple[str, str]]:
     """(label, description) of every registered strategy."""
-    return [(spec.label, spec.help) for spec in STRATEGIES.values_in_order()]
+    return [(spec.label, spec.help) for spec in STRATEGIES.values()]
 
 
 def _match(name: str) -> tuple[StrategySpec, re.Match[str]] | None:
-    for spec in STRATEGIES.values_in_order():
+    for spec in STRATEGIES.values():
         match = re.fullmatch(spec.pattern, name)
         if match:
             return spec, match

@@ -155,7 +155,7 @@ def register(cls: type[Section]) -> type[Section]:
 
 def kinds() -> tuple[dict[str, str], set[str]]:
     """Format tag -> kind of result, and the companion tags, for discovery."""
-    sections = SECTIONS.values_in_order()
+    sections = list(SECTIONS.values())
     table = {tag: s.kind for s in sections for tag in s.formats}
     return table, {tag for s in sections for tag in s.companions}
 
