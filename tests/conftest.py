@@ -3,8 +3,10 @@ and the embedded model, converted once per test session for the integration test
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,70 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_bmlama17(root / "bmlama17")
     shutil.copytree(Path(__file__).parent / "fixtures" / "sentences", root / "flores100")
     return root
+
+
+# -- registries and plugins --------------------------------------------------------------
+
+# every module that holds a registry (xlgap.registry.Registry), imported before a test
+# snapshots them
+REGISTRY_MODULES = ("xlgap.models", "xlgap.data.formats", "xlgap.data.catalog",
+                    "xlgap.interventions.strategies", "xlgap.stats.pairs",
+                    "xlgap.report.sections", "xlgap.cli.registry", "xlgap.results")
+
+
+def own_registry(request: pytest.FixtureRequest, registry) -> None:
+    """What a test registers in ``registry`` (and the plugins it reads) stays in that test;
+    xlgap's own lazy entries that the test imported stay imported (a module registers its
+    entries once, on its first import)."""
+    entries, targets, info = (dict(registry._entries), dict(registry._targets),
+                              dict(registry._info))
+    loaded = registry._plugins_loaded
+
+    def restore() -> None:
+        kept = {name: value for name, value in registry._entries.items()
+                if isinstance(entries.get(name), str) and entries[name].startswith("xlgap.")
+                and not isinstance(value, str)}
+        registry._entries = {**entries, **kept}
+        registry._targets, registry._info = targets, info
+        registry._plugins_loaded = loaded
+
+    request.addfinalizer(restore)
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   request: pytest.FixtureRequest):
+    """Install a package the way pip leaves one: its module and a ``NAME-1.0.dist-info``
+    folder with ``entry_points.txt``, in a folder on ``sys.path``. Every registry reads its
+    entry points again; after the test, the package and what it added are gone."""
+    from xlgap.registry import Registry
+
+    for module in REGISTRY_MODULES:
+        importlib.import_module(module)
+    root = tmp_path / "site-packages"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    for registry in Registry.instances:
+        own_registry(request, registry)
+        registry._plugins_loaded = False  # restored by own_registry
+    installed: list[str] = []
+
+    def install(name: str, source: str, entry_points: dict[str, dict[str, str]]) -> Path:
+        (root / f"{name}.py").write_text(source, encoding="utf-8")
+        dist = root / f"{name}-1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\n"
+                                       "Version: 1.0\n", encoding="utf-8")
+        lines = []
+        for group, entries in entry_points.items():
+            lines += [f"[{group}]", *(f"{k} = {v}" for k, v in entries.items()), ""]
+        (dist / "entry_points.txt").write_text("\n".join(lines), encoding="utf-8")
+        importlib.invalidate_caches()
+        for registry in Registry.instances:  # read again on the next question
+            registry._plugins_loaded = False
+        installed.append(name)
+        return root
+
+    yield install
+    for name in installed:
+        sys.modules.pop(name, None)

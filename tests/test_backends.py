@@ -14,6 +14,7 @@ from tenacity import RetryCallState
 import xlgap.cli
 import xlgap.errors
 import xlgap.models
+from conftest import own_registry
 from fake_backend import FakeBackend
 from xlgap.cli.commands.sample import SampleConfig
 from xlgap.cli.config import build_config, read_config_file
@@ -36,9 +37,9 @@ from xlgap.models.vllm_backend import CPU_MAX_MODEL_LEN, VLLMBackend, engine_kwa
 
 
 @pytest.fixture(autouse=True)
-def _own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def _own_registry(request: pytest.FixtureRequest) -> None:
     # registrations made here stay here
-    monkeypatch.setattr(xlgap.models, "_REGISTRY", dict(xlgap.models._REGISTRY))
+    own_registry(request, xlgap.models.BACKENDS)
 
 
 class Recorder(FakeBackend):

@@ -132,8 +132,9 @@ def test_samples_do_not_depend_on_batch_size_when_rows_finish_early(tiny_backend
     assert len(lengths) > 2  # rows really finished at different steps
 
 
-def test_a_registered_backend_gets_only_the_options_it_takes(monkeypatch) -> None:
+def test_a_registered_backend_gets_only_the_options_it_takes(monkeypatch, request) -> None:
     import xlgap.models
+    from conftest import own_registry
     from xlgap.models import load_backend, register_backend
 
     seen = {}
@@ -146,7 +147,7 @@ def test_a_registered_backend_gets_only_the_options_it_takes(monkeypatch) -> Non
         seen.update(options)
         return "wide"
 
-    monkeypatch.setattr(xlgap.models, "_REGISTRY", dict(xlgap.models._REGISTRY))
+    own_registry(request, xlgap.models.BACKENDS)
     monkeypatch.setitem(__import__("sys").modules, "plugin_for_test", type(
         "M", (), {"narrow": staticmethod(narrow), "wide": staticmethod(wide)}))
     register_backend("narrow", "plugin_for_test:narrow")

@@ -11,7 +11,7 @@ from typing import Any
 
 from xlgap import __version__
 from xlgap.cli.config import add_config_arguments, build_config, read_config_file
-from xlgap.cli.registry import COMMANDS, Command, commands, load_command
+from xlgap.cli.registry import COMMANDS, Command, commands, help_of, load_command
 from xlgap.errors import XlgapError
 from xlgap.provenance import set_command
 
@@ -28,7 +28,8 @@ def build_parser(selected: str | None = None
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     registered = commands() if selected is None else (
         {selected: load_command(selected)} if selected in COMMANDS else {})
-    for name, (_, help_text) in COMMANDS.items():
+    for name in COMMANDS:
+        help_text = help_of(name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         cmd = registered.get(name)
         if cmd is None:

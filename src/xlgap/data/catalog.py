@@ -41,8 +41,9 @@ from xlgap.data.download import check_sha256, fetch
 from xlgap.data.formats import find_format
 from xlgap.data.hub import HubFile, hub_download
 from xlgap.data.published import FILES, REPOS
-from xlgap.errors import DataError
+from xlgap.errors import ConfigError, DataError
 from xlgap.paths import datasets_root
+from xlgap.registry import Registry
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -137,7 +138,18 @@ def _bmlama(name: str, langs: tuple[str, ...], items: str) -> DatasetInfo:
               "checked.")
 
 
-CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
+def _checked(obj: Any) -> DatasetInfo:
+    if not isinstance(obj, DatasetInfo):
+        raise ConfigError(f"a data set must be a xlgap.data.catalog.DatasetInfo, got {obj!r}")
+    return obj
+
+
+#: data set name -> :class:`DatasetInfo`. Another package adds a data set through the
+#: entry-point group ``xlgap.datasets`` (``myset = "package.module:INFO"``, a DatasetInfo);
+#: ``xlgap data list``, ``xlgap data get`` and ``--data myset`` see it once installed.
+CATALOG: Registry[DatasetInfo] = Registry("data set", "xlgap.datasets",
+                                          convert=_checked)
+for _entry in (
     _bmlama("bmlama17", BMLAMA17_LANGS, "6,792 per language"),
     _bmlama("bmlama53", BMLAMA53_LANGS, "3,070 items over 53 languages"),
     DatasetInfo(
@@ -228,7 +240,8 @@ CATALOG: dict[str, DatasetInfo] = {info.name: info for info in (
               "languages. The "
               "question type (cause/effect) is added to each prompt as an English tag, the "
               "same in every language."),
-)}
+):
+    CATALOG.register(_entry.name, _entry)
 
 
 def names() -> list[str]:
@@ -242,7 +255,10 @@ def is_known(name: str) -> bool:
 def info(name: str) -> DatasetInfo:
     if name not in CATALOG:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(CATALOG)}")
-    return CATALOG[name]
+    try:
+        return CATALOG[name]
+    except ConfigError as exc:  # a plugin's entry that does not load
+        raise DataError(str(exc)) from exc
 
 
 def dataset_dir(name: str, out: str | Path | None = None) -> Path:
@@ -267,7 +283,8 @@ def list_datasets() -> list[dict[str, Any]]:
     """Every catalogue entry (see :meth:`DatasetInfo.summary`) with ``cached``: the path of
     the converted copy, or None."""
     out = []
-    for name, entry in CATALOG.items():
+    for name in CATALOG:
+        entry = info(name)
         cached = cached_path(name)
         out.append({**entry.summary(), "cached": str(cached) if cached else None})
     return out

@@ -9,11 +9,13 @@
 * ``PREFIX:NAME`` for any other registered backend;
 * anything else: a Hugging Face causal LM by hub id or local directory (``hf``).
 
-Adding a backend is one file: ``models/<x>.py`` holding a :class:`Backend` subclass (or a
-factory) decorated with ``@register_backend("x")``. ``--model x:NAME`` imports
-``xlgap.models.x`` on first use, which registers it; a backend from another package is
-registered by importing its module (the decorator), or lazily with
-``register_backend("x", "package.module:factory")``. What a backend can do is declared
+Backends are the registry :data:`BACKENDS` (:mod:`xlgap.registry`). Adding one to xlgap
+is one file: ``models/<x>.py`` holding a :class:`Backend` subclass (or a factory)
+decorated with ``@register_backend("x")``; ``--model x:NAME`` imports ``xlgap.models.x``
+on first use, which registers it. Another package adds one through the entry-point group
+``xlgap.backends`` (``x = "package.module:factory"`` in its ``pyproject.toml``), seen by
+``--model x:NAME`` once installed and imported only then; in a running session,
+``register_backend("x", "package.module:factory")`` does the same. What a backend can do is declared
 on its class (see :data:`xlgap.models.base.CAPABILITIES`); :func:`backend_class` reads
 it from a ``--model`` value without building the model.
 
@@ -35,26 +37,31 @@ from typing import Any, TypeVar, overload
 
 from xlgap.errors import ConfigError
 from xlgap.models.base import CAPABILITIES, Backend
+from xlgap.registry import Registry, resolve
 
 B = TypeVar("B", bound=Callable[..., Any])
 
-#: ``--model`` prefix -> ``"module:attr"`` of the factory (a Backend class, a classmethod
-#: or a function). Built-ins are listed so that they stay lazily imported.
-_REGISTRY: dict[str, str] = {
-    "embedded": "xlgap.models.embedded:load_embedded",
-    "openai": "xlgap.models.openai.backend:OpenAIBackend",
-    "vllm": "xlgap.models.vllm_backend:VLLMBackend",
-    "hf": "xlgap.models.hf:HFBackend.from_pretrained",
-}
+def _checked(obj: Any) -> Any:
+    if not callable(obj):
+        raise ConfigError(f"a backend must be a Backend class or a factory, got {obj!r}")
+    return obj
+
+
+#: ``--model`` prefix -> the factory (a Backend class, a classmethod or a function).
+#: Built-ins are lazy targets, imported on first use of their prefix; another package adds
+#: one through the entry-point group ``xlgap.backends`` (``myprefix = "pkg.mod:factory"``).
+BACKENDS: Registry[Callable[..., Backend]] = Registry("backend", "xlgap.backends",
+                                                     convert=_checked)
+BACKENDS.register("embedded", "xlgap.models.embedded:load_embedded")
+BACKENDS.register("openai", "xlgap.models.openai.backend:OpenAIBackend")
+BACKENDS.register("vllm", "xlgap.models.vllm_backend:VLLMBackend")
+BACKENDS.register("hf", "xlgap.models.hf:HFBackend.from_pretrained")
 #: the class a factory builds, where its signature does not say (no return annotation)
 _CLASSES: dict[str, str] = {"embedded": "xlgap.models.hf:HFBackend"}
 #: the backend of a ``--model`` value that names no registered prefix
 DEFAULT_BACKEND = "hf"
 #: options that the caller gives as objects, never as ``--model-arg`` text
 NOT_MODEL_ARGS = frozenset({"store"})
-#: objects registered by the decorator, by their target (a class defined where no import
-#: path reaches it, e.g. inside a function, still resolves in this process)
-_OBJECTS: dict[str, Any] = {}
 
 
 @overload
@@ -64,47 +71,34 @@ def register_backend(name: str, target: None = None) -> Callable[[B], B]: ...
 
 
 def register_backend(name: str, target: str | None = None) -> Callable[[B], B] | None:
-    """Register a backend as ``--model NAME:MODEL`` (or ``--model NAME`` alone when its
-    factory needs no model name).
+    """``BACKENDS.register``: a backend as ``--model NAME:MODEL`` (or ``--model NAME``
+    alone when its factory needs no model name).
 
     As a decorator on a :class:`Backend` subclass or a factory function (called with the
     model name and the options it takes): ``@register_backend("x")``. Or lazily, without
     importing anything yet: ``register_backend("x", "package.module:factory")``.
     """
     if target is not None:
-        _REGISTRY[name] = target
+        BACKENDS.register(name, target)
         return None
-
-    def decorate(obj: B) -> B:
-        # stored by import path, so a fresh process (a Ray worker) can find it again
-        target = f"{obj.__module__}:{obj.__qualname__}"
-        _REGISTRY[name] = target
-        _OBJECTS[target] = obj
-        return obj
-
-    return decorate
+    return BACKENDS.register(name)  # type: ignore[no-any-return]
 
 
 def registry() -> dict[str, str]:
-    """A copy of the registry, prefix -> ``"module:attr"`` (backends discovered from
-    ``xlgap.models.<x>`` appear once used), for a fresh process to register the same."""
-    return dict(_REGISTRY)
+    """Prefix -> ``"module:attr"`` of every backend registered in this process
+    (backends discovered from ``xlgap.models.<x>`` appear once used), for a fresh process
+    to register the same."""
+    return {name: BACKENDS.target(name) for name in BACKENDS}
 
 
-def _resolve(target: str) -> Callable[..., Backend]:
-    if target in _OBJECTS:
-        return _OBJECTS[target]
-    module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _factory(prefix: str) -> Callable[..., Backend]:
+    return BACKENDS.get(prefix)
 
 
 def _known(prefix: str) -> bool:
     """Whether ``prefix`` names a backend, importing ``xlgap.models.<prefix>`` (whose
     ``@register_backend`` registers it) the first time a one-file backend is used."""
-    if prefix in _REGISTRY:
+    if prefix in BACKENDS:
         return True
     if not prefix.isidentifier():
         return False
@@ -115,7 +109,7 @@ def _known(prefix: str) -> bool:
         found = False
     if found:
         importlib.import_module(module)
-    return prefix in _REGISTRY
+    return prefix in BACKENDS
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -148,8 +142,8 @@ def backend_class(spec: str) -> type[Backend] | None:
     or None when its factory does not say (no return annotation)."""
     prefix, _ = split_spec(spec)
     if prefix in _CLASSES:
-        return _class_of(_resolve(_CLASSES[prefix]))
-    return _class_of(_resolve(_REGISTRY[prefix]))
+        return _class_of(resolve(_CLASSES[prefix]))
+    return _class_of(_factory(prefix))
 
 
 def declared(spec: str, capability: str) -> bool | None:
@@ -184,7 +178,7 @@ def check_model_args(spec: str, model_args: Mapping[str, Any]) -> dict[str, Any]
     """``model_args`` checked against what ``spec``'s backend takes (before building it):
     an unknown key is a :class:`ConfigError` naming the backend and the keys it takes."""
     prefix, name = split_spec(spec)
-    factory = _resolve(_REGISTRY[prefix])
+    factory = _factory(prefix)
     names, any_name = _parameters(factory, named=name is not None)
     names -= NOT_MODEL_ARGS
     unknown = sorted(k for k in model_args if k not in names)
@@ -205,7 +199,7 @@ def load_backend(spec: str = "embedded", model_args: Mapping[str, Any] | None = 
     (:func:`check_model_args`) and override them.
     """
     prefix, name = split_spec(spec)
-    factory = _resolve(_REGISTRY[prefix])
+    factory = _factory(prefix)
     kwargs = _accepted(factory, {k: v for k, v in options.items() if v is not None})
     kwargs.update(check_model_args(spec, model_args or {}))
     if name is None:
@@ -282,5 +276,5 @@ def parse_model_args(values: str | Iterable[str] | Mapping[str, Any] | None) -> 
     return out
 
 
-__all__ = ["Backend", "backend_class", "check_model_args", "declared", "load_backend",
+__all__ = ["BACKENDS", "Backend", "backend_class", "check_model_args", "declared", "load_backend",
            "parse_model_args", "register_backend", "registry", "split_spec"]

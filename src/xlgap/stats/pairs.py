@@ -40,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xlgap.errors import ConfigError, DataError
+from xlgap.registry import Registry
 from xlgap.stats.bootstrap import (
     ALPHA,
     DEFAULT_N_BOOT,
@@ -138,30 +139,38 @@ class PairMetric:
         return Part.mean(out)
 
 
-#: every registered pair metric, by name, in table order
-PAIR_METRICS: dict[str, PairMetric] = {}
-
-
-def register_pair_metric(metric: PairMetric) -> PairMetric:
-    """Add ``metric`` to the registry (a new name only); returns it."""
+def _checked(metric: Any) -> PairMetric:
+    if not isinstance(metric, PairMetric):
+        raise ConfigError(f"a pair metric must be a xlgap.stats.pairs.PairMetric, got "
+                          f"{metric!r}")
     if metric.aggregation not in ("mean", "ratio"):
         raise ConfigError(f"pair metric {metric.name!r}: aggregation must be 'mean' or "
                           f"'ratio', got {metric.aggregation!r}")
     if metric.direction not in ("higher", "lower"):
         raise ConfigError(f"pair metric {metric.name!r}: direction must be 'higher' or "
                           f"'lower', got {metric.direction!r}")
+    return metric
+
+
+#: every registered pair metric, by name, in table order (xlgap's own, then those another
+#: package adds through the entry-point group ``xlgap.pair_metrics``:
+#: ``mine = "package.module:METRIC"``, a PairMetric)
+PAIR_METRICS: Registry[PairMetric] = Registry("pair metric", "xlgap.pair_metrics",
+                                              convert=_checked)
+
+
+def register_pair_metric(metric: PairMetric) -> PairMetric:
+    """Add ``metric`` to :data:`PAIR_METRICS` under its name (a new name only); returns
+    it."""
+    _checked(metric)
     if metric.name in PAIR_METRICS:
         raise ConfigError(f"pair metric {metric.name!r} is registered already")
-    PAIR_METRICS[metric.name] = metric
+    PAIR_METRICS.register(metric.name, metric)
     return metric
 
 
 def pair_metric(name: str) -> PairMetric:
-    try:
-        return PAIR_METRICS[name]
-    except KeyError:
-        raise ConfigError(f"unknown pair metric {name!r}; known: {sorted(PAIR_METRICS)}"
-                          ) from None
+    return PAIR_METRICS.get(name)
 
 
 for _metric in (

@@ -1,22 +1,24 @@
 """The file formats xlgap reads, one module each.
 
 A format is a :class:`Format`: a name, a ``detect(path)`` test and a ``load(path, ...)``
-that returns a :class:`~xlgap.data.items.ParallelDataset`. Every module in this package
-that defines ``FORMAT`` is registered, so adding a format is adding one file here.
+that returns a :class:`~xlgap.data.items.ParallelDataset`. The formats are the registry
+:data:`FORMATS` (:mod:`xlgap.registry`): xlgap's own are lazy targets listed below (one
+module here each, imported on first use); another package adds one through the
+entry-point group ``xlgap.formats`` (``myformat = "package.module:FORMAT"``).
 ``load_dataset`` (in :mod:`xlgap.data.loaders`) asks the formats in ``priority`` order and
 uses the first whose ``detect`` says yes.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from xlgap.data.items import ParallelDataset
+from xlgap.errors import ConfigError
+from xlgap.registry import Registry
 
 # load(path, on_missing=..., on_error=..., data_map=...) -> ParallelDataset
 Loader = Callable[..., ParallelDataset]
@@ -36,25 +38,26 @@ class Format:
     takes_map: bool = False
 
 
-@lru_cache(maxsize=1)
+def _checked(obj: Any) -> Format:
+    if not isinstance(obj, Format):
+        raise ConfigError(f"a data format must be a xlgap.data.formats.Format, got {obj!r}")
+    return obj
+
+
+#: format name -> :class:`Format`
+FORMATS: Registry[Format] = Registry("data format", "xlgap.formats", convert=_checked)
+for _name in ("bmlama", "jsonl", "sentences", "table"):
+    FORMATS.register(_name, f"{__name__}.{_name}:FORMAT")
+
+
 def formats() -> tuple[Format, ...]:
     """Every registered format, in the order ``load_dataset`` asks them."""
-    found: list[Format] = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        fmt = getattr(module, "FORMAT", None)
-        if isinstance(fmt, Format):
-            found.append(fmt)
-    return tuple(sorted(found, key=lambda f: (f.priority, f.name)))
+    return tuple(sorted(FORMATS.values(), key=lambda f: (f.priority, f.name)))
 
 
 def find_format(path: Path) -> Format | None:
     """The first format that recognises ``path``, or None."""
     return next((f for f in formats() if f.detect(path)), None)
-
-
 
 
 def accepted() -> str:

@@ -1,18 +1,20 @@
 """Prompt strategies that try to close the cross-lingual gap at the input or the output.
 
-The shared machinery and the registry are in :mod:`.base` (its docstring describes every
-strategy); the strategies register themselves from :mod:`.translation` (baseline, TrEn-k,
-TTA-k, TEA) and :mod:`.vote` (vote-k). :func:`register_strategy` is the one seam for a new
-strategy.
+The shared machinery and the registry :data:`~.base.STRATEGIES` are in :mod:`.base` (its
+docstring describes every strategy); the strategies register themselves from
+:mod:`.translation` (baseline, TrEn-k, TTA-k, TEA) and :mod:`.vote` (vote-k), imported on
+first use. A new strategy is a :class:`~.base.StrategySpec` registered with
+:func:`register_strategy`, or, from another package, listed in the entry-point group
+``xlgap.strategies``.
 """
 
-from xlgap.interventions.strategies import translation as _translation  # noqa: F401 - registers
-from xlgap.interventions.strategies import vote as _vote  # noqa: F401 - registers
 from xlgap.interventions.strategies.base import (
     PIVOT,
+    STRATEGIES,
     PairResult,
     Strategy,
     StrategyOptions,
+    StrategySpec,
     get_strategy,
     parse_strategy_list,
     register_strategy,
@@ -28,10 +30,12 @@ from xlgap.interventions.strategies.vote import Vote, majority, vote_distributio
 
 __all__ = [
     "PIVOT",
+    "STRATEGIES",
     "Baseline",
     "PairResult",
     "Strategy",
     "StrategyOptions",
+    "StrategySpec",
     "TranslateEnglishAnswer",
     "TranslateThenAnswer",
     "TranslationEnsemble",

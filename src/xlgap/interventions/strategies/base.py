@@ -62,6 +62,7 @@ from xlgap.prompting.templates import (
     next_shots,
     question_text,
 )
+from xlgap.registry import Registry
 from xlgap.sampling import softmax
 
 PIVOT = "en"  # the language TEA answers in
@@ -307,13 +308,48 @@ def _as_cloze(translation: str, original: LangEntry) -> str:
 
 Factory = Callable[[Backend, ParallelDataset, StrategyOptions, re.Match[str]], Strategy]
 
-_REGISTRY: list[tuple[re.Pattern[str], Factory, str]] = []
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A family of strategies: ``pattern`` (a full-match regex over the name, its groups
+    feed the factory: ``tren-(\\d+)``), ``factory`` and a one-line ``help`` for
+    ``--help`` and the docs. Registered under :attr:`label` (``tren-k``)."""
+
+    pattern: str
+    factory: Factory
+    help: str
+
+    @property
+    def label(self) -> str:
+        return self.pattern.replace(r"(\d+)", "k")
 
 
-def register_strategy(pattern: str, factory: Factory, help_text: str) -> None:
-    """Register a strategy: ``pattern`` (a full-match regex over the name, groups feed the
-    factory), the factory, and a one-line description for ``--help`` and the docs."""
-    _REGISTRY.append((re.compile(pattern), factory, help_text))
+def _checked(obj: Any) -> StrategySpec:
+    if not isinstance(obj, StrategySpec):
+        raise ConfigError(f"a strategy must be a StrategySpec (pattern, factory, help), "
+                          f"got {obj!r}")
+    return obj
+
+
+#: label (``tren-k``) -> :class:`StrategySpec`. xlgap's own are registered by the modules
+#: named here (imported on first use); another package adds one through the entry-point
+#: group ``xlgap.strategies`` (``mine-k = "package.module:SPEC"``, a StrategySpec).
+STRATEGIES: Registry[StrategySpec] = Registry("strategy", "xlgap.strategies",
+                                              convert=_checked)
+for _label, _module in (("baseline", "translation"), ("tren-k", "translation"),
+                        ("tta-k", "translation"), ("tea", "translation"),
+                        ("vote-k", "vote")):
+    STRATEGIES.register(_label, f"xlgap.interventions.strategies.{_module}")
+
+
+def register_strategy(pattern: str, factory: Factory, help_text: str) -> StrategySpec:
+    """Register a strategy family in :data:`STRATEGIES`: ``pattern`` (a full-match regex
+    over the name, groups feed the factory), the factory, and a one-line description for
+    ``--help`` and the docs."""
+    re.compile(pattern)  # a bad pattern fails here, not when a name is looked up
+    spec = StrategySpec(pattern, factory, help_text)
+    STRATEGIES.register(spec.label, spec)
+    return spec
 
 
 def _k(match: re.Match[str]) -> int:
@@ -324,20 +360,27 @@ def _k(match: re.Match[str]) -> int:
 
 
 def strategy_help() -> list[tuple[str, str]]:
-    """(pattern, description) of every registered strategy."""
-    return [(p.pattern.replace(r"(\d+)", "k"), h) for p, _, h in _REGISTRY]
+    """(label, description) of every registered strategy."""
+    return [(spec.label, spec.help) for spec in STRATEGIES.values()]
+
+
+def _match(name: str) -> tuple[StrategySpec, re.Match[str]] | None:
+    for spec in STRATEGIES.values():
+        match = re.fullmatch(spec.pattern, name)
+        if match:
+            return spec, match
+    return None
 
 
 def get_strategy(name: str, backend: Backend, dataset: ParallelDataset,
                  options: StrategyOptions | None = None) -> Strategy:
     """Build the strategy ``name`` (e.g. ``"tren-3"``); :class:`ConfigError` if unknown."""
-    key = name.strip().lower()
-    for pattern, factory, _ in _REGISTRY:
-        match = pattern.fullmatch(key)
-        if match:
-            return factory(backend, dataset, options or StrategyOptions(), match)
-    known = ", ".join(p for p, _ in strategy_help())
-    raise ConfigError(f"unknown strategy {name!r}; known: {known}")
+    found = _match(name.strip().lower())
+    if found is None:
+        known = ", ".join(p for p, _ in strategy_help())
+        raise ConfigError(f"unknown strategy {name!r}; known: {known}")
+    spec, match = found
+    return spec.factory(backend, dataset, options or StrategyOptions(), match)
 
 
 def parse_strategy_list(text: str) -> list[str]:
@@ -346,7 +389,7 @@ def parse_strategy_list(text: str) -> list[str]:
     if not names:
         raise ConfigError("--strategies is empty; e.g. --strategies baseline,tren-1,tta-1")
     for name in names:
-        if not any(p.fullmatch(name) for p, _, _ in _REGISTRY):
+        if _match(name) is None:
             known = ", ".join(p for p, _ in strategy_help())
             raise ConfigError(f"unknown strategy {name!r} in --strategies; known: {known}")
     return names

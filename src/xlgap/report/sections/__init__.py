@@ -3,9 +3,14 @@
 
 A section says which format tags it reads (``formats``; files of those tags in one
 directory make one result), where it goes on the page (``order``), its one-line headline
-for the verdict cards (``summary``), and what it shows (``body`` and ``figures``). Adding a
-kind of result is one module here with a ``@register``-ed class; discovery, the page and
-the cards learn of it from :data:`SECTIONS`.
+for the verdict cards (``summary``), and what it shows (``body`` and ``figures``).
+
+The sections are the registry :data:`SECTIONS` (:mod:`xlgap.registry`): a kind -> its
+Section. Adding a kind of result to xlgap is one module here with a ``@register``-ed
+class, listed in :data:`SECTIONS` below (imported when the report first asks); another
+package adds one through the entry-point group ``xlgap.report_sections``
+(``mykind = "package.module:MySection"``, a Section subclass). Discovery, the page and the
+cards learn of it from :data:`SECTIONS`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 from markupsafe import Markup
 
+from xlgap.errors import ConfigError
+from xlgap.registry import Registry
 from xlgap.report.blocks import Block, Note, Provenance, Row, draw_figure, png_figure
 from xlgap.report.discover import EXTRA, FIGURES, STEP_MARKER, Artifact, load_json
 from xlgap.report.format import mapping
@@ -121,23 +128,40 @@ class Section:
         return SectionView(art.anchor, self.heading(art), blocks, self.kind)
 
 
-SECTIONS: dict[str, Section] = {}
+def _instance(obj: Any) -> Section:
+    """A registered Section subclass -> its instance (the registry holds instances)."""
+    section = obj() if isinstance(obj, type) and issubclass(obj, Section) else obj
+    if not isinstance(section, Section):
+        raise ConfigError(f"a report section must be a Section subclass, got {obj!r}")
+    return section
+
+
+#: kind of result -> its Section. xlgap's own are registered by the modules named here
+#: (imported when the report first asks for the sections).
+SECTIONS: Registry[Section] = Registry("report section", "xlgap.report_sections",
+                                       convert=_instance)
+for _kind, _module in (("run", "run"), ("interventions", "interventions"),
+                       ("steering", "steering"), ("finetune", "finetune"),
+                       ("inside", "inside"), ("by_source", "by_source"), ("study", "study"),
+                       (EXTRA, "extra"), (FIGURES, "extra")):
+    SECTIONS.register(_kind, f"xlgap.report.sections.{_module}")
 
 
 def register(cls: type[Section]) -> type[Section]:
-    """Class decorator: add a section to the registry under its ``kind``."""
-    SECTIONS[cls.kind] = cls()
+    """Class decorator: add a section to :data:`SECTIONS` under its ``kind``."""
+    SECTIONS.register(cls.kind, cls)
     return cls
 
 
 def kinds() -> tuple[dict[str, str], set[str]]:
     """Format tag -> kind of result, and the companion tags, for discovery."""
-    table = {tag: s.kind for s in SECTIONS.values() for tag in s.formats}
-    return table, {tag for s in SECTIONS.values() for tag in s.companions}
+    sections = list(SECTIONS.values())
+    table = {tag: s.kind for s in sections for tag in s.formats}
+    return table, {tag for s in sections for tag in s.companions}
 
 
 def section_for(art: Artifact) -> Section:
-    return SECTIONS.get(art.kind) or SECTIONS[EXTRA]
+    return SECTIONS.get(art.kind, None) or SECTIONS[EXTRA]
 
 
 def ordered(artifacts: Sequence[Artifact]) -> list[Artifact]:
@@ -313,17 +337,4 @@ def provenance(art: Artifact, section: Section) -> Provenance:
     return Provenance(rows, command, how, configs, list(downloads(art)))
 
 
-# The modules register their sections on import; the order here does not matter.
-from xlgap.report.sections import (  # noqa: E402
-    by_source,
-    extra,
-    finetune,
-    inside,
-    interventions,
-    run,
-    steering,
-    study,
-)
-
-__all__ += ["FIGURES", "by_source", "extra", "finetune", "inside", "interventions", "run",
-            "steering", "study"]
+__all__ += ["FIGURES"]
