@@ -140,11 +140,13 @@ def test_finetune_compares_every_two_freeze_settings(tmp_path, monkeypatch, tiny
     assert xlgap.cli.run(["finetune", "--no-progress", "--data", "builtin", "--limit", "20",
                           "--targets", "fr", "--freeze-first", "0,1,2", "--steps", "2",
                           "--train-batch", "2", "--n-boot", "30", "--shots", "1",
-                          "--no-eval-trained", "--out", str(out)]) == 0
+                          "--no-eval-trained", "--seeds", "2", "--out", str(out)]) == 0
     result = json.loads((out / "finetune.json").read_text())
     transfer = {(c["a"], c["b"]): c for c in result["comparisons"] if c["metric"] == "transfer"}
     assert set(transfer) == {(0, 1), (0, 2), (1, 2)}
-    after = {r["freeze_first"]: r["transfer_after"]["all"]["estimate"] for r in result["runs"]}
+    # settings compare by the mean of their seeds (issue 24)
+    after = {s["freeze_first"]: s["pairs_after"]["transfer"]["estimate"]
+             for s in result["settings"]}
     for (a, b), c in transfer.items():
         assert c["difference"] == pytest.approx(after[a] - after[b])
         assert c["ci"][0] <= c["difference"] <= c["ci"][1] and 0 < c["p"] <= 1

@@ -69,6 +69,8 @@ class FinetuneConfig(RunConfig):
     freeze_first: str = opt("0,9", "blocks frozen from the bottom, comma-separated: one "
                             "fine-tune per value")
     steps: int = opt(200, "optimizer steps per fine-tune")
+    seeds: int = opt(3, "training runs per freeze setting (seeds seed, seed+1, ...): the "
+                     "spread between them is reported beside the item CIs")
     method: str = opt("lora", "lora (adapters through peft) or full", choices=("lora", "full"))
     train_embeddings: bool = opt(False, "train the embeddings too (LoRA on them with "
                                  "--method lora); by default they stay frozen")
@@ -234,7 +236,8 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
         train_batch=cfg.train_batch, max_length=cfg.max_length,
         checkpoint_every=cfg.checkpoint_every, split=cfg.split, pooling=cfg.pooling,
         shots=cfg.shots, k=cfg.k, eval_trained=cfg.eval_trained, n_boot=cfg.n_boot,
-        n_shuffles=cfg.n_shuffles, seed=cfg.seed, progress=cfg.show_progress())
+        n_shuffles=cfg.n_shuffles, seed=cfg.seed, progress=cfg.show_progress(),
+        seeds=cfg.seeds)
     _log(f"finetune: model {cfg.model}, {cfg.method} in {lang}, {cfg.steps} steps x "
          f"{cfg.train_batch}, first {cfg.freeze_first} blocks frozen; results in {out}")
     result = run_finetune(backend, dataset, options, work_dir=out)
@@ -251,8 +254,20 @@ def format_finetune(result: dict[str, Any]) -> str:
              "held-out items:",
              f"  base      transfer {_ci(result['base']['transfer']['all'])}"]
     for run in result["runs"]:
-        lines.append(f"  N={run['freeze_first']:<3}    transfer {_ci(run['transfer_after']['all'])}"
+        lines.append(f"  N={run['freeze_first']:<3} seed {run.get('seed', 0):<3} transfer "
+                     f"{_ci(run['transfer_after']['all'])}"
                      f"  (p vs base {_num(run['transfer_after']['p_value'].get('all'))})")
+    for s in result.get("settings") or []:
+        fixed = (s.get("pairs_after") or {}).get("transfer_base_items") or {}
+        sd = (fixed.get("seed_spread") or {}).get("sd")
+        lines.append(f"  N={s['freeze_first']:<3} mean of seeds {s['seeds']}: transfer on the "
+                     f"base model's source-correct items {_ci(fixed)}, SD between seeds "
+                     f"{_num(sd)}")
+    head = result.get("headline")
+    if head:
+        lines.append(f"Largest change ({head['label']}): N={head['freeze_first']} "
+                     f"{head['estimate']:+.3f}, p {_num(head['p'])} unadjusted, "
+                     f"{_num(head['p_holm'])} {head['p_holm_label']}")
     counts = result.get("example_counts") or {}
     if counts.get("prompt_cut") or counts.get("text_cut") or counts.get("dropped"):
         lines.append(f"Training examples: {counts.get('kept')} of {counts.get('given')} kept, "
