@@ -147,3 +147,19 @@ def test_steer_ranks_the_steered_effect_among_many_random_directions(tmp_path, m
     ilo_change = result["inside"]["ilo_change"]["steered"]
     assert len(ilo_change) == tiny_backend.n_layers and ilo_change[0]["estimate"] == 0
     assert all({"estimate", "ci", "p", "n"} <= set(e) for e in ilo_change)
+    # issue 24, point 8: the best setting's p's are Holm-adjusted over every test of the
+    # table (metrics, pooled and per target), and the report's headline says so
+    holm = result["best"]["holm"]
+    groups = {"all": result["best"]["test"]["all"], **result["best"]["test"]["per_target"]}
+    tested = [(g, m) for g, stats in groups.items() for m, s in stats.items()
+              if s.get("p_value") is not None]
+    assert holm["family"] == len(tested) and "Holm" in holm["label"]
+    for g, m in tested:
+        assert groups[g][m]["p_value"] <= holm["p"][g][m] <= 1
+    from xlgap.report.sections.steering import steering_summary, steering_table
+
+    text = steering_summary(result)
+    assert "Holm" in text and "percentile among 5 random" in text
+    assert "significant" not in text
+    header = steering_table(result)[0].header
+    assert "p (Holm)" in header and "percentile among 5 random" in header

@@ -51,6 +51,7 @@ from xlgap.provenance import provenance, tagged
 from xlgap.sampling import default_shots
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
 
 DEFAULT_DRAWS = 20
 RESULT_FILE = "steering.json"
@@ -272,6 +273,22 @@ def control_vectors(vectors: SteeringVectors, setting: Setting, targets: Sequenc
             for j, t in enumerate(targets)}
 
 
+def holm_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """Holm-adjusted p's of every test of the best setting against no steering on the test
+    items (each metric, pooled and per target): the family the report prints from. The
+    setting itself was picked on dev, other items, so the pick adds no test here."""
+    groups = {"all": block["all"], **block["per_target"]}
+    keys = [(g, m) for g, stats in groups.items() for m, stat in stats.items()
+            if stat and stat.get("p_value") is not None]
+    adjusted = adjust_holm([groups[g][m]["p_value"] for g, m in keys])
+    out: dict[str, dict[str, float | None]] = {g: {} for g in groups}
+    for (g, m), p in zip(keys, adjusted, strict=True):
+        out[g][m] = p
+    return {"label": HOLM_LABEL.format(k=len(keys)), "family": len(keys),
+            "tests": "each metric, pooled and per target, best against no steering (test)",
+            "p": out}
+
+
 def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None, *,
                  vectors_file: str | Path | None = None) -> SteeringResult:
     """Run the steering experiment on a white-box ``backend`` (best behind the result
@@ -354,6 +371,7 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     steered_effect = ctl.metric_effects(test_best, test_base)
     draw_effects = [ctl.metric_effects(parts, test_base) for parts in test_controls]
     first = controls[0]
+    best_test = sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
     return SteeringResult(
         model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
         data=data.source_path or data.name, source=source, targets=targets, shots=shots,
@@ -365,8 +383,8 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
             seed=seed)},
         baseline={"dev": baseline_dev,
                   "test": sm.report_block(test_base, None, n_boot=n_boot, seed=seed)},
-        best={**best.as_dict(), "dev": best_row["dev"],
-              "test": sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)},
+        best={**best.as_dict(), "dev": best_row["dev"], "test": best_test,
+              "holm": holm_block(best_test)},
         control={"direction": "random", "kind": opts.control_kind, "draws": len(controls),
                  "layers": list(best.layers), "alpha": best.alpha, "seed": seed,
                  "matches": best.direction,
