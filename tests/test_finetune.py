@@ -307,6 +307,8 @@ def test_run_finetune_trains_every_setting_with_several_seeds(tiny_backend, tmp_
             [r["transfer_base_items"]["estimate"] for r in runs])
         assert fixed["ci"][0] <= fixed["estimate"] <= fixed["ci"][1]
         assert 0 < fixed["p"] <= 1 and "overall_success" in setting["pairs_after"]
+        assert fixed["vs_base"]["estimate"] == fixed["difference"]
+        assert fixed["vs_base"]["p"] == fixed["p"] and fixed["vs_base"]["n"] > 0
         # paired ILO change per layer: its seed mean is the mean of the runs' changes
         assert setting["ilo_change"][1]["estimate"] == pytest.approx(
             sum(r["ilo_change"][1]["estimate"] for r in runs) / 3)

@@ -452,9 +452,11 @@ def _fixed_entry(before: Mapping[str, Any], after: Mapping[str, Any], opts: Fine
     fixed, ref = after["_parts"]["fixed"], before["_parts"]["all"]["transfer"]
     stat = summarise({"t": fixed}, opts.n_boot, opts.seed)["t"] or {}
     test = paired_test({"t": fixed}, {"t": ref}, opts.n_boot, opts.seed)["t"] or {}
+    diff = test.get("estimate", test.get("difference"))
     return {**stat, "label": FIXED_LABEL, "p": test.get("p"), "p_floor": test.get("p_floor"),
-            "difference": test.get("estimate", test.get("difference")),
-            "difference_ci": test.get("ci")}
+            "difference": diff, "difference_ci": test.get("ci"),
+            "vs_base": {"estimate": diff, "ci": test.get("ci"), "n": test.get("n"),
+                        "p": test.get("p"), "p_floor": test.get("p_floor")}}
 
 
 def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],

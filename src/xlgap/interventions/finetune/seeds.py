@@ -74,6 +74,9 @@ def _with_test(summary: Mapping[str, Any] | None, test: Mapping[str, Any] | None
     if test:
         out.update(p=test.get("p"), p_floor=test.get("p_floor"), difference=_estimate(test),
                    difference_ci=test.get("ci"))
+        # the paired difference against the reference in the one estimate shape
+        out["vs_base"] = {"estimate": _estimate(test), "ci": test.get("ci"),
+                          "n": test.get("n"), "p": test.get("p"), "p_floor": test.get("p_floor")}
     out["seed_spread"] = spread(seed_values)
     return out
 

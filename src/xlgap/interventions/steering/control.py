@@ -122,7 +122,8 @@ def rank_summary(steered: float | None, random: Sequence[float | None], lower_be
     (draws + 1)``; its floor ``p_floor`` is ``1 / (draws + 1)``)."""
     r = np.array([np.nan if x is None else float(x) for x in random], dtype=float)
     r = r[np.isfinite(r)]
-    out: dict[str, Any] = {"estimate": steered, "n": len(r), "percentile": None,
+    # ci: none (the random draws' spread is ``random_range``, not an interval of the estimate)
+    out: dict[str, Any] = {"estimate": steered, "ci": None, "n": len(r), "percentile": None,
                            "p": None, "p_floor": None,
                            "better": "lower" if lower_better else "higher",
                            "random_range": None}
