@@ -170,7 +170,8 @@ def with_p(stats: Mapping[str, Any], tests: Mapping[str, Any]) -> dict[str, Any]
     for name, stat in stats.items():
         test = tests.get(name)
         out[name] = stat if stat is None or test is None else {
-            **stat, "p_value": test["p"], "difference": test["difference"],
+            **stat, "p_value": test["p"],
+            "difference": test.get("estimate", test.get("difference")),
             "difference_ci": test["ci"], "p_floor": test["p_floor"]}
     return out
 
@@ -190,7 +191,8 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
             if test is None:
                 continue
             out.append({"a": na, "b": nb, "metric": metric, "estimate_a": test["a"],
-                        "estimate_b": test["b"], "difference": test["difference"],
+                        "estimate_b": test["b"],
+                        "difference": test.get("estimate", test.get("difference")),
                         "ci": test["ci"], "p": test["p"], "p_floor": test["p_floor"],
                         "n": test["n"]})
     return out

@@ -76,8 +76,10 @@ def with_intervals(parts: Mapping[str, Part], reference: Mapping[str, Part] | No
         for name, test in paired_test(parts, reference, n_boot, seed).items():
             if test is None or name not in out:
                 continue
-            out[name].update(p_value=test["p"], difference=test["difference"],
-                             difference_ci=test["ci"], p_floor=test["p_floor"])
+            # the paired test's difference: ``estimate`` (newer stats), ``difference`` before
+            diff = test.get("estimate", test.get("difference"))
+            out[name].update(p_value=test["p"], difference=diff, difference_ci=test["ci"],
+                             p_floor=test["p_floor"])
     return out
 
 
