@@ -222,21 +222,44 @@ def steering(root: Path) -> str:
     n_boot = (s.get("config") or {}).get("n_boot")
     base = s["baseline"]["test"]
     best = s["best"]["test"]
+    holm = (s["best"].get("holm") or {}).get("p") or {}
+
+    def steered(fig: Mapping[str, Any] | None, target: str, m: str) -> str:
+        cell = _steer_cell(fig, n_boot)
+        p = (holm.get(target) or {}).get(m)
+        return cell + ("" if p is None or not cell else f" (Holm {_p(p, n_boot)})")
+
     rows = [["no steering, pooled", *(_num((base["all"].get(m) or {}).get("estimate"))
                                       for m in metrics)],
-            ["steered, pooled", *(_steer_cell(best["all"].get(m), n_boot) for m in metrics)]]
-    control = (s.get("control") or {}).get("test")
-    if control and control.get("all"):
-        rows.append(["random direction (control), pooled",
-                     *(_steer_cell(control["all"].get(m), n_boot) for m in metrics)])
+            ["steered, pooled", *(steered(best["all"].get(m), "all", m) for m in metrics)]]
+    control = s.get("control") or {}
+    draws = control.get("draws")
+    if control.get("test") and control["test"].get("all"):
+        label = (f"random directions (control, mean of {draws}), pooled" if draws
+                 else "random direction (control), pooled")
+        rows.append([label, *(_steer_cell(control["test"]["all"].get(m), n_boot)
+                              for m in metrics)])
+    rank = control.get("rank") or {}
+    if rank:
+        def pct(m: str) -> str:
+            r = rank.get(m) or {}
+            if r.get("percentile") is None:
+                return ""
+            lo, hi = r.get("random_range") or [None, None]
+            return (f"{r['percentile']:.0f}th (steered {r['estimate']:+.3f}; random "
+                    f"{_num(lo)} to {_num(hi)})")
+        rows.append([f"steered effect among {draws} random, percentile",
+                     *(pct(m) for m in metrics)])
     for t in s["targets"]:
         cells = []
         for m in metrics:
             before = (base["per_target"][t].get(m) or {}).get("estimate")
             after = best["per_target"][t].get(m) or {}
             p = after.get("p_value")
+            ph = (holm.get(t) or {}).get(m)
             cells.append(f"{_num(before)} -> {_num(after.get('estimate'))}"
-                         + ("" if p is None else f", p {_p(p, n_boot)}"))
+                         + ("" if p is None else f", p {_p(p, n_boot)}")
+                         + ("" if ph is None else f" (Holm {_p(ph, n_boot)})"))
         rows.append([f"{t}: none -> steered", *cells])
     return _table(["test split", "accuracy", f"agreement with {s['source']}", "transfer",
                    "RankC"], rows)
@@ -246,16 +269,35 @@ def finetune(root: Path) -> str:
     f = _load(root, "docs/results/finetune/finetune.json")
     langs = list(f["languages"])
     n_boot = (f.get("config") or {}).get("n_boot")
+    if not f.get("settings"):  # one training run per setting (files before issue 24)
+        rows = [["base model", *(_num(f["base"]["accuracy"][lang]["estimate"])
+                                 for lang in langs), _ci(f["base"]["transfer"]["all"]), ""]]
+        for run in f["runs"]:
+            n = run["freeze_first"]
+            label = f"N = {n} " + ("(nothing frozen)" if n == 0 else f"(first {n} frozen)")
+            after = run["transfer_after"]
+            rows.append([label, *(_num(run["accuracy_after"][lang]["estimate"])
+                                  for lang in langs), _ci(after["all"]),
+                         _p((after.get("p_value") or {}).get("all"), n_boot)])
+        return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer (pooled) [95% CI]",
+                       "p"], rows)
+    base_pairs = f["base"]["pairs"]["all"]
     rows = [["base model", *(_num(f["base"]["accuracy"][lang]["estimate"]) for lang in langs),
-             _ci(f["base"]["transfer"]["all"]), ""]]
-    for run in f["runs"]:
-        n = run["freeze_first"]
-        label = f"N = {n} " + ("(nothing frozen)" if n == 0 else f"(first {n} frozen)")
-        after = run["transfer_after"]
-        rows.append([label, *(_num(run["accuracy_after"][lang]["estimate"]) for lang in langs),
-                     _ci(after["all"]), _p((after.get("p_value") or {}).get("all"), n_boot)])
-    return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer (pooled) [95% CI]", "p"],
-                  rows)
+             _ci(base_pairs["transfer"]), _ci(base_pairs["transfer"]), "", "",
+             _ci(base_pairs["overall_success"]), ""]]
+    for st in f["settings"]:
+        n = st["freeze_first"]
+        label = (f"N = {n} " + ("(nothing frozen)" if n == 0 else f"(first {n} frozen)")
+                 + f", mean of {len(st['seeds'])} seeds")
+        pa = st["pairs_after"]
+        fixed, success = pa["transfer_base_items"], pa["overall_success"]
+        rows.append([label, *(_num(st["accuracy_after"][lang]["estimate"]) for lang in langs),
+                     _ci(pa["transfer"]), _ci(fixed), _p(fixed.get("p"), n_boot),
+                     _num((fixed.get("seed_spread") or {}).get("sd")), _ci(success),
+                     _p(success.get("p"), n_boot)])
+    return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer [95% CI]",
+                   "transfer on base source-correct items [95% CI]", "p", "SD between seeds",
+                   "overall success [95% CI]", "p"], rows)
 
 
 def _ratio(x: float) -> str:

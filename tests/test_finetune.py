@@ -188,7 +188,8 @@ def test_finetune_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     flags = [p.requires_grad for p in tiny_backend.model.parameters()]
     args = ["finetune", "--no-progress", "--data", "builtin", "--limit", "24", "--targets",
             "fr,de", "--lang", "fr", "--freeze-first", "0,2", "--steps", "4", "--train-batch",
-            "2", "--checkpoint-every", "2", "--n-boot", "50", "--shots", "1", "--out", str(out)]
+            "2", "--checkpoint-every", "2", "--n-boot", "50", "--shots", "1", "--seeds", "1",
+            "--out", str(out)]
     assert xlgap.cli.run(args) == 0
     result = json.loads((out / "finetune.json").read_text())
     assert [r["freeze_first"] for r in result["runs"]] == [0, 2]
@@ -215,3 +216,106 @@ def test_finetune_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     computed = cached.computed
     assert xlgap.cli.run(args) == 0
     assert cached.computed == computed
+
+
+# -- issue 24, point 4 and the report's ILO column ----------------------------------------------
+# Failing first on fab4fcd: test_finetune_table_prints_the_ilo_before_and_after (the column
+# printed "- -> -" for the by-layer lists), test_run_finetune_trains_every_setting_with_
+# several_seeds (one run per setting, no ``seeds``), test_transfer_on_the_base_model_s_
+# source_correct_items_keeps_its_denominator and test_headline_p_is_holm_adjusted_over_
+# the_settings (neither existed).
+
+
+def test_finetune_table_prints_the_ilo_before_and_after():
+    from xlgap.report.sections.finetune import finetune_table
+
+    run = {"freeze_first": 0, "loss_first": 2.0, "loss_last": 1.0,
+           "transfer_before": {"all": {"estimate": 0.5, "ci": [0.4, 0.6]}},
+           "transfer_after": {"all": {"estimate": 0.6, "ci": [0.5, 0.7]},
+                              "p_value": {"all": 0.04}},
+           "ilo_before": [0.1, 0.2, 0.6], "ilo_after": [0.2, 0.3, 0.7]}
+    table = finetune_table({"runs": [run]})[0]
+    ilo = table.rows[0][-1].text
+    assert ilo != "- -> -"
+    assert ilo == "0.300 -> 0.400"  # the mean over layers, before -> after
+
+
+def test_transfer_on_the_base_model_s_source_correct_items_keeps_its_denominator():
+    import numpy as np
+
+    from xlgap.interventions.finetune.seeds import fixed_transfer_parts
+    from xlgap.stats.metrics import transfer_parts
+
+    def onehot(idx):  # (Q, M + 1) exact distributions with the mode at idx
+        p = np.zeros((len(idx), 3))
+        p[np.arange(len(idx)), idx] = 1.0
+        return p
+
+    gold = np.zeros(4, dtype=int)
+    base = {"en": onehot([0, 0, 0, 0]), "fr": onehot([1, 1, 1, 1])}
+    # after: the source is right on item 0 only, the target on items 0 and 1
+    after = {"en": onehot([0, 1, 1, 1]), "fr": onehot([0, 0, 1, 1])}
+    num, den = transfer_parts(after["en"], after["fr"], gold)
+    assert num.sum() / den.sum() == 1.0  # 1 of 1: the denominator shrank
+    fixed = fixed_transfer_parts(base, after, gold, "en", ["fr"])
+    assert fixed.num.sum() / fixed.den.sum() == 0.5  # 2 of the base's 4
+    # on the base model itself it is transfer
+    same = fixed_transfer_parts(base, base, gold, "en", ["fr"])
+    ref_num, ref_den = transfer_parts(base["en"], base["fr"], gold)
+    np.testing.assert_array_equal(same.num[:, 0], ref_num)
+    np.testing.assert_array_equal(same.den[:, 0], ref_den)
+
+
+def test_headline_p_is_holm_adjusted_over_the_settings():
+    from xlgap.interventions.finetune.seeds import FIXED, headline
+
+    def setting(n, diff, p):
+        return {"freeze_first": n, "pairs_after": {
+            FIXED: {"estimate": 0.6, "difference": diff, "difference_ci": [0, 1], "p": p,
+                    "n": 10},
+            "overall_success": {"difference": 0.01, "p": 0.5}}}
+
+    head = headline([setting(0, 0.10, 0.01), setting(9, 0.05, 0.04)])
+    assert head["freeze_first"] == 0 and head["p"] == 0.01
+    assert head["p_holm"] == pytest.approx(0.02) and head["family"] == 2
+    assert "Holm" in head["p_holm_label"] and head["overall_success"]["estimate"] == 0.01
+    assert headline([setting(0, None, None)]) is None
+
+
+def test_run_finetune_trains_every_setting_with_several_seeds(tiny_backend, tmp_path):
+    from xlgap.data import load_dataset
+    from xlgap.interventions.finetune import FinetuneOptions, run_finetune
+
+    data = load_dataset(None).subset(20, ["en", "fr"])
+    options = FinetuneOptions(source="en", targets=["fr"], freeze_first=[0, 2], steps=2,
+                              train_batch=2, shots=1, n_boot=30, n_shuffles=0,
+                              eval_trained=False, seeds=3)
+    result = run_finetune(tiny_backend, data, options, work_dir=tmp_path / "ft")
+    assert result.seeds == [0, 1, 2]
+    assert [(r["freeze_first"], r["seed"]) for r in result.runs] == [
+        (n, s) for n in (0, 2) for s in (0, 1, 2)]
+    assert (tmp_path / "ft" / "freeze-2-seed-1" / FINAL).exists()
+    # different seeds train different weights
+    digests = {r["train"]["final_digest"] if "final_digest" in r["train"] else
+               r["loss_last"] for r in result.runs if r["freeze_first"] == 0}
+    assert len(digests) > 1
+    for setting in result.settings:
+        runs = [r for r in result.runs if r["freeze_first"] == setting["freeze_first"]]
+        fixed = setting["pairs_after"]["transfer_base_items"]
+        # the spread lists each seed's own estimate, as its run reports it
+        assert fixed["seed_spread"]["values"] == pytest.approx(
+            [r["transfer_base_items"]["estimate"] for r in runs])
+        assert fixed["ci"][0] <= fixed["estimate"] <= fixed["ci"][1]
+        assert 0 < fixed["p"] <= 1 and "overall_success" in setting["pairs_after"]
+        assert fixed["vs_base"]["estimate"] == fixed["difference"]
+        assert fixed["vs_base"]["p"] == fixed["p"] and fixed["vs_base"]["n"] > 0
+        # paired ILO change per layer: its seed mean is the mean of the runs' changes
+        assert setting["ilo_change"][1]["estimate"] == pytest.approx(
+            sum(r["ilo_change"][1]["estimate"] for r in runs) / 3)
+        assert setting["ilo_change"][0]["estimate"] == 0  # nothing moves the input layer
+    assert result.headline is not None and result.headline["family"] == 2
+    assert result.headline["p_holm"] >= result.headline["p"]
+    between = {c["metric"]: c for c in result.comparisons}
+    assert {"transfer", "transfer_base_items", "ilo_by_layer", "cos_parallel_by_layer"} <= set(
+        between)
+    assert len(between["ilo_by_layer"]["by_layer"]) == tiny_backend.n_layers

@@ -101,7 +101,7 @@ def test_run_steering_result_saves_loads_and_makes_a_frame(tiny_backend, data, t
 def test_run_finetune_result_saves_loads_and_makes_a_frame(tiny_backend, data, tmp_path):
     options = FinetuneOptions(source="en", targets=["fr"], lang="fr", freeze_first=[0, 2],
                               steps=2, train_batch=2, shots=1, n_boot=30, n_shuffles=2,
-                              eval_trained=False)
+                              eval_trained=False, seeds=1)
     result = run_finetune(tiny_backend, data, options, work_dir=tmp_path / "ft")
     assert isinstance(result, FinetuneResult) and [r["freeze_first"] for r in result.runs] == [
         0, 2]

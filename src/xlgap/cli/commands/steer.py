@@ -23,7 +23,8 @@ from xlgap.errors import ConfigError
 from xlgap.interventions.finetune import FinetuneOptions, run_finetune
 from xlgap.interventions.finetune.experiment import parse_freeze
 from xlgap.interventions.steering import SteerOptions, run_steering
-from xlgap.interventions.steering.experiment import VECTORS_FILE, parse_sweep
+from xlgap.interventions.steering.control import CONTROL_KINDS
+from xlgap.interventions.steering.experiment import DEFAULT_DRAWS, VECTORS_FILE, parse_sweep
 from xlgap.report.plots import finetune as finetune_plots
 from xlgap.report.plots import steering as steering_plots
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
@@ -54,6 +55,11 @@ class SteerConfig(RunConfig):
     n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
     n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
                           "ILO and similarity")
+    control_draws: int = opt(DEFAULT_DRAWS, "random directions of the control: the steered "
+                             "effect is reported as a percentile among theirs")
+    control_kind: str = opt("isotropic", "random directions: isotropic, or covariance (drawn "
+                            "from the training states' covariance at the steered layer)",
+                            choices=CONTROL_KINDS)
 
 
 @dataclass
@@ -63,6 +69,8 @@ class FinetuneConfig(RunConfig):
     freeze_first: str = opt("0,9", "blocks frozen from the bottom, comma-separated: one "
                             "fine-tune per value")
     steps: int = opt(200, "optimizer steps per fine-tune")
+    seeds: int = opt(3, "training runs per freeze setting (seeds seed, seed+1, ...): the "
+                     "spread between them is reported beside the item CIs")
     method: str = opt("lora", "lora (adapters through peft) or full", choices=("lora", "full"))
     train_embeddings: bool = opt(False, "train the embeddings too (LoRA on them with "
                                  "--method lora); by default they stay frozen")
@@ -146,7 +154,8 @@ def cmd_steer(cfg: SteerConfig) -> int:
                            layers=cfg.layers, alphas=cfg.alphas, pooling=cfg.pooling,
                            split=cfg.split, select=cfg.select, shots=cfg.shots, k=cfg.k,
                            n_boot=cfg.n_boot, n_shuffles=cfg.n_shuffles, seed=cfg.seed,
-                           progress=cfg.show_progress())
+                           progress=cfg.show_progress(), control_draws=cfg.control_draws,
+                           control_kind=cfg.control_kind)
     _log(f"steer: model {cfg.model}, {len(dataset.items)} items, {source} -> "
          f"{', '.join(targets)}; results in {out}")
     result = run_steering(backend, dataset, options, vectors_file=out / VECTORS_FILE)
@@ -189,12 +198,18 @@ def format_steer(result: dict[str, Any]) -> str:
             best["direction"], best["layers"], best["alpha"]) else ""
         lines.append(f"  {row['direction']:<7} layers {'+'.join(map(str, row['layers'])):<8} "
                      f"alpha {row['alpha']:<5g} {_num(row['dev'][result['select']])}{mark}")
+    control_block = result.get("control") or {}
     lines.append(f"Test split ({len(result['split']['test'])} items): no steering -> best -> "
-                 "norm-matched random control (95% CI, paired p against no steering):")
-    control = (result.get("control") or {}).get("test", {}).get("all", {})
+                 f"random control, mean of {control_block.get('draws', 1)} directions "
+                 "(95% CI, paired p against no steering); the steered effect's percentile "
+                 "among the random directions' effects:")
+    control = control_block.get("test", {}).get("all", {})
+    rank = control_block.get("rank") or {}
     for metric, stat in best["test"]["all"].items():
+        pct = (rank.get(metric) or {}).get("percentile")
         lines.append(f"  {metric:<16} {_ci(result['baseline']['test']['all'].get(metric)):<28}"
-                     f" -> {_ci(stat):<38} -> {_ci(control.get(metric))}")
+                     f" -> {_ci(stat):<38} -> {_ci(control.get(metric)):<38}"
+                     f" {'' if pct is None else f'{pct:.0f}th pct'}")
     return "\n".join(lines)
 
 
@@ -221,7 +236,8 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
         train_batch=cfg.train_batch, max_length=cfg.max_length,
         checkpoint_every=cfg.checkpoint_every, split=cfg.split, pooling=cfg.pooling,
         shots=cfg.shots, k=cfg.k, eval_trained=cfg.eval_trained, n_boot=cfg.n_boot,
-        n_shuffles=cfg.n_shuffles, seed=cfg.seed, progress=cfg.show_progress())
+        n_shuffles=cfg.n_shuffles, seed=cfg.seed, progress=cfg.show_progress(),
+        seeds=cfg.seeds)
     _log(f"finetune: model {cfg.model}, {cfg.method} in {lang}, {cfg.steps} steps x "
          f"{cfg.train_batch}, first {cfg.freeze_first} blocks frozen; results in {out}")
     result = run_finetune(backend, dataset, options, work_dir=out)
@@ -238,8 +254,20 @@ def format_finetune(result: dict[str, Any]) -> str:
              "held-out items:",
              f"  base      transfer {_ci(result['base']['transfer']['all'])}"]
     for run in result["runs"]:
-        lines.append(f"  N={run['freeze_first']:<3}    transfer {_ci(run['transfer_after']['all'])}"
+        lines.append(f"  N={run['freeze_first']:<3} seed {run.get('seed', 0):<3} transfer "
+                     f"{_ci(run['transfer_after']['all'])}"
                      f"  (p vs base {_num(run['transfer_after']['p_value'].get('all'))})")
+    for s in result.get("settings") or []:
+        fixed = (s.get("pairs_after") or {}).get("transfer_base_items") or {}
+        sd = (fixed.get("seed_spread") or {}).get("sd")
+        lines.append(f"  N={s['freeze_first']:<3} mean of seeds {s['seeds']}: transfer on the "
+                     f"base model's source-correct items {_ci(fixed)}, SD between seeds "
+                     f"{_num(sd)}")
+    head = result.get("headline")
+    if head:
+        lines.append(f"Largest change ({head['label']}): N={head['freeze_first']} "
+                     f"{head['estimate']:+.3f}, p {_num(head['p'])} unadjusted, "
+                     f"{_num(head['p_holm'])} {head['p_holm_label']}")
     counts = result.get("example_counts") or {}
     if counts.get("prompt_cut") or counts.get("text_cut") or counts.get("dropped"):
         lines.append(f"Training examples: {counts.get('kept')} of {counts.get('given')} kept, "

@@ -28,6 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.errors import ConfigError
+from xlgap.interventions.finetune.seeds import (
+    FIXED,
+    FIXED_LABEL,
+    fixed_transfer_parts,
+    headline,
+    setting_comparisons,
+    setting_summary,
+)
 from xlgap.interventions.finetune.train import (
     Example,
     TrainSpec,
@@ -39,6 +47,7 @@ from xlgap.interventions.finetune.train import (
     train,
 )
 from xlgap.interventions.steering import metrics as sm
+from xlgap.interventions.steering.control import ilo_difference
 from xlgap.interventions.steering.experiment import resolve_languages, usable_items
 from xlgap.interventions.steering.splits import make_split, subset
 from xlgap.interventions.steering.vectors import hidden_by_language
@@ -83,6 +92,8 @@ class FinetuneOptions:
     n_shuffles: int = DEFAULT_N_SHUFFLES
     seed: int = 0
     progress: bool = False
+    #: training runs per freeze setting, seeded seed, seed + 1, ... (training noise)
+    seeds: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -132,7 +143,8 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         "transfer": {"all": pairs["all"].get("transfer"),
                      "per_target": {t: v.get("transfer") for t, v in pairs["per_target"].items()}},
         "pairs": pairs,
-        "_parts": {"accuracy": accuracy, "all": pooled, "per_target": per_target}}
+        "_parts": {"accuracy": accuracy, "all": pooled, "per_target": per_target},
+        "_probs": probs, "_gold": g}
     if with_states:
         states = hidden_by_language(backend, parallel_texts(dataset, list(languages)), pooling)
         result["inside"] = sm.inside_summary(states, source, k=k, n_boot=n_boot,
@@ -158,7 +170,8 @@ def with_p(stats: Mapping[str, Any], tests: Mapping[str, Any]) -> dict[str, Any]
     for name, stat in stats.items():
         test = tests.get(name)
         out[name] = stat if stat is None or test is None else {
-            **stat, "p_value": test["p"], "difference": test["difference"],
+            **stat, "p_value": test["p"],
+            "difference": test.get("estimate", test.get("difference")),
             "difference_ci": test["ci"], "p_floor": test["p_floor"]}
     return out
 
@@ -178,7 +191,8 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
             if test is None:
                 continue
             out.append({"a": na, "b": nb, "metric": metric, "estimate_a": test["a"],
-                        "estimate_b": test["b"], "difference": test["difference"],
+                        "estimate_b": test["b"],
+                        "difference": test.get("estimate", test.get("difference")),
                         "ci": test["ci"], "p": test["p"], "p_floor": test["p_floor"],
                         "n": test["n"]})
     return out
@@ -214,6 +228,12 @@ class FinetuneResult:
     base: dict[str, Any]
     runs: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
+    #: the training seeds of every freeze setting
+    seeds: list[int] = field(default_factory=lambda: [0])
+    #: per freeze setting, the seed-mean estimates with item CIs and the spread of seeds
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    #: the setting that moved transfer (fixed denominator) most, p Holm-adjusted
+    headline: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     provenance: dict[str, Any] | None = None
@@ -252,12 +272,15 @@ class FinetuneResult:
 
         rows = []
 
+        seed_of: int | None = None
+
         def add(model: str, freeze: int | None, metric: str, group: str,
                 stat: Mapping[str, Any] | None) -> None:
             if not stat:
                 return
             ci = stat.get("ci") or [None, None]
-            rows.append({"model": model, "freeze_first": freeze, "metric": metric,
+            rows.append({"model": model, "freeze_first": freeze, "seed": seed_of,
+                         "metric": metric,
                          "group": group, "estimate": stat.get("estimate"), "ci_low": ci[0],
                          "ci_high": ci[1], "p_value": stat.get("p_value"), "n": stat.get("n")})
 
@@ -283,6 +306,7 @@ class FinetuneResult:
                  pairs_of(self.base.get("pairs"), self.base.get("transfer")))
         for run in self.runs:
             n = run["freeze_first"]
+            seed_of = run.get("seed")
             add_eval(f"N={n}", n, run.get("accuracy_after", {}),
                      pairs_of(run.get("pairs_after"), run.get("transfer_after")))
         return pd.DataFrame(rows)
@@ -326,7 +350,7 @@ def training_examples(backend: Any, items: Any, lang: str, shots: int, text: str
 def _check(opts: FinetuneOptions) -> None:
     for name, value in (("steps", opts.steps), ("train-batch", opts.train_batch),
                         ("checkpoint-every", opts.checkpoint_every), ("rank", opts.rank),
-                        ("max-length", opts.max_length)):
+                        ("max-length", opts.max_length), ("seeds", opts.seeds)):
         if value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {value}")
 
@@ -360,33 +384,47 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
     base_eval = evaluate(backend, test, languages, source, **common)
     base_trained = (evaluate(backend, train_items, languages, source, with_states=False, **common)
                     if opts.eval_trained and not opts.text else None)
-    runs, evals = [], []
+    seeds = [opts.seed + i for i in range(opts.seeds)]
+    runs: list[dict[str, Any]] = []
+    by_setting: list[tuple[int, list[dict[str, Any]]]] = []
+    base_eval["_parts"]["fixed"] = stack_fixed(base_eval, base_eval, source, targets)
     for n in freeze:
-        spec = TrainSpec(freeze_first=n, steps=opts.steps, method=opts.method,
-                            train_embeddings=opts.train_embeddings, lr=lr,
-                            batch_size=opts.train_batch, rank=opts.rank,
-                            lora_alpha=opts.lora_alpha, seed=opts.seed,
-                            checkpoint_every=opts.checkpoint_every,
-                            data_sha256=examples_digest(examples),
-                            base_model=inner.fingerprint)
-        trainable, lm = prepare_model(inner.model, spec)
-        record = train(trainable, lm, examples, spec, out / f"freeze-{n}",
-                          pad_id=inner.tokenizer.pad_token_id, progress=opts.progress)
-        tuned = finetuned_backend(backend, trainable, spec, record)
-
-        cached = CachedBackend(tuned, backend.store) if hasattr(backend, "store") else tuned
-        after = evaluate(cached, test, languages, source, **common)
-        runs.append(_run_entry(n, record, base_eval, after, opts, source))
-        if base_trained is not None:
-            trained = evaluate(cached, train_items, languages, source, with_states=False, **common)
-            pt = compare(trained, base_trained, n_boot=opts.n_boot, seed=opts.seed)
-            runs[-1]["trained_items"] = {
-                "accuracy_before": base_trained["accuracy"],
-                "accuracy_after": with_p(trained["accuracy"], pt["accuracy"])}
-        after.pop("_states", None)  # the comparisons need the parts only
-        evals.append((n, after))
-        del trainable, lm, tuned, cached
-        gc.collect()
+        evals: list[dict[str, Any]] = []
+        for train_seed in seeds:
+            spec = TrainSpec(freeze_first=n, steps=opts.steps, method=opts.method,
+                             train_embeddings=opts.train_embeddings, lr=lr,
+                             batch_size=opts.train_batch, rank=opts.rank,
+                             lora_alpha=opts.lora_alpha, seed=train_seed,
+                             checkpoint_every=opts.checkpoint_every,
+                             data_sha256=examples_digest(examples),
+                             base_model=inner.fingerprint)
+            trainable, lm = prepare_model(inner.model, spec)
+            # the first seed keeps the old directory name, so earlier runs are reused
+            run_dir = out / (f"freeze-{n}" if train_seed == opts.seed
+                             else f"freeze-{n}-seed-{train_seed}")
+            record = train(trainable, lm, examples, spec, run_dir,
+                           pad_id=inner.tokenizer.pad_token_id, progress=opts.progress)
+            tuned = finetuned_backend(backend, trainable, spec, record)
+            cached = CachedBackend(tuned, backend.store) if hasattr(backend, "store") else tuned
+            after = evaluate(cached, test, languages, source, **common)
+            after["_parts"]["fixed"] = stack_fixed(base_eval, after, source, targets)
+            runs.append({**_run_entry(n, record, base_eval, after, opts, source),
+                         "seed": train_seed})
+            if base_trained is not None:
+                trained = evaluate(cached, train_items, languages, source, with_states=False,
+                                   **common)
+                pt = compare(trained, base_trained, n_boot=opts.n_boot, seed=opts.seed)
+                runs[-1]["trained_items"] = {
+                    "accuracy_before": base_trained["accuracy"],
+                    "accuracy_after": with_p(trained["accuracy"], pt["accuracy"])}
+            evals.append(after)
+            del trainable, lm, tuned, cached
+            gc.collect()
+        by_setting.append((n, evals))
+    settings = [setting_summary(n, seeds, evals, base_eval,
+                                [r for r in runs if r["freeze_first"] == n],
+                                n_boot=opts.n_boot, seed=opts.seed)
+                for n, evals in by_setting]
     base = {**public(base_eval),
             **({"trained_items": public(base_trained)} if base_trained else {})}
     return FinetuneResult(
@@ -397,8 +435,30 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
         training_data=(opts.text if isinstance(opts.text, str) else "given lines") if opts.text
         else f"train split, {lang} prompts + gold answers",
         examples=len(examples), example_counts=counts, split=split, base=base, runs=runs,
-        comparisons=comparisons(evals, n_boot=opts.n_boot, seed=opts.seed),
+        comparisons=setting_comparisons(by_setting, source, k=opts.k, n_boot=opts.n_boot,
+                                        seed=opts.seed),
+        seeds=seeds, settings=settings, headline=headline(settings),
         config=opts.to_dict(), seconds=round(time.time() - started, 1))
+
+
+def stack_fixed(base: Mapping[str, Any], after: Mapping[str, Any], source: str,
+                targets: Sequence[str]) -> Any:
+    """Pooled ``(Q, T)`` parts of transfer on the base model's source-correct items."""
+    return fixed_transfer_parts(base["_probs"], after["_probs"], base["_gold"], source, targets)
+
+
+def _fixed_entry(before: Mapping[str, Any], after: Mapping[str, Any], opts: FinetuneOptions
+                 ) -> dict[str, Any]:
+    """Transfer on the base model's source-correct items after fine-tuning, against the
+    base model's transfer (the same items and denominator): ``{estimate, ci, n, p, ...}``."""
+    fixed, ref = after["_parts"]["fixed"], before["_parts"]["all"]["transfer"]
+    stat = summarise({"t": fixed}, opts.n_boot, opts.seed)["t"] or {}
+    test = paired_test({"t": fixed}, {"t": ref}, opts.n_boot, opts.seed)["t"] or {}
+    diff = test.get("estimate", test.get("difference"))
+    return {**stat, "label": FIXED_LABEL, "p": test.get("p"), "p_floor": test.get("p_floor"),
+            "difference": diff, "difference_ci": test.get("ci"),
+            "vs_base": {"estimate": diff, "ci": test.get("ci"), "n": test.get("n"),
+                        "p": test.get("p"), "p_floor": test.get("p_floor")}}
 
 
 def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
@@ -421,6 +481,9 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
         "inside_after": after["inside"],
         "cos_change": sm.cosine_difference(before["_states"], after["_states"], source,
                                            n_boot=opts.n_boot, seed=opts.seed),
+        "ilo_change": ilo_difference(before["_states"], after["_states"], k=opts.k,
+                                     n_boot=opts.n_boot, seed=opts.seed),
+        FIXED: _fixed_entry(before, after, opts),
         "transfer_before": before["transfer"],
         "transfer_after": {**after["transfer"], "p_value": transfer_p},
         "pairs_after": {"all": with_p(after["pairs"]["all"], p["all"]),

@@ -27,14 +27,20 @@ import numpy as np
 
 from xlgap.data.items import ParallelDataset
 from xlgap.errors import ConfigError
+from xlgap.interventions.steering import control as ctl
 from xlgap.interventions.steering import metrics as sm
+from xlgap.interventions.steering.control import (
+    CONTROL_KINDS,
+    covariance_basis,
+    draw_seed,
+    random_direction,
+)
 from xlgap.interventions.steering.hooks import parse_layers, steering
 from xlgap.interventions.steering.splits import SPLITS, make_split, subset
 from xlgap.interventions.steering.vectors import (
     DIRECTIONS,
     SteeringVectors,
     hidden_by_language,
-    random_like,
     train_steering_vectors,
 )
 from xlgap.io import dump_json
@@ -45,7 +51,9 @@ from xlgap.provenance import provenance, tagged
 from xlgap.sampling import default_shots
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
+from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
 
+DEFAULT_DRAWS = 20
 RESULT_FILE = "steering.json"
 VECTORS_FILE = "vectors.safetensors"
 SELECT = ("accuracy", "agreement", "transfer", "rankc")
@@ -109,6 +117,10 @@ class SteerOptions:
     n_shuffles: int = DEFAULT_N_SHUFFLES
     seed: int = 0
     progress: bool = False
+    #: random directions of the control (a distribution to rank the steered effect in)
+    control_draws: int = DEFAULT_DRAWS
+    #: ``isotropic`` or ``covariance`` (drawn from the training states' covariance)
+    control_kind: str = "isotropic"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -252,11 +264,29 @@ def _vectors_for(backend: Any, train: Any, source: str, targets: list[str], pool
 
 
 def control_vectors(vectors: SteeringVectors, setting: Setting, targets: Sequence[str],
-                    seed: int) -> dict[str, Any]:
-    """Per target, a random direction with the same per-layer norms as the chosen vector
-    (seeded by ``seed`` and the target's position)."""
-    return {t: random_like(vectors.vectors[f"{setting.direction}.{t}"], seed * 7919 + j + 1)
+                    seed: int, draw: int = 0, basis: Any = None) -> dict[str, Any]:
+    """Per target, draw ``draw`` of the random control: one direction shared by the
+    setting's layers, with the chosen vector's per-layer profile and total push (see
+    :mod:`~xlgap.interventions.steering.control`)."""
+    return {t: random_direction(vectors.vectors[f"{setting.direction}.{t}"], setting.layers,
+                                draw_seed(seed, draw, j), basis)
             for j, t in enumerate(targets)}
+
+
+def holm_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """Holm-adjusted p's of every test of the best setting against no steering on the test
+    items (each metric, pooled and per target): the family the report prints from. The
+    setting itself was picked on dev, other items, so the pick adds no test here."""
+    groups = {"all": block["all"], **block["per_target"]}
+    keys = [(g, m) for g, stats in groups.items() for m, stat in stats.items()
+            if stat and stat.get("p_value") is not None]
+    adjusted = adjust_holm([groups[g][m]["p_value"] for g, m in keys])
+    out: dict[str, dict[str, float | None]] = {g: {} for g in groups}
+    for (g, m), p in zip(keys, adjusted, strict=True):
+        out[g][m] = p
+    return {"label": HOLM_LABEL.format(k=len(keys)), "family": len(keys),
+            "tests": "each metric, pooled and per target, best against no steering (test)",
+            "p": out}
 
 
 def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None, *,
@@ -267,6 +297,11 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     started = time.time()
     if opts.select not in SELECT:
         raise ConfigError(f"select must be one of {', '.join(SELECT)}, got {opts.select!r}")
+    if opts.control_kind not in CONTROL_KINDS:
+        raise ConfigError(f"control_kind must be one of {', '.join(CONTROL_KINDS)}, got "
+                          f"{opts.control_kind!r}")
+    if opts.control_draws < 1:
+        raise ConfigError(f"control_draws must be at least 1, got {opts.control_draws}")
     settings = parse_sweep(opts.directions, opts.layers, opts.alphas)
     inner = white_box(backend)
     source, targets = resolve_languages(dataset, opts.source, opts.targets)
@@ -316,16 +351,27 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
 
     best_row = max(sweep, key=score_of)
     best = Setting(best_row["direction"], tuple(best_row["layers"]), best_row["alpha"])
-    control = control_vectors(vectors, best, targets, seed)
+    basis = None
+    if opts.control_kind == "covariance":
+        train_states = hidden_by_language(backend, parallel_texts(train, [source, *targets]),
+                                          opts.pooling)
+        basis = covariance_basis(train_states, min(best.layers))
+    controls = [control_vectors(vectors, best, targets, seed, j, basis)
+                for j in range(opts.control_draws)]
 
-    with sm.scoring_progress(backend, len(test.items) * (1 + 3 * len(targets)), "test",
-                             progress):
+    with sm.scoring_progress(backend, len(test.items) * (1 + (2 + len(controls)) * len(targets)),
+                             "test", progress):
         test_src, test_gold = source_scores(test)
         test_base = sm.parts_for(test_src, scores_of(test, None, None), test_gold)
         test_best = sm.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
-        test_control = sm.parts_for(test_src, scores_of(test, control, best), test_gold)
-    inside = _inside(backend, test, source, targets, opts, by_target(best), control, best)
-
+        test_controls = [sm.parts_for(test_src, scores_of(test, c, best), test_gold)
+                         for c in controls]
+    test_control = ctl.mean_parts(test_controls)
+    inside = _inside(backend, test, source, targets, opts, by_target(best), controls, best)
+    steered_effect = ctl.metric_effects(test_best, test_base)
+    draw_effects = [ctl.metric_effects(parts, test_base) for parts in test_controls]
+    first = controls[0]
+    best_test = sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
     return SteeringResult(
         model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
         data=data.source_path or data.name, source=source, targets=targets, shots=shots,
@@ -337,25 +383,40 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
             seed=seed)},
         baseline={"dev": baseline_dev,
                   "test": sm.report_block(test_base, None, n_boot=n_boot, seed=seed)},
-        best={**best.as_dict(), "dev": best_row["dev"],
-              "test": sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)},
-        control={"direction": "random", "layers": list(best.layers), "alpha": best.alpha,
-                 "seed": seed, "matches": best.direction,
+        best={**best.as_dict(), "dev": best_row["dev"], "test": best_test,
+              "holm": holm_block(best_test)},
+        control={"direction": "random", "kind": opts.control_kind, "draws": len(controls),
+                 "layers": list(best.layers), "alpha": best.alpha, "seed": seed,
+                 "matches": best.direction,
+                 "shared_across_layers": True,
+                 "total_push": {t: {"steered": ctl.total_push(by_target(best)[t], best.layers,
+                                                              best.alpha),
+                                    "control": ctl.total_push(first[t], best.layers,
+                                                              best.alpha)}
+                                for t in targets},
                  "norms": {t: v.norm(dim=-1)[list(best.layers)].tolist()
-                           for t, v in control.items()},
+                           for t, v in first.items()},
+                 "arm": "the item parts averaged over the draws (the expected random push)",
                  "test": sm.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
                  "best_vs_control": sm.report_block(test_best, test_control, n_boot=n_boot,
-                                                    seed=seed)["all"]},
+                                                    seed=seed)["all"],
+                 "effects": {"steered": steered_effect, "per_draw": draw_effects},
+                 "rank": {name: ctl.rank_summary(value, [d.get(name) for d in draw_effects],
+                                                 name in ctl.LOWER_IS_BETTER)
+                          for name, value in steered_effect.items()},
+                 "inside_rank": inside.pop("_rank")},
         sweep=sweep, inside=inside, config=opts.to_dict(),
         seconds=round(time.time() - started, 1), steering_vectors=vectors)
 
 
 def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: SteerOptions,
-            chosen: Mapping[str, Any], control: Mapping[str, Any], best: Setting
+            chosen: Mapping[str, Any], controls: Sequence[Mapping[str, Any]], best: Setting
             ) -> dict[str, Any]:
     """ILO and similarity by layer of the test texts: no steering, the best setting and
-    the control, each with CIs and chance levels from the same item draws (so the arms
-    are paired), and the paired change of the parallel cosine against no steering."""
+    the first control draw, each with CIs and chance levels from the same item draws (so
+    the arms are paired); the paired change of ILO and of the parallel cosine against no
+    steering; and, per layer, where the steered change falls among every draw's (``_rank``,
+    moved to the control block by the caller)."""
     texts = parallel_texts(test, [source, *targets])
 
     def steer_with(vecs: Mapping[str, Any]) -> Any:
@@ -365,17 +426,42 @@ def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: Stee
             return steering(backend, vecs[lang], best.layers, best.alpha)
         return steer_for
 
-    states = {"baseline": hidden_by_language(backend, texts, opts.pooling),
-              "steered": hidden_by_language(backend, texts, opts.pooling, steer_with(chosen)),
-              "control": hidden_by_language(backend, texts, opts.pooling, steer_with(control))}
+    def target_states(vecs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        # the source is never steered: its states are the baseline's
+        steered = hidden_by_language(backend, {t: texts[t] for t in targets}, opts.pooling,
+                                     steer_with(vecs))
+        return {source: states["baseline"][source], **steered}
+
+    states = {"baseline": hidden_by_language(backend, texts, opts.pooling)}
+    states["steered"] = target_states(chosen)
+    draws = [target_states(c) for c in controls]
+    states["control"] = draws[0]
     common = {"k": opts.k, "n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles,
               "seed": opts.seed}
     out: dict[str, Any] = {name: sm.inside_summary(s, source, **common)
                            for name, s in states.items()}
+    out["control_is"] = "draw 0 of the control (its rank among all draws: control.inside_rank)"
     out["cos_parallel_change"] = {
         name: sm.cosine_difference(states["baseline"], states[name], source,
                                    n_boot=opts.n_boot, seed=opts.seed)
         for name in ("steered", "control")}
+    out["ilo_change"] = {"steered": ctl.ilo_difference(states["baseline"], states["steered"],
+                                                       k=opts.k, n_boot=opts.n_boot,
+                                                       seed=opts.seed)}
+    base_ilo = np.array(ctl.ilo_point(states["baseline"], opts.k))
+    base_cos = ctl.cos_point(states["baseline"], source)
+    steered_ilo = np.array(ctl.ilo_point(states["steered"], opts.k)) - base_ilo
+    steered_cos = ctl.cos_point(states["steered"], source) - base_cos
+    draw_ilo = [np.array(ctl.ilo_point(d, opts.k)) - base_ilo for d in draws]
+    draw_cos = [ctl.cos_point(d, source) - base_cos for d in draws]
+    out["_rank"] = {
+        "ilo_change": [ctl.rank_summary(float(steered_ilo[i]), [float(d[i]) for d in draw_ilo],
+                                        False) for i in range(len(base_ilo))],
+        "cos_parallel_change": [ctl.rank_summary(float(steered_cos[i]),
+                                                 [float(d[i]) for d in draw_cos], False)
+                                for i in range(len(base_cos))],
+        "per_draw": {"ilo_change": [d.tolist() for d in draw_ilo],
+                     "cos_parallel_change": [d.tolist() for d in draw_cos]}}
     out.update({"n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles, "seed": opts.seed,
                 "resampling": "items; the same draws for every arm and layer (paired)"})
     return out

@@ -76,8 +76,10 @@ def with_intervals(parts: Mapping[str, Part], reference: Mapping[str, Part] | No
         for name, test in paired_test(parts, reference, n_boot, seed).items():
             if test is None or name not in out:
                 continue
-            out[name].update(p_value=test["p"], difference=test["difference"],
-                             difference_ci=test["ci"], p_floor=test["p_floor"])
+            # the paired test's difference: ``estimate`` (newer stats), ``difference`` before
+            diff = test.get("estimate", test.get("difference"))
+            out[name].update(p_value=test["p"], difference=diff, difference_ci=test["ci"],
+                             p_floor=test["p_floor"])
     return out
 
 
@@ -165,7 +167,7 @@ def inside_summary(states: Mapping[str, np.ndarray], source: str, *, k: int = 5,
     return out
 
 
-def _parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+def parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarray:
     """``(n, layers)``: per item and layer, the mean over targets of the cosine between the
     item's source and target states, after the per-layer centring of :func:`inside_summary`."""
     centred = CenteredStates(dict(states))
@@ -185,6 +187,6 @@ def cosine_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.n
     """Per layer, the change of the parallel cosine with the source (after - before, on
     the same items): ``{"a", "b", "difference", "ci", "p", "p_floor", "n"}`` from a paired
     item bootstrap."""
-    a, b = _parallel_cosines(after, source), _parallel_cosines(before, source)
+    a, b = parallel_cosines(after, source), parallel_cosines(before, source)
     return [paired_test({"cos": Part.mean(a[:, i])}, {"cos": Part.mean(b[:, i])}, n_boot,
                         seed)["cos"] for i in range(a.shape[1])]

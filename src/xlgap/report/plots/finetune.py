@@ -36,7 +36,8 @@ def draw_ilo(result: Mapping[str, Any]) -> Any:
             after = [np.nan if v is None else v for v in run[f"{key}_after"]]
             ax.plot(range(len(after)), after, marker="o", ms=3,
                     color=cmap(j / max(1, len(runs) - 1) * 0.85),
-                    label=f"after, first {run['freeze_first']} frozen")
+                    label=f"after, first {run['freeze_first']} frozen"
+                    + (f", seed {run['seed']}" if run.get("seed") is not None else ""))
             if run["freeze_first"] > 0:
                 ax.axvline(run["freeze_first"], color=cmap(j / max(1, len(runs) - 1) * 0.85),
                            ls=":", lw=1)
@@ -52,7 +53,8 @@ def draw_ilo(result: Mapping[str, Any]) -> Any:
 def draw_transfer(result: Mapping[str, Any]) -> Any:
     """Pooled transfer and accuracy in the fine-tuning language: base vs each N (95% CIs)."""
     runs = result["runs"]
-    labels = ["base", *[f"N={r['freeze_first']}" for r in runs]]
+    labels = ["base", *[f"N={r['freeze_first']}" + (f"\ns{r['seed']}" if r.get("seed")
+                                                     is not None else "") for r in runs]]
     lang = result["lang"]
     series = {
         "transfer (all targets)": [result["base"]["transfer"]["all"],
