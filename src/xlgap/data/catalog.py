@@ -329,7 +329,7 @@ def _gather(entry: DatasetInfo, folder: Path, from_dir: Path | None
             path = found[remote.name]
             assert path is not None  # checked above
             digest = check_sha256(path, remote.sha256, str(path))
-            row["from"] = str(path)
+            row["from"] = str(path.resolve())  # the folder it came from, wherever run
         elif remote.hub is not None:
             path, commit = hub_download(remote.hub, name=remote.name, dataset=entry.name)
             digest = check_sha256(path, remote.sha256, str(path))
@@ -398,7 +398,7 @@ def get_dataset(name: str, out: str | Path | None = None,
         "data": entry.output, "items": n_items,
         "languages": languages, "language_count": len(languages),
         "items_published": entry.items,
-        "fetched_from": str(source) if source else "download",
+        "fetched_from": str(Path(source).resolve()) if source else "download",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     tmp = folder / (MANIFEST + ".tmp")
