@@ -279,5 +279,50 @@ def test_the_headline_on_known_answers(tmp_path: Path) -> None:
     oracle = type(run)(**{**run.__dict__, "probs": right})
     text = intervention_summary(compare_runs({"baseline": run, "oracle": oracle}, n_boot=100))
     assert text is not None and text.startswith("oracle helped most")
-    assert "per-response transfer 100.0%" in text and ", significant" in text
+    assert "per-response transfer on baseline's source-correct items 100.0%" in text
+    assert ", significant" in text
     assert "source answers differ" not in text
+
+
+# -- point 2 in the headline: a strategy cannot win by shrinking its own denominator ----
+
+
+def _exact_run(path: Path, probs: dict[str, np.ndarray], gold: np.ndarray) -> Path:
+    from xlgap.runs import RunWriter
+
+    langs = list(probs)
+    q, m = probs[langs[0]].shape
+    with RunWriter(path, {"source": langs[0], "languages": langs, "mode": "exact"}) as w:
+        w.add_items({"id": f"q{i}", "n_options": m, "gold": int(gold[i])} for i in range(q))
+        w.add_distributions({"item": f"q{i}", "lang": lang, "probs": probs[lang][i].tolist()}
+                            for lang in langs for i in range(q))
+    return path
+
+
+def test_a_strategy_that_loses_source_items_is_not_headlined_as_helping(tmp_path: Path
+                                                                          ) -> None:
+    """Failing first (the demo's tren-1): an arm that gets its source wrong exactly where
+    the target is wrong, targets unchanged, raises per-response transfer from 0.5 to 1.0
+    through its denominator alone; the headline called it the strategy that helped most.
+    On the baseline's source-correct items it transfers what baseline does, and its
+    overall success is no higher."""
+    q = 40
+    gold = np.zeros(q, dtype=int)
+    right, wrong = np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0, 0.0])
+    target = np.array([right if i % 2 == 0 else wrong for i in range(q)])
+    source = np.tile(right, (q, 1))
+    shrunk = target.copy()  # source right only where the target is right
+    base = load_run(_exact_run(tmp_path / "baseline", {"en": source, "fr": target}, gold))
+    arm = load_run(_exact_run(tmp_path / "tren", {"en": shrunk, "fr": target}, gold))
+    result = compare_runs({"baseline": base, "tren": arm}, n_boot=100)
+    s = result["strategies"]["tren"]
+    assert s["response_transfer"]["estimate"] == pytest.approx(1.0)
+    assert result["strategies"]["baseline"]["response_transfer"]["estimate"] == \
+        pytest.approx(0.5)
+    assert s["on_baseline_source_correct"]["response_transfer"]["estimate"] == \
+        pytest.approx(0.5)
+    text = intervention_summary(result)
+    assert text is not None and text.startswith("no strategy beat baseline")
+    assert "on baseline's source-correct items 50.0% against 50.0%" in text
+    assert "overall success 50.0% against 50.0%" in text
+    assert "its source answers differ" in text and "100.0%" in text

@@ -282,17 +282,21 @@ def reference_parts(reference: Run, run: Run) -> dict[str, Part]:
 def _add_holm(table: dict[str, Any]) -> None:
     """``p_holm`` per strategy: its p against baseline per metric, Holm-adjusted over the
     strategies compared with baseline (:func:`xlgap.stats.multiple.adjust_holm_map`),
-    so that a best picked among them is read at the adjusted level."""
-    compared = [name for name, m in table.items() if m.get("vs_baseline")]
-    metrics = {k for name in compared for k in table[name]["vs_baseline"]}
-    for name in table:
-        table[name]["p_holm"] = None if name not in compared else {}
-    for metric in sorted(metrics):
-        family = {name: (table[name]["vs_baseline"].get(metric) or {}).get("p")
-                  for name in compared}
-        for name, p in adjust_holm_map(family).items():
-            if p is not None:
-                table[name]["p_holm"][metric] = p
+    so that a best picked among them is read at the adjusted level; the same, over the
+    same family, for the tests on the baseline's source-correct items
+    (``on_baseline_source_correct.p_holm``)."""
+    for scope in (lambda m: m, lambda m: m.get("on_baseline_source_correct")):
+        arms = {name: scope(m) for name, m in table.items() if scope(m) is not None}
+        compared = [name for name, arm in arms.items() if arm.get("vs_baseline")]
+        metrics = {k for name in compared for k in arms[name]["vs_baseline"]}
+        for name, arm in arms.items():
+            arm["p_holm"] = None if name not in compared else {}
+        for metric in sorted(metrics):
+            family = {name: (arms[name]["vs_baseline"].get(metric) or {}).get("p")
+                      for name in compared}
+            for name, p in adjust_holm_map(family).items():
+                if p is not None:
+                    arms[name]["p_holm"][metric] = p
 
 
 def restrict_run(run: Run, item_ids: Sequence[str]) -> Run:

@@ -35,7 +35,6 @@ from xlgap.report.text import (
     LEGEND,
     answers_per_pair,
     baseline_test,
-    holm_of,
     lead_metric,
     p_text,
     recovered,
@@ -48,56 +47,79 @@ __all__ = ["InterventionsSection", "intervention_summary"]
 def intervention_summary(result: Any) -> str | None:
     """One sentence: the strategy with the highest per-response transfer (the modes'
     transfer in files older than it) against baseline, with its p Holm-adjusted over the
-    strategies it was picked from (``p_holm`` of the file: the report computes no
-    statistics); "significant" is said of the adjusted p only. Where
-    the winner's source answers differ from the baseline's, its transfer on the
-    baseline's source-correct items follows."""
+    strategies it was picked from (the file's ``p_holm``: the report computes no
+    statistics); "significant" is said of the adjusted p only.
+
+    Where the file has it, every strategy is compared on the baseline's source-correct
+    items (``on_baseline_source_correct``), so a strategy that changes its own source
+    answers cannot win by losing source-correct items (a smaller denominator); its
+    per-response overall success follows, and, where its source answers differ, the
+    transfer on its own source-correct items."""
     result = mapping(result)
     strategies = {str(k): mapping(v) for k, v in mapping(result.get("strategies")).items()}
     base_name = str(result.get("baseline") or "baseline")
     key, label = lead_metric(result)
-    base_t = value(strategies.get(base_name, {}).get(key))
+    fixed = any(isinstance(m.get("on_baseline_source_correct"), Mapping)
+                for m in strategies.values())
+
+    def scope(m: Mapping[str, Any]) -> Mapping[str, Any]:
+        return mapping(m.get("on_baseline_source_correct")) if fixed else m
+
+    if fixed:
+        label += " on baseline's source-correct items"
+    base_t = value(scope(strategies.get(base_name, {})).get(key))
     best = None
     for name, m in strategies.items():
-        v = value(m.get(key))
+        v = value(scope(m).get(key))
         if name != base_name and v is not None and (best is None or v > best[1]):
             best = (name, v, m)
     if best is None:
         return None
     name, v, m = best
     if base_t is None:
-        return f"best strategy {name}: {label} {fmt_estimate(m.get(key))}"
-    family = [n for n, s in strategies.items() if n != base_name and s.get("vs_baseline")]
-    p = value(baseline_test(m, key).get("p"))
-    holm = holm_of(result, name, key)
-    n_boot = n_boot_of(result)
-    if p is None:
-        p_txt, sig = "", ""
-    elif len(family) <= 1:
-        p_txt = f", p {_p_words(fmt_p(p, n_boot))}"
-        sig = ", significant" if p < 0.05 else ", not significant"
-    elif holm is None:  # a file written before p_holm: no verdict on a best-of-k p
-        p_txt = (f", unadjusted p {_p_words(fmt_p(p, n_boot))} for the best of "
-                 f"{len(family)} strategies")
-        sig = ""
-    else:
-        adjusted = fmt_adjusted_p(holm, p, baseline_test(m, key).get("p_floor"), n_boot)
-        p_txt = (f", p {_p_words(adjusted)} Holm-adjusted over {len(family)} "
-                 f"strategies (unadjusted {fmt_p(p, n_boot)})")
-        sig = ", significant" if holm < 0.05 else ", not significant"
-    diff = v - base_t
-    lead = f"{name} helped most" if diff > 0 else f"no strategy beat baseline; best was {name}"
-    text = (f"{lead}: {label} {100 * v:.1f}% against {100 * base_t:.1f}% for baseline "
-            f"({points(diff)}{p_txt}{sig})")
+        return f"best strategy {name}: {label} {fmt_estimate(scope(m).get(key))}"
+    family = [n for n, s in strategies.items() if n != base_name and scope(s).get("vs_baseline")]
+    text = (f"{name} helped most" if v > base_t else
+            f"no strategy beat baseline; best was {name}")
+    text += (f": {label} {100 * v:.1f}% against {100 * base_t:.1f}% for baseline "
+             f"({points(v - base_t)}{_test_words(result, scope(m), key, len(family))})")
+    success, base_success = value(m.get("response_success")), value(
+        strategies.get(base_name, {}).get("response_success"))
+    if key == "response_transfer" and success is not None and base_success is not None:
+        text += (f"; per-response overall success {100 * success:.1f}% against "
+                 f"{100 * base_success:.1f}% ({points(success - base_success)}"
+                 f"{_test_words(result, m, 'response_success', len(family))})")
     gain = recovered(m)
     if key == "response_transfer" and gain is not None:
         text += (f"; the ensemble of its modes transfers {points(gain)} more "
                  "(what ensembling can recover)")
-    fixed = value(mapping(m.get("on_baseline_source_correct")).get(key))
-    if m.get("source_differs") and fixed is not None:
-        text += (f"; its source answers differ from baseline's, and on baseline's "
-                 f"source-correct items its {label} is {100 * fixed:.1f}%")
+    own = value(m.get(key))
+    if fixed and m.get("source_differs") and own is not None:
+        text += (f"; its source answers differ from baseline's (on its own source-correct "
+                 f"items its {lead_metric(result)[1]} is {100 * own:.1f}%)")
     return text
+
+
+def _test_words(result: Mapping[str, Any], arm: Mapping[str, Any], key: str, family: int
+                ) -> str:
+    """``, p = 0.040 Holm-adjusted over 2 strategies (unadjusted 0.027), significant``:
+    an arm's paired test against baseline on ``key``, Holm-adjusted where it was picked
+    among several (no verdict on a best-of-k p without the file's adjustment)."""
+    test = baseline_test(arm, key)
+    p = value(test.get("p"))
+    n_boot = n_boot_of(result)
+    if p is None:
+        return ""
+    if family <= 1:
+        verdict = "significant" if p < 0.05 else "not significant"
+        return f", p {_p_words(fmt_p(p, n_boot))}, {verdict}"
+    holm = value(mapping(arm.get("p_holm")).get(key))
+    if holm is None:  # a file written before p_holm: no verdict on a best-of-k p
+        return f", unadjusted p {_p_words(fmt_p(p, n_boot))} for the best of {family} strategies"
+    adjusted = fmt_adjusted_p(holm, p, test.get("p_floor"), n_boot)
+    verdict = "significant" if holm < 0.05 else "not significant"
+    return (f", p {_p_words(adjusted)} Holm-adjusted over {family} strategies "
+            f"(unadjusted {fmt_p(p, n_boot)}), {verdict}")
 
 
 def _p_words(text: str) -> str:
