@@ -24,6 +24,7 @@ from xlgap.models.base import Backend
 from xlgap.models.embedder import Embedder, embedder_name, self_embedder
 from xlgap.progress import progress_bar
 from xlgap.prompting.answers import answer_matches, matching_languages
+from xlgap.prompting.scoring import softmax
 from xlgap.prompting.templates import PromptBuilder, open_aliases
 from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import (
@@ -78,12 +79,6 @@ def default_shots(dataset: ParallelDataset, exact: bool) -> int:
     entries = [e for it in dataset.items[:50] for e in it.langs.values()]
     mostly_cloze = bool(entries) and sum(e.is_cloze for e in entries) > len(entries) / 2
     return 0 if exact and mostly_cloze else 3
-
-
-def softmax(logps: Sequence[float]) -> list[float]:
-    arr = np.asarray(logps, dtype=np.float64)
-    arr = np.exp(arr - arr.max())
-    return (arr / arr.sum()).tolist()
 
 
 def item_rows(items: Sequence[Item], languages: Sequence[str]) -> list[dict[str, Any]]:
@@ -192,7 +187,7 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                                          normalize=options.normalize)
             record([p.prompt for p in prompts],
                    [c for p in prompts for c in p.continuations], completions=len(prompts))
-            return [{"item": it.id, "lang": lang, "probs": softmax(s), "logprobs": s}
+            return [{"item": it.id, "lang": lang, "probs": softmax(s).tolist(), "logprobs": s}
                     for (it, lang), s in zip(chunk, scores, strict=True)]
         prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
         outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.errors import ConfigError
+from xlgap.interventions.arms import resolve_languages, usable_items
 from xlgap.interventions.finetune.seeds import (
     FIXED,
     FIXED_LABEL,
@@ -46,17 +47,20 @@ from xlgap.interventions.finetune.train import (
     prepare_texts,
     train,
 )
-from xlgap.interventions.steering import metrics as sm
-from xlgap.interventions.steering.control import ilo_difference
-from xlgap.interventions.steering.experiment import resolve_languages, usable_items
-from xlgap.interventions.steering.splits import make_split, subset
-from xlgap.interventions.steering.vectors import hidden_by_language
 from xlgap.io import dump_json
 from xlgap.models.cached import CachedBackend
 from xlgap.models.layers import white_box
-from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.prompting.scoring import (
+    candidate_scores,
+    distributions,
+    parallel_texts,
+    scoring_progress,
+)
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import provenance, tagged
+from xlgap.representations.extract import hidden_by_language
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference, inside_summary
 from xlgap.sampling import default_shots
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 from xlgap.stats.metrics import accuracy_per_item
@@ -125,11 +129,11 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
     pooled (``pairs``; ``transfer`` again on its own, as before), and ILO and similarity
     by layer, on ``dataset``'s items. Per-item parts (and states) are kept under
     ``_parts`` (``_states``) for paired tests; :func:`public` drops them."""
-    with sm.scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
+    with scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
                              progress):
         scores, gold = candidate_scores(backend, dataset, languages, shots)
     g = gold[source]
-    probs = {lang: sm.distributions(scores[lang]) for lang in languages}
+    probs = {lang: distributions(scores[lang]) for lang in languages}
     accuracy = {lang: Part.mean(accuracy_per_item(probs[lang], g)) for lang in languages}
     targets = [lang for lang in languages if lang != source]
     per_target = {t: {k2: v for k2, v in pair_parts(probs[source], probs[t], g).items()
@@ -147,7 +151,7 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         "_probs": probs, "_gold": g}
     if with_states:
         states = hidden_by_language(backend, parallel_texts(dataset, list(languages)), pooling)
-        result["inside"] = sm.inside_summary(states, source, k=k, n_boot=n_boot,
+        result["inside"] = inside_summary(states, source, k=k, n_boot=n_boot,
                                              n_shuffles=n_shuffles, seed=seed)
         result["_states"] = states
     return result
@@ -372,8 +376,8 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
     lang = opts.lang or source
     languages = list(dict.fromkeys([source, *targets, lang]))
     data = usable_items(dataset, languages, "fine-tuning")
-    split = make_split(data, opts.split, opts.seed, ("test",) if opts.text else ("train", "test"))
-    train_items, test = subset(data, split["train"]), subset(data, split["test"])
+    split = data.split(opts.split, opts.seed, ("test",) if opts.text else ("train", "test"))
+    train_items, test = data.only(split["train"]), data.only(split["test"])
     shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     inner = white_box(backend)
     examples, counts = training_examples(inner, train_items, lang, shots, opts.text,
@@ -479,7 +483,7 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
         "cos_before": before["inside"]["cos_parallel"],
         "cos_after": after["inside"]["cos_parallel"],
         "inside_after": after["inside"],
-        "cos_change": sm.cosine_difference(before["_states"], after["_states"], source,
+        "cos_change": cosine_difference(before["_states"], after["_states"], source,
                                            n_boot=opts.n_boot, seed=opts.seed),
         "ilo_change": ilo_difference(before["_states"], after["_states"], k=opts.k,
                                      n_boot=opts.n_boot, seed=opts.seed),

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.interventions.steering import metrics as sm
-from xlgap.interventions.steering.control import ilo_difference, mean_parts
+from xlgap.interventions.arms import mean_parts, point_estimates
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference
 from xlgap.stats.metrics import transfer_parts
 from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
 from xlgap.stats.pairs import Part, paired_test, summarise
@@ -97,11 +98,11 @@ def setting_summary(n: int, seeds: Sequence[int], evals: Sequence[Mapping[str, A
 
     def per_seed(metric: str) -> list[float | None]:
         # each seed's own pooled estimate (the spread between training runs)
-        return [sm.point_estimates({"x": e["_parts"]["fixed"] if metric == FIXED
+        return [point_estimates({"x": e["_parts"]["fixed"] if metric == FIXED
                                     else e["_parts"]["all"][metric]})["x"] for e in evals]
 
     def per_seed_accuracy(lang: str) -> list[float | None]:
-        return [sm.point_estimates({"a": e["_parts"]["accuracy"][lang]})["a"] for e in evals]
+        return [point_estimates({"a": e["_parts"]["accuracy"][lang]})["a"] for e in evals]
 
     def by_layer(key: str) -> list[dict[str, Any]]:
         layers = len(runs[0][key])
@@ -146,7 +147,7 @@ def setting_comparisons(settings: Sequence[tuple[int, Sequence[Mapping[str, Any]
         pairs = list(zip(ea, eb, strict=True))
         ilo = [ilo_difference(b["_states"], a["_states"], k=k, n_boot=n_boot, seed=seed)
                for a, b in pairs]
-        cos = [sm.cosine_difference(b["_states"], a["_states"], source, n_boot=n_boot,
+        cos = [cosine_difference(b["_states"], a["_states"], source, n_boot=n_boot,
                                     seed=seed) for a, b in pairs]
         for metric, per_seed in (("ilo_by_layer", ilo), ("cos_parallel_by_layer", cos)):
             out.append({"a": na, "b": nb, "metric": metric, "by_layer": [

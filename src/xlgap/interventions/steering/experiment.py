@@ -25,29 +25,36 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.data.items import ParallelDataset
+from xlgap.data.splits import SPLITS
 from xlgap.errors import ConfigError
+from xlgap.interventions import arms
+from xlgap.interventions.arms import resolve_languages, usable_items
 from xlgap.interventions.steering import control as ctl
-from xlgap.interventions.steering import metrics as sm
 from xlgap.interventions.steering.control import (
     CONTROL_KINDS,
     covariance_basis,
     draw_seed,
     random_direction,
 )
-from xlgap.interventions.steering.hooks import parse_layers, steering
-from xlgap.interventions.steering.splits import SPLITS, make_split, subset
+from xlgap.interventions.steering.hooks import parse_layers, setting_scores, steering
 from xlgap.interventions.steering.vectors import (
     DIRECTIONS,
     SteeringVectors,
-    hidden_by_language,
     train_steering_vectors,
 )
 from xlgap.io import dump_json
 from xlgap.models.layers import hook_point, white_box
 from xlgap.progress import progress_bar
-from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.prompting.scoring import (
+    candidate_scores,
+    distributions,
+    parallel_texts,
+    scoring_progress,
+)
 from xlgap.provenance import provenance, tagged
+from xlgap.representations.extract import hidden_by_language
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference, inside_summary
 from xlgap.sampling import default_shots
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
@@ -126,31 +133,6 @@ class SteerOptions:
         out = dataclasses.asdict(self)
         out["targets"] = None if self.targets is None else list(self.targets)
         return out
-
-
-def usable_items(dataset: Any, languages: Sequence[str], who: str) -> Any:
-    """The items with every language and candidates (at least 10 of them)."""
-    if not dataset.has_candidates:
-        raise ConfigError(f"{who} scores answer candidates; data set {dataset.name} has none "
-                          "(use BMLAMA-style data or the built-in set)")
-    missing = [x for x in languages if x not in dataset.languages]
-    if missing:
-        raise ConfigError(f"data set {dataset.name} has no {', '.join(missing)}")
-    items = [it for it in dataset.items
-             if all(it.has(lang) and it[lang].candidates for lang in languages)]
-    if len(items) < 10:
-        raise ConfigError(f"only {len(items)} items have every language ({', '.join(languages)})"
-                          f" with candidates; {who} needs at least 10")
-    return ParallelDataset(dataset.name, list(languages), items, dataset.source_path)
-
-
-def resolve_languages(dataset: Any, source: str | None, targets: Sequence[str] | None
-                      ) -> tuple[str, list[str]]:
-    src = source or dataset.languages[0]
-    tgts = [t for t in (targets if targets is not None else dataset.languages) if t != src]
-    if not tgts:
-        raise ConfigError("steering needs at least one target language")
-    return src, tgts
 
 
 # -- the result ---------------------------------------------------------------------------------
@@ -309,15 +291,15 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     for s in settings:  # fail before any work on a layer the model does not have
         for layer in s.layers:
             hook_point(inner.model, layer)
-    split = make_split(data, opts.split, opts.seed, SPLITS)
-    train, dev, test = (subset(data, split[name]) for name in SPLITS)
+    split = data.split(opts.split, opts.seed, SPLITS)
+    train, dev, test = (data.only(split[name]) for name in SPLITS)
     shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     vectors = _vectors_for(backend, train, source, targets, opts.pooling, vectors_file)
     progress, n_boot, seed = opts.progress, opts.n_boot, opts.seed
 
     def scores_of(ds: Any, chosen: Mapping[str, Any] | None, setting: Setting | None
                   ) -> dict[str, np.ndarray]:
-        return sm.setting_scores(backend, ds, targets, shots, chosen,
+        return setting_scores(backend, ds, targets, shots, chosen,
                                  setting.layers if setting else (),
                                  setting.alpha if setting else 0.0)
 
@@ -328,22 +310,22 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         scores, gold = candidate_scores(backend, ds, [source], shots)
         return scores[source], gold[source]
 
-    with sm.scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
+    with scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
                              progress):
         dev_src, dev_gold = source_scores(dev)
-        dev_base = sm.parts_for(dev_src, scores_of(dev, None, None), dev_gold)
+        dev_base = arms.parts_for(dev_src, scores_of(dev, None, None), dev_gold)
     sweep = []
     bar = progress_bar(total=len(settings), desc="sweep (dev)", unit="setting",
                        enabled=progress)
     for setting in settings:
-        parts = sm.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
-        point = sm.point_estimates(sm.stacked(parts))
-        point["per_target_accuracy"] = {t: sm.point_estimates(p)["accuracy"]
+        parts = arms.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
+        point = arms.point_estimates(arms.stacked(parts))
+        point["per_target_accuracy"] = {t: arms.point_estimates(p)["accuracy"]
                                         for t, p in parts.items()}
         sweep.append({**setting.as_dict(), "dev": point})
         bar.update(1)
     bar.close()
-    baseline_dev = sm.point_estimates(sm.stacked(dev_base))
+    baseline_dev = arms.point_estimates(arms.stacked(dev_base))
 
     def score_of(row: dict[str, Any]) -> float:
         value = row["dev"][opts.select]
@@ -359,19 +341,19 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     controls = [control_vectors(vectors, best, targets, seed, j, basis)
                 for j in range(opts.control_draws)]
 
-    with sm.scoring_progress(backend, len(test.items) * (1 + (2 + len(controls)) * len(targets)),
+    with scoring_progress(backend, len(test.items) * (1 + (2 + len(controls)) * len(targets)),
                              "test", progress):
         test_src, test_gold = source_scores(test)
-        test_base = sm.parts_for(test_src, scores_of(test, None, None), test_gold)
-        test_best = sm.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
-        test_controls = [sm.parts_for(test_src, scores_of(test, c, best), test_gold)
+        test_base = arms.parts_for(test_src, scores_of(test, None, None), test_gold)
+        test_best = arms.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
+        test_controls = [arms.parts_for(test_src, scores_of(test, c, best), test_gold)
                          for c in controls]
-    test_control = ctl.mean_parts(test_controls)
+    test_control = arms.mean_parts(test_controls)
     inside = _inside(backend, test, source, targets, opts, by_target(best), controls, best)
     steered_effect = ctl.metric_effects(test_best, test_base)
     draw_effects = [ctl.metric_effects(parts, test_base) for parts in test_controls]
     first = controls[0]
-    best_test = sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
+    best_test = arms.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
     return SteeringResult(
         model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
         data=data.source_path or data.name, source=source, targets=targets, shots=shots,
@@ -379,10 +361,10 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         vectors={"path": VECTORS_FILE, "names": sorted(vectors.vectors),
                  "norms": vectors.meta.get("norms", {})},
         source_accuracy={"test": mean_with_ci(
-            accuracy_per_item(sm.distributions(test_src), test_gold), n_boot=n_boot,
+            accuracy_per_item(distributions(test_src), test_gold), n_boot=n_boot,
             seed=seed)},
         baseline={"dev": baseline_dev,
-                  "test": sm.report_block(test_base, None, n_boot=n_boot, seed=seed)},
+                  "test": arms.report_block(test_base, None, n_boot=n_boot, seed=seed)},
         best={**best.as_dict(), "dev": best_row["dev"], "test": best_test,
               "holm": holm_block(best_test)},
         control={"direction": "random", "kind": opts.control_kind, "draws": len(controls),
@@ -397,8 +379,8 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
                  "norms": {t: v.norm(dim=-1)[list(best.layers)].tolist()
                            for t, v in first.items()},
                  "arm": "the item parts averaged over the draws (the expected random push)",
-                 "test": sm.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
-                 "best_vs_control": sm.report_block(test_best, test_control, n_boot=n_boot,
+                 "test": arms.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
+                 "best_vs_control": arms.report_block(test_best, test_control, n_boot=n_boot,
                                                     seed=seed)["all"],
                  "effects": {"steered": steered_effect, "per_draw": draw_effects},
                  "rank": {name: ctl.rank_summary(value, [d.get(name) for d in draw_effects],
@@ -438,14 +420,14 @@ def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: Stee
     states["control"] = draws[0]
     common = {"k": opts.k, "n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles,
               "seed": opts.seed}
-    out: dict[str, Any] = {name: sm.inside_summary(s, source, **common)
+    out: dict[str, Any] = {name: inside_summary(s, source, **common)
                            for name, s in states.items()}
     out["control_is"] = "draw 0 of the control (its rank among all draws: control.inside_rank)"
     out["cos_parallel_change"] = {
-        name: sm.cosine_difference(states["baseline"], states[name], source,
+        name: cosine_difference(states["baseline"], states[name], source,
                                    n_boot=opts.n_boot, seed=opts.seed)
         for name in ("steered", "control")}
-    out["ilo_change"] = {"steered": ctl.ilo_difference(states["baseline"], states["steered"],
+    out["ilo_change"] = {"steered": ilo_difference(states["baseline"], states["steered"],
                                                        k=opts.k, n_boot=opts.n_boot,
                                                        seed=opts.seed)}
     base_ilo = np.array(ctl.ilo_point(states["baseline"], opts.k))

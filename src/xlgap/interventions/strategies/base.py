@@ -55,6 +55,7 @@ from xlgap.errors import ConfigError
 from xlgap.interventions.parsing import first_line, parse_direct
 from xlgap.models.base import Backend
 from xlgap.prompting.answers import OTHER
+from xlgap.prompting.scoring import softmax
 from xlgap.prompting.templates import (
     PromptBuilder,
     ScoringPrompt,
@@ -63,7 +64,6 @@ from xlgap.prompting.templates import (
     question_text,
 )
 from xlgap.registry import Registry
-from xlgap.sampling import softmax
 
 PIVOT = "en"  # the language TEA answers in
 BLANK_RUN = re.compile(r"_{2,}")  # how a model may write the blank of a cloze question
@@ -266,7 +266,7 @@ class Strategy(ABC):
             return []
         scores = self.backend.score_batch([(p.prompt, list(p.continuations))
                                            for p in prompts])
-        return [softmax(s) for s in scores]
+        return [softmax(s).tolist() for s in scores]
 
     def scoring_prompt_for(self, item: Item, lang: str, question: str, answer_lang: str
                            ) -> ScoringPrompt:
