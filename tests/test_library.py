@@ -149,7 +149,9 @@ def test_committed_results_reload_with_their_numbers(path):
     elif result.kind == "steering":
         node = raw["best"]["test"]["all"]["transfer"]
         got = row(arm="best", target="all", metric="transfer")
-        assert (got.estimate, got.p, got.n) == (node["estimate"], node["p_value"], node["n"])
+        # the arm's row carries the p of its paired test against no steering (vs_base)
+        assert (got.estimate, got.p, got.n) == (node["estimate"], node["vs_base"]["p"],
+                                                node["n"])
         assert result.best == raw["best"]  # the experiment's own fields stay reachable
     elif result.kind == "plan":
         for name, entry in raw["metrics"].items():

@@ -287,7 +287,7 @@ def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     for metric in ("accuracy", "agreement", "transfer", "rankc", "js"):
         stat = best["test"]["all"][metric]
         assert stat["ci"][0] <= stat["estimate"] <= stat["ci"][1]
-        assert 0 < stat["p_value"] <= 1
+        assert 0 < stat["vs_base"]["p"] <= 1
         assert set(best["test"]["per_target"]) == {"fr", "de"}
     assert len(result["inside"]["steered"]["ilo"]) == tiny_backend.n_layers
     assert result["format"] == "steering" and "command" in result["provenance"]

@@ -77,32 +77,44 @@ def point_estimates(parts: Mapping[str, Part]) -> dict[str, float]:
     return {k: pooled_ratio(v.num, v.den) for k, v in parts.items()}
 
 
+#: the key under which an arm's entry holds its paired test against the base arm
+VS_BASE = "vs_base"
+
+
+def versus(test: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A paired test (:func:`xlgap.stats.pairs.paired_test`) in the one estimate shape: a
+    paired test is an estimate of the difference, ``{estimate, ci, n, p, p_floor}`` (a p at
+    the floor reads "p < p_floor")."""
+    if not test:
+        return None
+    return {"estimate": test.get("estimate"), "ci": test.get("ci"), "n": test.get("n"),
+            "p": test.get("p"), "p_floor": test.get("p_floor")}
+
+
 def with_intervals(parts: Mapping[str, Part], reference: Mapping[str, Part] | None, *,
-                   n_boot: int, seed: int) -> dict[str, Any]:
+                   n_boot: int, seed: int, key: str = VS_BASE) -> dict[str, Any]:
     """Each metric: pooled estimate, 95% item-bootstrap CI and ``n``; given a reference
-    arm on the same items, also the paired test of the pooled difference (``p_value``,
-    ``difference``, ``difference_ci``, ``p_floor``: a p at the floor reads "p < floor")."""
+    arm on the same items, also the paired test of the pooled difference under ``key``
+    (:func:`versus`)."""
     out: dict[str, Any] = {k: dict(v) for k, v in summarise(parts, n_boot, seed).items()
                            if v is not None}
     if reference is not None:
         for name, test in paired_test(parts, reference, n_boot, seed).items():
             if test is None or name not in out:
                 continue
-            # the paired test's difference: ``estimate`` (newer stats), ``difference`` before
-            diff = test.get("estimate", test.get("difference"))
-            out[name].update(p_value=test["p"], difference=diff, difference_ci=test["ci"],
-                             p_floor=test["p_floor"])
+            out[name][key] = versus(test)
     return out
 
 
 def report_block(parts: Mapping[str, Mapping[str, Part]],
                  reference: Mapping[str, Mapping[str, Part]] | None, *, n_boot: int,
-                 seed: int) -> dict[str, Any]:
-    """Pooled over targets and per target, each metric with CI (and p against reference)."""
+                 seed: int, key: str = VS_BASE) -> dict[str, Any]:
+    """Pooled over targets and per target, each metric with CI (and, under ``key``, the
+    paired test against reference)."""
     pooled = with_intervals(stacked(parts), stacked(reference) if reference else None,
-                            n_boot=n_boot, seed=seed)
+                            n_boot=n_boot, seed=seed, key=key)
     per_target = {t: with_intervals(p, reference[t] if reference else None, n_boot=n_boot,
-                                    seed=seed) for t, p in parts.items()}
+                                    seed=seed, key=key) for t, p in parts.items()}
     return {"all": pooled, "per_target": per_target}
 
 

@@ -262,8 +262,8 @@ def parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarra
 def cosine_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
                       source: str, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
     """Per layer, the change of the parallel cosine with the source (after - before, on
-    the same items): ``{"a", "b", "difference", "ci", "p", "p_floor", "n"}`` from a paired
-    item bootstrap."""
+    the same items): ``{"estimate" (the difference), "ci", "p", "p_floor", "n", "a", "b"}``
+    from a paired item bootstrap."""
     a, b = parallel_cosines(after, source), parallel_cosines(before, source)
     return [paired_test({"cos": Part.mean(a[:, i])}, {"cos": Part.mean(b[:, i])}, n_boot,
                         seed)["cos"] for i in range(a.shape[1])]

@@ -173,8 +173,9 @@ def _ci(stat: dict[str, Any] | None) -> str:
         return "n/a"
     lo, hi = stat["ci"]
     text = f"{stat['estimate']:.3f} [{_num(lo)}, {_num(hi)}]"
-    if stat.get("p_value") is not None:
-        text += f" p{_p(stat['p_value'], stat.get('p_floor'))}"
+    test = stat.get("vs_base") or {}
+    if test.get("p") is not None:
+        text += f" p{_p(test['p'], test.get('p_floor'))}"
     return text
 
 
@@ -254,9 +255,10 @@ def format_finetune(result: dict[str, Any]) -> str:
              "held-out items:",
              f"  base      transfer {_ci(result['base']['transfer']['all'])}"]
     for run in result["runs"]:
+        vs_base = run["transfer_after"]["all"].get("vs_base") or {}
         lines.append(f"  N={run['freeze_first']:<3} seed {run.get('seed', 0):<3} transfer "
                      f"{_ci(run['transfer_after']['all'])}"
-                     f"  (p vs base {_num(run['transfer_after']['p_value'].get('all'))})")
+                     f"  (p vs base {_num(vs_base.get('p'))})")
     for s in result.get("settings") or []:
         fixed = (s.get("pairs_after") or {}).get("transfer_base_items") or {}
         sd = (fixed.get("seed_spread") or {}).get("sd")
@@ -279,7 +281,7 @@ def format_finetune(result: dict[str, Any]) -> str:
         for c in between:
             ci = c.get("ci") or [None, None]
             p = " n/a" if c.get("p") is None else _p(c["p"], c.get("p_floor"))
-            lines.append(f"  N={c['a']} vs N={c['b']}: {_num(c['difference'])} "
+            lines.append(f"  N={c['a']} vs N={c['b']}: {_num(c['estimate'])} "
                          f"[{_num(ci[0])}, {_num(ci[1])}] p{p}")
     lines.append("ILO by layer (mean over languages), before -> after:")
     before = result["runs"][0]["ilo_before"] if result["runs"] else []

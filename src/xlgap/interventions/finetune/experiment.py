@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.errors import ConfigError
-from xlgap.interventions.arms import resolve_languages, usable_items
+from xlgap.interventions.arms import VS_BASE, resolve_languages, usable_items, versus
 from xlgap.interventions.finetune.seeds import (
     FIXED,
     FIXED_LABEL,
@@ -169,14 +169,12 @@ def compare(after: Mapping[str, Any], before: Mapping[str, Any], *, n_boot: int,
 
 
 def with_p(stats: Mapping[str, Any], tests: Mapping[str, Any]) -> dict[str, Any]:
-    """``stats`` (metric -> summary) with each test's p, difference and its CI added."""
+    """``stats`` (metric -> summary) with each paired test against the base model folded in
+    as ``vs_base`` (:func:`xlgap.interventions.arms.versus`)."""
     out = {}
     for name, stat in stats.items():
         test = tests.get(name)
-        out[name] = stat if stat is None or test is None else {
-            **stat, "p_value": test["p"],
-            "difference": test.get("estimate", test.get("difference")),
-            "difference_ci": test["ci"], "p_floor": test["p_floor"]}
+        out[name] = stat if stat is None or test is None else {**stat, VS_BASE: versus(test)}
     return out
 
 
@@ -184,7 +182,8 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
                 ) -> list[dict[str, Any]]:
     """Every two freeze settings against each other on the same held-out items: each
     pooled pair metric and the accuracy in every language, as ``{"a", "b", "metric",
-    "estimate_a", "estimate_b", "difference" (a - b), "ci", "p", "p_floor", "n"}``."""
+    "estimate_a", "estimate_b", "estimate" (the difference a - b), "ci", "p", "p_floor",
+    "n"}``."""
     out = []
     for (na, ea), (nb, eb) in itertools.combinations(runs, 2):
         pa, pb = ea["_parts"], eb["_parts"]
@@ -195,10 +194,7 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
             if test is None:
                 continue
             out.append({"a": na, "b": nb, "metric": metric, "estimate_a": test["a"],
-                        "estimate_b": test["b"],
-                        "difference": test.get("estimate", test.get("difference")),
-                        "ci": test["ci"], "p": test["p"], "p_floor": test["p_floor"],
-                        "n": test["n"]})
+                        "estimate_b": test["b"], **(versus(test) or {})})
     return out
 
 
@@ -286,7 +282,8 @@ class FinetuneResult:
             rows.append({"model": model, "freeze_first": freeze, "seed": seed_of,
                          "metric": metric,
                          "group": group, "estimate": stat.get("estimate"), "ci_low": ci[0],
-                         "ci_high": ci[1], "p_value": stat.get("p_value"), "n": stat.get("n")})
+                         "ci_high": ci[1], "p": (stat.get(VS_BASE) or {}).get("p"),
+                         "n": stat.get("n")})
 
         def add_eval(model: str, freeze: int | None, accuracy: Mapping[str, Any],
                      pairs: Mapping[str, Any]) -> None:
@@ -454,15 +451,12 @@ def stack_fixed(base: Mapping[str, Any], after: Mapping[str, Any], source: str,
 def _fixed_entry(before: Mapping[str, Any], after: Mapping[str, Any], opts: FinetuneOptions
                  ) -> dict[str, Any]:
     """Transfer on the base model's source-correct items after fine-tuning, against the
-    base model's transfer (the same items and denominator): ``{estimate, ci, n, p, ...}``."""
+    base model's transfer (the same items and denominator): ``{estimate, ci, n, label,
+    vs_base}``."""
     fixed, ref = after["_parts"]["fixed"], before["_parts"]["all"]["transfer"]
     stat = summarise({"t": fixed}, opts.n_boot, opts.seed)["t"] or {}
     test = paired_test({"t": fixed}, {"t": ref}, opts.n_boot, opts.seed)["t"] or {}
-    diff = test.get("estimate", test.get("difference"))
-    return {**stat, "label": FIXED_LABEL, "p": test.get("p"), "p_floor": test.get("p_floor"),
-            "difference": diff, "difference_ci": test.get("ci"),
-            "vs_base": {"estimate": diff, "ci": test.get("ci"), "n": test.get("n"),
-                        "p": test.get("p"), "p_floor": test.get("p_floor")}}
+    return {**stat, "label": FIXED_LABEL, VS_BASE: versus(test)}
 
 
 def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
@@ -471,9 +465,6 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
     """One freeze setting's entry of ``runs``: training record, losses, inside by layer
     before and after, and every metric after with its paired test against the base."""
     p = compare(after, before, n_boot=opts.n_boot, seed=opts.seed)
-    transfer_p = {t: (v.get("transfer") or {}).get("p") for t, v in p["per_target"].items()}
-    if p["all"]:
-        transfer_p["all"] = (p["all"].get("transfer") or {}).get("p")
     return {
         "freeze_first": n, "train": {k: v for k, v in record.items() if k != "losses"},
         "loss_first": record["losses"][0] if record["losses"] else None,
@@ -489,7 +480,10 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
                                      n_boot=opts.n_boot, seed=opts.seed),
         FIXED: _fixed_entry(before, after, opts),
         "transfer_before": before["transfer"],
-        "transfer_after": {**after["transfer"], "p_value": transfer_p},
+        "transfer_after": {
+            "all": with_p({"t": after["transfer"]["all"]}, {"t": p["all"].get("transfer")})["t"],
+            "per_target": {t: with_p({"t": v}, {"t": p["per_target"][t].get("transfer")})["t"]
+                           for t, v in after["transfer"]["per_target"].items()}},
         "pairs_after": {"all": with_p(after["pairs"]["all"], p["all"]),
                         "per_target": {t: with_p(v, p["per_target"][t])
                                        for t, v in after["pairs"]["per_target"].items()}},

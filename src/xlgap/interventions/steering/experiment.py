@@ -219,7 +219,8 @@ class SteeringResult:
                     ci = stat.get("ci") or [None, None]
                     rows.append({"arm": arm, "target": group, "metric": metric,
                                  "estimate": stat.get("estimate"), "ci_low": ci[0],
-                                 "ci_high": ci[1], "p_value": stat.get("p_value"),
+                                 "ci_high": ci[1],
+                                 "p": (stat.get(arms.VS_BASE) or {}).get("p"),
                                  "n": stat.get("n")})
         return pd.DataFrame(rows)
 
@@ -261,8 +262,8 @@ def holm_block(block: Mapping[str, Any]) -> dict[str, Any]:
     setting itself was picked on dev, other items, so the pick adds no test here."""
     groups = {"all": block["all"], **block["per_target"]}
     keys = [(g, m) for g, stats in groups.items() for m, stat in stats.items()
-            if stat and stat.get("p_value") is not None]
-    adjusted = adjust_holm([groups[g][m]["p_value"] for g, m in keys])
+            if stat and (stat.get(arms.VS_BASE) or {}).get("p") is not None]
+    adjusted = adjust_holm([groups[g][m][arms.VS_BASE]["p"] for g, m in keys])
     out: dict[str, dict[str, float | None]] = {g: {} for g in groups}
     for (g, m), p in zip(keys, adjusted, strict=True):
         out[g][m] = p
@@ -381,7 +382,7 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
                  "arm": "the item parts averaged over the draws (the expected random push)",
                  "test": arms.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
                  "best_vs_control": arms.report_block(test_best, test_control, n_boot=n_boot,
-                                                    seed=seed)["all"],
+                                                    seed=seed, key="vs_control")["all"],
                  "effects": {"steered": steered_effect, "per_draw": draw_effects},
                  "rank": {name: ctl.rank_summary(value, [d.get(name) for d in draw_effects],
                                                  name in ctl.LOWER_IS_BETTER)
