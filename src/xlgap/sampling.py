@@ -37,8 +37,8 @@ from xlgap.runs import (
 )
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    """An option with its one help text: ``xlgap sample`` takes its flag, default and help
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """An API option with its one help text: a command takes its flag, default and help
     from here (see :func:`xlgap.cli.config.from_options`)."""
     return field(default=default, metadata={"help": help, **kw})
 
@@ -48,21 +48,21 @@ class SamplingOptions:
     """How a run answers: the keywords of :func:`xlgap.sample` and the options of
     ``xlgap sample`` (one declaration: the command's flags are built from these fields)."""
 
-    samples: int = _opt(20, "responses sampled per item and language (K)")
-    temperature: float = _opt(1.0, "sampling temperature")
-    max_new_tokens: int = _opt(16, "longest sampled answer, in tokens")
-    exact: bool = _opt(False, "take exact candidate distributions from log-probabilities "
+    samples: int = option(20, "responses sampled per item and language (K)")
+    temperature: float = option(1.0, "sampling temperature")
+    max_new_tokens: int = option(16, "longest sampled answer, in tokens")
+    exact: bool = option(False, "take exact candidate distributions from log-probabilities "
                        "instead of sampling (white-box backends)")
-    shots: int | None = _opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
+    shots: int | None = option(None, "few-shot examples in base-model prompts (default: 3; 0 "
                              "when --exact scores cloze sentences, which need no format cue)")
-    seed: int = _opt(0, "random seed")
+    seed: int = option(0, "random seed")
     # (item, language) pairs per model call; None: 64 exact, 16 sampled
     chunk: int | None = None
     embed_answers: bool = True
-    normalize: str = _opt("none", "--exact: score normalisation: none (total log-probability), "
+    normalize: str = option("none", "--exact: score normalisation: none (total log-probability), "
                           "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
                           choices=("none", "tokens", "bytes"))
-    shuffle_options: bool = _opt(False, "lettered multiple choice: shuffle the option order "
+    shuffle_options: bool = option(False, "lettered multiple choice: shuffle the option order "
                                  "per item and language (separates position bias from the gap)")
 
     def resolved(self, dataset: ParallelDataset) -> SamplingOptions:

@@ -61,7 +61,7 @@ from xlgap.provenance import provenance, tagged
 from xlgap.representations.extract import hidden_by_language
 from xlgap.representations.ilo import ilo_difference
 from xlgap.representations.layerwise import cosine_difference, inside_summary
-from xlgap.sampling import default_shots
+from xlgap.sampling import default_shots, option
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
@@ -75,29 +75,45 @@ class FinetuneOptions:
 
     source: str | None = None  # default: the data set's first language
     targets: Sequence[str] | None = None  # default: every other language
-    lang: str = ""  # the one language trained on (default: the source)
-    freeze_first: str | Sequence[int] = "0,9"
-    steps: int = 200
-    method: str = "lora"
-    train_embeddings: bool = False
-    text: str | Sequence[str] = ""  # a file of plain text in ``lang``, or its lines
-    lr: float | None = None  # default: 3e-4 for LoRA, 2e-5 for full
-    rank: int = 8
-    lora_alpha: float = 16.0
-    train_batch: int = 8
-    max_length: int = 64
-    checkpoint_every: int = 25
-    split: str | Sequence[float] = "0.5,0,0.5"
-    pooling: str = "mean_no_bos"
-    shots: int | None = None
-    k: int = 5
-    eval_trained: bool = True
-    n_boot: int = DEFAULT_N_BOOT
-    n_shuffles: int = DEFAULT_N_SHUFFLES
+    lang: str = option("", "the one language to train on (default: the source)")
+    # a list in Python; ``xlgap finetune`` takes it comma-separated (one declaration: the
+    # command's flags, defaults and help are built from these fields)
+    freeze_first: str | Sequence[int] = option(
+        (0, 9), "blocks frozen from the bottom: one fine-tune per value", text_list=True)
+    steps: int = option(200, "optimizer steps per fine-tune")
+    method: str = option("lora", "lora (adapters through peft) or full",
+                         choices=("lora", "full"))
+    train_embeddings: bool = option(False, "train the embeddings too (LoRA on them with "
+                                    "--method lora); by default they stay frozen")
+    # a file of plain text in ``lang`` (or, in Python, its lines)
+    text: str | Sequence[str] = option(
+        "", "plain-text file in --lang to train on (one passage per line) instead of the "
+        "train split's prompts completed with their answers")
+    lr: float | None = option(None, "learning rate (default: 3e-4 for LoRA, 2e-5 for full)")
+    rank: int = option(8, "LoRA rank")
+    lora_alpha: float = option(16.0, "LoRA alpha (scale = alpha / rank)")
+    train_batch: int = option(8, "training examples per step")
+    max_length: int = option(64, "longest training text, in tokens (longer prompts lose "
+                             "their start, never the answer; the counts are reported)")
+    checkpoint_every: int = option(25, "steps between checkpoints (resume after a crash)")
+    split: str | Sequence[float] = option(
+        (0.5, 0, 0.5), "train,dev,test fractions (train: fine-tuning; test: held-out "
+        "evaluation; dev is unused)", text_list=True)
+    pooling: str = option("mean_no_bos", "pooling of hidden states for ILO and similarity",
+                          choices=("mean", "mean_no_bos", "last"))
+    shots: int | None = option(None, "few-shot examples in scoring prompts (default: 0 for "
+                               "cloze items, else 3)")
+    k: int = option(5, "ILO: nearest neighbours per point")
+    eval_trained: bool = option(True, "also score the trained items in every language (does "
+                                "what was learnt in --lang show in the others?)")
+    n_boot: int = option(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and "
+                         "p-values")
+    n_shuffles: int = option(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
+                             "ILO and similarity")
     seed: int = 0
     progress: bool = False
-    #: training runs per freeze setting, seeded seed, seed + 1, ... (training noise)
-    seeds: int = 3
+    seeds: int = option(3, "training runs per freeze setting (seeds seed, seed+1, ...): the "
+                        "spread between them is reported beside the item CIs")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

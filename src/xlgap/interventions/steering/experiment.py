@@ -7,7 +7,7 @@ same metrics (95% item-bootstrap CIs, paired tests), plus ILO and similarity by 
 before and after (CIs, chance levels, paired differences). It returns a
 :class:`SteeringResult`, which saves, reloads and turns into a DataFrame::
 
-    result = run_steering(backend, dataset, SteerOptions(targets=["fr"], layers="6"))
+    result = run_steering(backend, dataset, SteerOptions(targets=["fr"], layers=[6]))
     result.save("runs/steer")          # steering.json and vectors.safetensors
     result.to_frame()                  # one row per arm, target group and metric
 """
@@ -55,7 +55,7 @@ from xlgap.provenance import provenance, tagged
 from xlgap.representations.extract import hidden_by_language
 from xlgap.representations.ilo import ilo_difference
 from xlgap.representations.layerwise import cosine_difference, inside_summary
-from xlgap.sampling import default_shots
+from xlgap.sampling import default_shots, option
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
@@ -112,26 +112,46 @@ class SteerOptions:
 
     source: str | None = None  # default: the data set's first language
     targets: Sequence[str] | None = None  # default: every other language
-    directions: str | Sequence[str] = "shared"
-    layers: str | Sequence[Any] = "3,6,9,12"
-    alphas: str | Sequence[float] = "0.5,1,2"
-    pooling: str = "mean_no_bos"
-    split: str | Sequence[float] = "0.4,0.2,0.4"
-    select: str = "accuracy"
-    shots: int | None = None  # default: 0 for cloze items, else 3
-    k: int = 5
-    n_boot: int = DEFAULT_N_BOOT
-    n_shuffles: int = DEFAULT_N_SHUFFLES
+    # lists in Python; ``xlgap steer`` takes them comma-separated (one declaration: the
+    # command's flags, defaults and help are built from these fields)
+    directions: str | Sequence[str] = option(
+        ("shared",), "vectors to sweep: shared (toward the mean of all languages) and/or "
+        "source (toward the source)", text_list=True)
+    layers: str | Sequence[Any] = option(
+        (3, 6, 9, 12), "layer settings to sweep: a layer (6), layers steered together (4+8, "
+        "or 4-8 for 4 to 8 at once); 0 = the input of the first block", text_list=True)
+    alphas: str | Sequence[float] = option(
+        (0.5, 1, 2), "steering strengths to sweep: the total strength, split evenly over a "
+        "setting's layers (with one layer, 1 moves a target's mean state onto the mean it is "
+        "steered toward; with several, each adds 1/n of its vector and the shifts add up "
+        "along the residual stream to about that)", text_list=True)
+    pooling: str = option("mean_no_bos", "pooling of the states the vectors are made from: "
+                          "mean, mean_no_bos or last", choices=("mean", "mean_no_bos", "last"))
+    split: str | Sequence[float] = option(
+        (0.4, 0.2, 0.4), "train,dev,test fractions of the items (train: vectors; dev: sweep; "
+        "test: report)", text_list=True)
+    select: str = option("accuracy", "dev metric that picks the best setting",
+                         choices=("accuracy", "agreement", "transfer", "rankc"))
+    shots: int | None = option(None, "few-shot examples in scoring prompts (default: 0 for "
+                               "cloze items, else 3)")
+    k: int = option(5, "ILO: nearest neighbours per point")
+    n_boot: int = option(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and "
+                         "p-values")
+    n_shuffles: int = option(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
+                             "ILO and similarity")
     seed: int = 0
     progress: bool = False
-    #: random directions of the control (a distribution to rank the steered effect in)
-    control_draws: int = DEFAULT_DRAWS
-    #: ``isotropic`` or ``covariance`` (drawn from the training states' covariance)
-    control_kind: str = "isotropic"
+    control_draws: int = option(DEFAULT_DRAWS, "random directions of the control: the "
+                                "steered effect is reported as a percentile among theirs")
+    control_kind: str = option("isotropic", "random directions: isotropic, or covariance "
+                               "(drawn from the training states' covariance at the steered "
+                               "layer)", choices=CONTROL_KINDS)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["targets"] = None if self.targets is None else list(self.targets)
+        for key in ("targets", "directions", "layers", "alphas", "split"):
+            if not isinstance(out[key], str | None):
+                out[key] = list(out[key])
         return out
 
 
