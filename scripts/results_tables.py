@@ -212,7 +212,7 @@ def open_bmlama(root: Path) -> str:
 def _steer_cell(fig: Mapping[str, Any] | None, n_boot: int | None) -> str:
     if not fig:
         return ""
-    p = fig.get("p_value")
+    p = (fig.get("vs_base") or {}).get("p")
     return _ci(fig) + ("" if p is None else f", p {_p(p, n_boot)}")
 
 
@@ -255,7 +255,7 @@ def steering(root: Path) -> str:
         for m in metrics:
             before = (base["per_target"][t].get(m) or {}).get("estimate")
             after = best["per_target"][t].get(m) or {}
-            p = after.get("p_value")
+            p = (after.get("vs_base") or {}).get("p")
             ph = (holm.get(t) or {}).get(m)
             cells.append(f"{_num(before)} -> {_num(after.get('estimate'))}"
                          + ("" if p is None else f", p {_p(p, n_boot)}")
@@ -278,7 +278,7 @@ def finetune(root: Path) -> str:
             after = run["transfer_after"]
             rows.append([label, *(_num(run["accuracy_after"][lang]["estimate"])
                                   for lang in langs), _ci(after["all"]),
-                         _p((after.get("p_value") or {}).get("all"), n_boot)])
+                         _p((after["all"].get("vs_base") or {}).get("p"), n_boot)])
         return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer (pooled) [95% CI]",
                        "p"], rows)
     base_pairs = f["base"]["pairs"]["all"]
@@ -292,9 +292,10 @@ def finetune(root: Path) -> str:
         pa = st["pairs_after"]
         fixed, success = pa["transfer_base_items"], pa["overall_success"]
         rows.append([label, *(_num(st["accuracy_after"][lang]["estimate"]) for lang in langs),
-                     _ci(pa["transfer"]), _ci(fixed), _p(fixed.get("p"), n_boot),
+                     _ci(pa["transfer"]), _ci(fixed),
+                     _p((fixed.get("vs_base") or {}).get("p"), n_boot),
                      _num((fixed.get("seed_spread") or {}).get("sd")), _ci(success),
-                     _p(success.get("p"), n_boot)])
+                     _p((success.get("vs_base") or {}).get("p"), n_boot)])
     return _table(["", f"accuracy {langs[0]}", *langs[1:], "transfer [95% CI]",
                    "transfer on base source-correct items [95% CI]", "p", "SD between seeds",
                    "overall success [95% CI]", "p"], rows)

@@ -198,7 +198,7 @@ def test_finetune_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
         assert len(run["ilo_before"]) == len(run["ilo_after"]) == tiny_backend.n_layers
         assert run["transfer_before"]["all"]["ci"][0] is not None
         assert set(run["transfer_after"]["per_target"]) == {"fr", "de"}
-        assert 0 < run["transfer_after"]["p_value"]["all"] <= 1
+        assert 0 < run["transfer_after"]["all"]["vs_base"]["p"] <= 1
         assert set(run["accuracy_after"]) == {"en", "fr", "de"}
         assert "trained_items" in run
         assert (out / f"freeze-{run['freeze_first']}" / FINAL).exists()
@@ -231,8 +231,8 @@ def test_finetune_table_prints_the_ilo_before_and_after():
 
     run = {"freeze_first": 0, "loss_first": 2.0, "loss_last": 1.0,
            "transfer_before": {"all": {"estimate": 0.5, "ci": [0.4, 0.6]}},
-           "transfer_after": {"all": {"estimate": 0.6, "ci": [0.5, 0.7]},
-                              "p_value": {"all": 0.04}},
+           "transfer_after": {"all": {"estimate": 0.6, "ci": [0.5, 0.7], "vs_base": {
+               "estimate": 0.1, "ci": [0.0, 0.2], "n": 10, "p": 0.04, "p_floor": 0.01}}},
            "ilo_before": [0.1, 0.2, 0.6], "ilo_after": [0.2, 0.3, 0.7]}
     table = finetune_table({"runs": [run]})[0]
     ilo = table.rows[0][-1].text
@@ -271,9 +271,9 @@ def test_headline_p_is_holm_adjusted_over_the_settings():
 
     def setting(n, diff, p):
         return {"freeze_first": n, "pairs_after": {
-            FIXED: {"estimate": 0.6, "difference": diff, "difference_ci": [0, 1], "p": p,
-                    "n": 10},
-            "overall_success": {"difference": 0.01, "p": 0.5}}}
+            FIXED: {"estimate": 0.6, "n": 10, "vs_base": {
+                "estimate": diff, "ci": [0, 1], "n": 10, "p": p, "p_floor": 0.001}},
+            "overall_success": {"vs_base": {"estimate": 0.01, "p": 0.5}}}}
 
     head = headline([setting(0, 0.10, 0.01), setting(9, 0.05, 0.04)])
     assert head["freeze_first"] == 0 and head["p"] == 0.01
@@ -306,9 +306,11 @@ def test_run_finetune_trains_every_setting_with_several_seeds(tiny_backend, tmp_
         assert fixed["seed_spread"]["values"] == pytest.approx(
             [r["transfer_base_items"]["estimate"] for r in runs])
         assert fixed["ci"][0] <= fixed["estimate"] <= fixed["ci"][1]
-        assert 0 < fixed["p"] <= 1 and "overall_success" in setting["pairs_after"]
-        assert fixed["vs_base"]["estimate"] == fixed["difference"]
-        assert fixed["vs_base"]["p"] == fixed["p"] and fixed["vs_base"]["n"] > 0
+        assert 0 < fixed["vs_base"]["p"] <= 1 and "overall_success" in setting["pairs_after"]
+        # one estimate shape: the paired test only under vs_base, its p keyed p
+        assert not {"p", "p_value", "difference", "difference_ci"} & set(fixed)
+        assert set(fixed["vs_base"]) == {"estimate", "ci", "n", "p", "p_floor"}
+        assert fixed["vs_base"]["n"] > 0
         # paired ILO change per layer: its seed mean is the mean of the runs' changes
         assert setting["ilo_change"][1]["estimate"] == pytest.approx(
             sum(r["ilo_change"][1]["estimate"] for r in runs) / 3)

@@ -22,6 +22,9 @@ from fake_backend import FakeBackend
 from xlgap.cli import main
 from xlgap.cli.commands.intervene import InterveneConfig
 from xlgap.cli.commands.sample import SampleConfig
+from xlgap.cli.commands.steer import FinetuneConfig, SteerConfig
+from xlgap.interventions.finetune import FinetuneOptions
+from xlgap.interventions.steering import SteerOptions
 from xlgap.interventions.strategies import StrategyOptions
 from xlgap.models import register_backend
 from xlgap.results import COLUMNS, Result, kind_of
@@ -149,7 +152,9 @@ def test_committed_results_reload_with_their_numbers(path):
     elif result.kind == "steering":
         node = raw["best"]["test"]["all"]["transfer"]
         got = row(arm="best", target="all", metric="transfer")
-        assert (got.estimate, got.p, got.n) == (node["estimate"], node["p_value"], node["n"])
+        # the arm's row carries the p of its paired test against no steering (vs_base)
+        assert (got.estimate, got.p, got.n) == (node["estimate"], node["vs_base"]["p"],
+                                                node["n"])
         assert result.best == raw["best"]  # the experiment's own fields stay reachable
     elif result.kind == "plan":
         for name, entry in raw["metrics"].items():
@@ -196,20 +201,42 @@ def test_a_paired_test_is_the_estimate_of_a_difference(test):
 
 
 @pytest.mark.parametrize(("config", "options"), [(SampleConfig, SamplingOptions),
-                                                 (InterveneConfig, StrategyOptions)])
+                                                 (InterveneConfig, StrategyOptions),
+                                                 (SteerConfig, SteerOptions),
+                                                 (FinetuneConfig, FinetuneOptions)])
 def test_the_command_takes_each_shared_option_from_the_api(config, options):
     api_fields = {f.name: f for f in dataclasses.fields(options)}
     shared = [f for f in dataclasses.fields(config) if f.name in api_fields]
     assert len(shared) >= 6
     for f in shared:
-        if f.name in ("source", "seed", "translation_langs"):
-            continue  # RunConfig's, or a comma list on the command line
+        if f.name in ("source", "targets", "seed", "progress"):
+            continue  # RunConfig's, shared by every command
         api = api_fields[f.name]
         assert f.metadata.get("declared_in") == options.__name__, \
             f"{config.__name__}.{f.name} is declared by hand: use from_options"
-        assert f.default == api.default, f"{config.__name__}.{f.name}: default differs"
-        if "help" in api.metadata:
-            assert f.metadata["help"] == api.metadata["help"]
+        assert "help" in api.metadata, f"{options.__name__}.{f.name} has no help text"
+        assert f.metadata["help"] == api.metadata["help"]
+        if isinstance(api.default, tuple):
+            # a list in Python (layers=[9]), comma-separated on the command line
+            assert f.default == ",".join(str(x) for x in api.default), f.name
+        else:
+            assert f.default == api.default, f"{config.__name__}.{f.name}: default differs"
+
+
+def test_list_options_take_lists_and_give_the_commands_settings():
+    """``layers=[9]`` and ``freeze_first=[0, 9]`` in Python mean what ``--layers 9`` and
+    ``--freeze-first 0,9`` mean on the command line."""
+    from xlgap.interventions.finetune.experiment import parse_freeze
+    from xlgap.interventions.steering import parse_sweep
+
+    api, cli = SteerOptions(layers=[9, "4+8"]), SteerConfig(layers="9,4+8")
+    assert parse_sweep(api.directions, api.layers, api.alphas) == parse_sweep(
+        cli.directions, cli.layers, cli.alphas)
+    default = SteerOptions()
+    assert parse_sweep(default.directions, default.layers, default.alphas) == parse_sweep(
+        SteerConfig().directions, SteerConfig().layers, SteerConfig().alphas)
+    assert parse_freeze(FinetuneOptions(freeze_first=[0, 9]).freeze_first) == parse_freeze(
+        FinetuneConfig().freeze_first) == [0, 9]
 
 
 def test_python_sample_gives_the_numbers_of_xlgap_sample(capsys, tmp_path, cloze_dir):

@@ -13,24 +13,24 @@ import torch
 import xlgap.cli
 import xlgap.cli.workspace
 from xlgap.cli.commands.sample import SampleConfig
+from xlgap.data.items import Item, LangEntry, ParallelDataset
+from xlgap.data.splits import split_items
 from xlgap.errors import ConfigError
+from xlgap.interventions.arms import target_parts
 from xlgap.interventions.steering import (
     Setting,
     SteeringVectors,
     apply_steering_options,
     direction_vectors,
-    distributions,
     language_means,
     parse_layers,
     parse_sweep,
-    scoring_progress,
-    split_items,
     steering,
     steering_tag,
-    target_parts,
 )
 from xlgap.models.cached import CachedBackend
 from xlgap.models.layers import hook_point
+from xlgap.prompting.scoring import distributions, scoring_progress
 from xlgap.store import Store
 
 TEXTS = ["The capital of France is Paris.", "La capitale de la France est Paris.",
@@ -103,6 +103,25 @@ def test_split_is_disjoint_complete_and_seeded():
     assert not set(a["train"]) & set(a["dev"]) and not set(a["dev"]) & set(a["test"])
     assert a == split_items(ids, (0.4, 0.2, 0.4), seed=3)
     assert a != split_items(ids, (0.4, 0.2, 0.4), seed=4)
+
+
+def test_dataset_split_and_only_keep_the_loaders_record():
+    """``ParallelDataset.split`` gives the same ids as :func:`split_items`; ``only`` keeps
+    the data order and what the loader recorded (dropped items, problems, original codes),
+    which the old rebuild with four arguments lost."""
+    items = [Item(f"i{i}", {"en": LangEntry(f"q{i}")}) for i in range(30)]
+    data = ParallelDataset("toy", ["en"], items, "toy.jsonl", {"x": "no en"},
+                           ["toy.jsonl:3: bad line"], {"en": "eng_Latn"})
+    split = data.split("0.5,0.2,0.3", seed=1, need=("train", "test"))
+    assert {k: split[k] for k in ("train", "dev", "test")} == split_items(
+        [it.id for it in items], (0.5, 0.2, 0.3), seed=1)
+    assert split["seed"] == 1 and split["fractions"] == pytest.approx([0.5, 0.2, 0.3])
+    test = data.only(reversed(split["test"]))
+    assert [it.id for it in test.items] == split["test"]  # data order, not the ids' order
+    assert (test.dropped, test.problems, test.original_codes, test.source_path) == (
+        {"x": "no en"}, ["toy.jsonl:3: bad line"], {"en": "eng_Latn"}, "toy.jsonl")
+    with pytest.raises(ConfigError, match="fewer than 5 in dev"):
+        data.split("0.9,0.05,0.05", seed=1, need=("dev",))
 
 
 def test_metric_parts_of_a_known_case():
@@ -268,7 +287,7 @@ def test_steer_command_end_to_end(tmp_path, monkeypatch, tiny_backend):
     for metric in ("accuracy", "agreement", "transfer", "rankc", "js"):
         stat = best["test"]["all"][metric]
         assert stat["ci"][0] <= stat["estimate"] <= stat["ci"][1]
-        assert 0 < stat["p_value"] <= 1
+        assert 0 < stat["vs_base"]["p"] <= 1
         assert set(best["test"]["per_target"]) == {"fr", "de"}
     assert len(result["inside"]["steered"]["ilo"]) == tiny_backend.n_layers
     assert result["format"] == "steering" and "command" in result["provenance"]

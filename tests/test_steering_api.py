@@ -94,7 +94,7 @@ def test_run_steering_result_saves_loads_and_makes_a_frame(tiny_backend, data, t
     row = frame[(frame.arm == "best") & (frame.target == "all") & (frame.metric == "js")]
     assert len(row) == 1 and row.iloc[0]["estimate"] == pytest.approx(
         result.best["test"]["all"]["js"]["estimate"])
-    assert frame[frame.arm == "no steering"]["p_value"].isna().all()
+    assert frame[frame.arm == "no steering"]["p"].isna().all()
     assert tiny_backend.modifiers == []
 
 
@@ -116,8 +116,8 @@ def test_run_finetune_result_saves_loads_and_makes_a_frame(tiny_backend, data, t
     frame = loaded.to_frame()
     assert set(frame["model"]) == {"base", "N=0", "N=2"}
     assert {"accuracy", "transfer", "js"} <= set(frame["metric"])
-    assert frame[frame.model == "base"]["p_value"].isna().all()
-    assert frame[frame.model == "N=2"]["p_value"].notna().any()
+    assert frame[frame.model == "base"]["p"].isna().all()
+    assert frame[frame.model == "N=2"]["p"].notna().any()
     assert tiny_backend.modifiers == []
 
 

@@ -99,7 +99,7 @@ def test_steer_reports_a_norm_matched_random_control_and_inside_cis(tmp_path, mo
     assert set(control["test"]["all"]) == set(best["test"]["all"])
     assert set(control["test"]["per_target"]) == {"fr"}
     for stat in control["test"]["all"].values():
-        assert "p_value" in stat and stat["ci"] is not None
+        assert stat["vs_base"]["p"] is not None and stat["ci"] is not None
     # the same per-layer norms as the chosen vector, at the steered layers
     from xlgap.interventions.steering import SteeringVectors
 
@@ -119,7 +119,7 @@ def test_steer_reports_a_norm_matched_random_control_and_inside_cis(tmp_path, mo
             assert figure["ci"][0] <= figure["estimate"] <= figure["ci"][1]
             assert figure["chance"] is not None
     change = result["inside"]["cos_parallel_change"]["steered"]
-    first = change[0].get("estimate", change[0].get("difference"))  # either stats version
+    first = change[0]["estimate"]
     assert len(change) == tiny_backend.n_layers and first == pytest.approx(0)
 
 
@@ -149,8 +149,8 @@ def test_finetune_compares_every_two_freeze_settings(tmp_path, monkeypatch, tiny
     after = {s["freeze_first"]: s["pairs_after"]["transfer"]["estimate"]
              for s in result["settings"]}
     for (a, b), c in transfer.items():
-        assert c["difference"] == pytest.approx(after[a] - after[b])
-        assert c["ci"][0] <= c["difference"] <= c["ci"][1] and 0 < c["p"] <= 1
+        assert c["estimate"] == pytest.approx(after[a] - after[b])
+        assert c["ci"][0] <= c["estimate"] <= c["ci"][1] and 0 < c["p"] <= 1
     assert {c["metric"] for c in result["comparisons"]} >= {"transfer", "js", "accuracy.fr"}
     # every training example accounted for: kept + dropped = given
     counts = result["example_counts"]

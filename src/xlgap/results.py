@@ -13,8 +13,9 @@ kind has the same four conveniences:
 
 An estimate is a node ``{estimate, ci, n, p?, p_floor?}``. A paired test is the estimate of
 a difference: ``{estimate, ci, p, p_floor, n, a, b}``, or in files written before that shape
-``{a, b, difference, ci, p}``; both read the same. A scalar ``x`` with a sibling ``x_ci`` (the
-diagnosis' ``pi_mismatch``) is an estimate too.
+``{a, b, difference, ci, p}``; both read the same. An arm's paired test against its reference
+sits in the arm's estimate as ``vs_base`` (or ``vs_control``) and is a row of its own. A
+scalar ``x`` with a sibling ``x_ci`` (the diagnosis' ``pi_mismatch``) is an estimate too.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ COLUMNS = ("kind", "arm", "target", "metric", "estimate", "ci_low", "ci_high", "
 # Keys that describe how a result was made, not what it found.
 _NOT_FINDINGS = frozenset({"provenance", "config", "format", "format_version", "metrics",
                            "plots", "checks", "sweep", "ensembling"})
+# Where an arm's estimate holds its paired test against a reference arm.
+_VERSUS = ("vs_base", "vs_control")
 # The spellings of a p-value in files of older formats, best first.
 _P_KEYS = ("p", "p_value", "p_vs_baseline")
 
@@ -177,6 +180,11 @@ def _leaves(node: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...],
         leaf = leaf_of(node)
         if leaf is not None:
             yield path, leaf
+            # an arm's paired test against its reference, in the one estimate shape: a row
+            # of its own (the arm "... vs base"), the difference as its estimate
+            for key in _VERSUS:
+                if isinstance(node.get(key), Mapping):
+                    yield from _leaves(node[key], (*path, key))
             return
         # files written before paired tests were kept (vs_baseline null) hold only the p of
         # two tests beside the metrics: it goes on that metric's row of the arm
@@ -254,8 +262,8 @@ def place(path: tuple[str, ...]) -> tuple[str | None, str, str]:
         elif tok in _ARM_KEYS and nxt is not None:
             arm.append(nxt)
             i += 1
-        elif tok == "vs_baseline":
-            arm.append("vs baseline")
+        elif tok in ("vs_baseline", *_VERSUS):
+            arm.append(tok.replace("_", " "))
         elif tok in _TARGET_KEYS and nxt is not None:
             if tok not in ("pairs", "per_target", "by_target"):
                 metric.append(tok)  # accuracy.en: the metric, then its language

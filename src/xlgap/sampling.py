@@ -24,6 +24,7 @@ from xlgap.models.base import Backend
 from xlgap.models.embedder import Embedder, embedder_name, self_embedder
 from xlgap.progress import progress_bar
 from xlgap.prompting.answers import answer_matches, matching_languages
+from xlgap.prompting.scoring import softmax
 from xlgap.prompting.templates import PromptBuilder, open_aliases
 from xlgap.provenance import data_hash, entry_hash, provenance
 from xlgap.runs import (
@@ -36,8 +37,8 @@ from xlgap.runs import (
 )
 
 
-def _opt(default: Any, help: str, **kw: Any) -> Any:
-    """An option with its one help text: ``xlgap sample`` takes its flag, default and help
+def option(default: Any, help: str, **kw: Any) -> Any:
+    """An API option with its one help text: a command takes its flag, default and help
     from here (see :func:`xlgap.cli.config.from_options`)."""
     return field(default=default, metadata={"help": help, **kw})
 
@@ -47,21 +48,21 @@ class SamplingOptions:
     """How a run answers: the keywords of :func:`xlgap.sample` and the options of
     ``xlgap sample`` (one declaration: the command's flags are built from these fields)."""
 
-    samples: int = _opt(20, "responses sampled per item and language (K)")
-    temperature: float = _opt(1.0, "sampling temperature")
-    max_new_tokens: int = _opt(16, "longest sampled answer, in tokens")
-    exact: bool = _opt(False, "take exact candidate distributions from log-probabilities "
+    samples: int = option(20, "responses sampled per item and language (K)")
+    temperature: float = option(1.0, "sampling temperature")
+    max_new_tokens: int = option(16, "longest sampled answer, in tokens")
+    exact: bool = option(False, "take exact candidate distributions from log-probabilities "
                        "instead of sampling (white-box backends)")
-    shots: int | None = _opt(None, "few-shot examples in base-model prompts (default: 3; 0 "
+    shots: int | None = option(None, "few-shot examples in base-model prompts (default: 3; 0 "
                              "when --exact scores cloze sentences, which need no format cue)")
-    seed: int = _opt(0, "random seed")
+    seed: int = option(0, "random seed")
     # (item, language) pairs per model call; None: 64 exact, 16 sampled
     chunk: int | None = None
     embed_answers: bool = True
-    normalize: str = _opt("none", "--exact: score normalisation: none (total log-probability), "
+    normalize: str = option("none", "--exact: score normalisation: none (total log-probability), "
                           "tokens (per token) or bytes (per UTF-8 byte of the answer text)",
                           choices=("none", "tokens", "bytes"))
-    shuffle_options: bool = _opt(False, "lettered multiple choice: shuffle the option order "
+    shuffle_options: bool = option(False, "lettered multiple choice: shuffle the option order "
                                  "per item and language (separates position bias from the gap)")
 
     def resolved(self, dataset: ParallelDataset) -> SamplingOptions:
@@ -78,12 +79,6 @@ def default_shots(dataset: ParallelDataset, exact: bool) -> int:
     entries = [e for it in dataset.items[:50] for e in it.langs.values()]
     mostly_cloze = bool(entries) and sum(e.is_cloze for e in entries) > len(entries) / 2
     return 0 if exact and mostly_cloze else 3
-
-
-def softmax(logps: Sequence[float]) -> list[float]:
-    arr = np.asarray(logps, dtype=np.float64)
-    arr = np.exp(arr - arr.max())
-    return (arr / arr.sum()).tolist()
 
 
 def item_rows(items: Sequence[Item], languages: Sequence[str]) -> list[dict[str, Any]]:
@@ -192,7 +187,7 @@ def make_run(backend: Backend, dataset: ParallelDataset, run_dir: str | Path, *,
                                          normalize=options.normalize)
             record([p.prompt for p in prompts],
                    [c for p in prompts for c in p.continuations], completions=len(prompts))
-            return [{"item": it.id, "lang": lang, "probs": softmax(s), "logprobs": s}
+            return [{"item": it.id, "lang": lang, "probs": softmax(s).tolist(), "logprobs": s}
                     for (it, lang), s in zip(chunk, scores, strict=True)]
         prompts = [builder.generation_prompt(it, lang) for it, lang in chunk]
         outs = backend.generate(prompts, n=options.samples, temperature=options.temperature,

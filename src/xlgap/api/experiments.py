@@ -45,7 +45,7 @@ class _Wrapped(Result):
             yield {"kind": self.kind, "arm": arm or None,
                    "target": row.get(self._target_column), "metric": row.get("metric"),
                    "estimate": row.get("estimate"), "ci_low": row.get("ci_low"),
-                   "ci_high": row.get("ci_high"), "p": _number(row.get("p_value")),
+                   "ci_high": row.get("ci_high"), "p": _number(row.get("p")),
                    "n": _number(row.get("n"))}
 
 

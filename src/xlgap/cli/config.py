@@ -37,7 +37,11 @@ def from_options(options: type, name: str, help: str | None = None, **kw: Any) -
     if text is None:
         raise ConfigError(f"{options.__name__}.{name} has no help text; give one")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return field(default=default, metadata={**f.metadata, "help": text,
+    meta = dict(f.metadata)
+    if meta.pop("text_list", False):
+        # a list in Python, comma-separated on the command line and in config files
+        default = ",".join(str(x) for x in default)
+    return field(default=default, metadata={**meta, "help": text,
                                             "declared_in": options.__name__, **kw})
 
 

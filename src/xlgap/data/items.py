@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from xlgap.data.splits import parse_split, split_items
+from xlgap.errors import ConfigError
 
 MASK = "<mask>"
 
@@ -170,6 +175,28 @@ class ParallelDataset:
         codes = {k: v for k, v in self.original_codes.items() if k in keep}
         return ParallelDataset(self.name, langs, items, self.source_path, dict(self.dropped),
                                list(self.problems), codes)
+
+    def only(self, ids: Iterable[str]) -> ParallelDataset:
+        """The items whose ids are in ``ids`` (data order kept); the loader's record
+        (``dropped``, ``problems``, ``original_codes``) stays with them."""
+        keep = set(ids)
+        return dataclasses.replace(self, items=[it for it in self.items if it.id in keep],
+                                   dropped=dict(self.dropped), problems=list(self.problems),
+                                   original_codes=dict(self.original_codes))
+
+    def split(self, fractions: str | Sequence[float], seed: int,
+              need: Sequence[str] = ()) -> dict[str, Any]:
+        """Seeded, disjoint train / dev / test ids: ``{"seed", "fractions", "train", "dev",
+        "test"}`` (fractions as ``"0.4,0.2,0.4"`` or three numbers, normalised), checking
+        that every split named in ``need`` has at least 5 items. :meth:`only` turns a list
+        of ids back into a data set."""
+        parsed = parse_split(fractions)
+        parts = split_items([it.id for it in self.items], parsed, seed)
+        small = [name for name in need if len(parts[name]) < 5]
+        if small:
+            raise ConfigError(f"split {fractions} on {len(self.items)} items leaves fewer "
+                              f"than 5 in {', '.join(small)}; use more items or other fractions")
+        return {"seed": seed, "fractions": list(parsed), **parts}
 
     def as_open(self) -> ParallelDataset:
         """The same items asked as open questions: candidates dropped, the gold candidate

@@ -33,6 +33,7 @@ import numpy as np
 from xlgap.errors import BackendError, ConfigError, DataError
 from xlgap.io import dump_json
 from xlgap.models.base import POOLINGS, Backend
+from xlgap.models.layers import white_box
 from xlgap.progress import progress_bar
 
 __all__ = [
@@ -304,6 +305,22 @@ def extract_hidden_states(backend: Backend, texts_by_lang: Mapping[str, Sequence
             m.flush()
         maps.clear()
     return HiddenStateSet(out)
+
+
+def hidden_by_language(backend: Any, texts: Mapping[str, Sequence[str]], pooling: str,
+                       steer_for: Callable[[str], contextlib.AbstractContextManager[Any]]
+                       | None = None) -> dict[str, np.ndarray]:
+    """``{lang: (n, layers, d)}`` pooled states of every layer, each language under the
+    steering ``steer_for(lang)`` gives (none when it is None). The result store is
+    skipped: these are a few hundred texts, recomputed in seconds, and would bloat it."""
+    inner = white_box(backend)
+    out: dict[str, np.ndarray] = {}
+    for lang, lang_texts in texts.items():
+        ctx = steer_for(lang) if steer_for is not None else contextlib.nullcontext()
+        with ctx:
+            out[lang] = np.asarray(inner.hidden_states(list(lang_texts), None, pooling),
+                                   dtype=np.float32)
+    return out
 
 
 def load_or_extract(backend: Backend, texts_by_lang: Mapping[str, Sequence[str]],

@@ -56,12 +56,14 @@ from typing import Any
 import numpy as np
 
 from xlgap.errors import ConfigError, DataError
-from xlgap.representations.extract import States, layer_plan
+from xlgap.representations.extract import CenteredStates, States, layer_plan
 from xlgap.stats.bootstrap import (
     DEFAULT_N_BOOT,
     DEFAULT_N_SHUFFLES,
     figure,
     item_counts,
+    percentile_ci,
+    two_sided_p,
 )
 
 __all__ = [
@@ -506,3 +508,45 @@ def ilo_from_npz(path: str | Path, k: int = 5, t: int | None = 3, chunk: int = 2
     return {"source": str(p), "k": k, "t": t, "metric": metric, "languages": list(arrays),
             "n_per_language": {name: int(a.shape[0]) for name, a in arrays.items()},
             "layers": layers_out}
+
+
+def ilo_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray], *,
+                   k: int, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Per layer, the paired change of mean ILO (after - before) on the same items:
+    ``{"estimate", "ci", "p", "p_floor", "n"}``. Each replicate draws the items once and
+    re-weights both arms' points by the same draws (the neighbour lists of each arm held
+    fixed, as :func:`ilo_uncertainty` does for one arm)."""
+    langs = list(before)
+    if list(after) != langs:
+        raise ConfigError("ilo_difference: both arms need the same languages")
+    n = min(len(v) for v in before.values())
+    if any(len(v) != n for v in [*before.values(), *after.values()]):
+        raise ConfigError("ilo_difference: every language of both arms needs the same items")
+    t = default_t(len(langs))
+    k_used = max(1, min(k, n * len(langs) - 1))
+    t = min(t, k_used)
+    cb, ca = CenteredStates(dict(before)), CenteredStates(dict(after))
+    counts = item_counts(n, n_boot, seed) if n_boot else None
+    out = []
+    for i in cb.layer_ids:
+        scores = []
+        reps = []
+        for arm in (ca, cb):
+            layer = arm.layer(i)
+            pooled, labels = _pool([np.asarray(layer[x]) for x in langs])
+            presence = _presence(labels[knn(pooled, k_used)], labels, len(langs))
+            scores.append(_overlap(presence, labels, len(langs), t,
+                                   np.ones(len(labels)))[2].mean())
+            if counts is not None:
+                reps.append(np.array([
+                    _overlap(presence, labels, len(langs), t,
+                             np.tile(counts[r], len(langs)))[2].mean()
+                    for r in range(n_boot)]))
+        entry: dict[str, Any] = {"estimate": float(scores[0] - scores[1]), "ci": [None, None],
+                                 "p": None, "p_floor": None, "n": n}
+        if reps:
+            diff = reps[0] - reps[1]
+            p, floor = two_sided_p(diff)
+            entry.update(ci=[float(x) for x in percentile_ci(diff)], p=p, p_floor=floor)
+        out.append(entry)
+    return out

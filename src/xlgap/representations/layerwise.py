@@ -10,9 +10,11 @@ from ``OUT/hidden/``)."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from xlgap.data.items import ParallelDataset
 from xlgap.errors import ConfigError
@@ -30,6 +32,7 @@ from xlgap.representations.similarity import layerwise_similarity
 from xlgap.results import Result, load_result, result_class
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 from xlgap.stats.consistency import consistency_matrix
+from xlgap.stats.pairs import Part, paired_test
 
 ILO_NAME = ("Interlingual Local Overlap (ILO) of Wilie et al., 2025, 'High-Dimensional "
             "Interlingual Representations of Large Language Models', arXiv:2503.11280")
@@ -208,6 +211,62 @@ def look_inside(backend: Any, dataset: ParallelDataset, *, source: str,
     if out is not None:
         found.save(out)
     return found
+
+
+# -- in-memory states, before and after an intervention -------------------------------------------
+
+
+def inside_summary(states: Mapping[str, np.ndarray], source: str, *, k: int = 5,
+                   n_boot: int = 0, n_shuffles: int = 0, seed: int = 0) -> dict[str, Any]:
+    """ILO (mean over languages) and similarity to the source (means over targets) by
+    layer, of ``{lang: (n, layers, d)}`` states, centred per layer as the representation
+    commands do. With ``n_boot`` / ``n_shuffles``, ``summary`` gives each layer's figure
+    with its item-bootstrap CI and chance level; the item draws depend only on ``seed`` and
+    the number of items, so two calls on the same items (before and after) are paired."""
+    t = default_t(len(states))
+    n = min(len(v) for v in states.values())
+    k_used = max(1, min(k, n * len(states) - 1))
+    ilo = ilo_by_layer(CenteredStates(dict(states)), k=k_used, t=min(t, k_used),
+                       n_boot=n_boot, n_shuffles=n_shuffles, seed=seed)
+    sim = layerwise_similarity(CenteredStates(dict(states)), pivot=source, n_boot=n_boot,
+                               n_shuffles=n_shuffles, seed=seed)
+    out: dict[str, Any] = {
+        "k": k_used, "t": min(t, k_used),
+        "ilo": [float(e["mean"]) for e in ilo],
+        "ilo_by_language": [e["ilo"] for e in ilo],
+        "cos_parallel": [e["mean"].get("cos_parallel") for e in sim["layers"]],
+        "retrieval": [e["mean"].get("retrieval") for e in sim["layers"]]}
+    if n_boot or n_shuffles:
+        out["summary"] = {
+            "ilo": [e["summary"]["mean"] for e in ilo],
+            "cos_parallel": [e["summary"]["cos_parallel"] for e in sim["layers"]],
+            "retrieval": [e["summary"]["retrieval"] for e in sim["layers"]]}
+    return out
+
+
+def parallel_cosines(states: Mapping[str, np.ndarray], source: str) -> np.ndarray:
+    """``(n, layers)``: per item and layer, the mean over targets of the cosine between the
+    item's source and target states, after the per-layer centring of :func:`inside_summary`."""
+    centred = CenteredStates(dict(states))
+    rows = []
+    for i in centred.layer_ids:
+        layer = centred.layer(i)
+        src = layer[source] / np.linalg.norm(layer[source], axis=1, keepdims=True).clip(1e-12)
+        cos = [np.einsum("ij,ij->i", src, v / np.linalg.norm(v, axis=1, keepdims=True
+                                                              ).clip(1e-12))
+               for lang, v in layer.items() if lang != source]
+        rows.append(np.mean(cos, axis=0))
+    return np.stack(rows, axis=1)
+
+
+def cosine_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
+                      source: str, *, n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Per layer, the change of the parallel cosine with the source (after - before, on
+    the same items): ``{"estimate" (the difference), "ci", "p", "p_floor", "n", "a", "b"}``
+    from a paired item bootstrap."""
+    a, b = parallel_cosines(after, source), parallel_cosines(before, source)
+    return [paired_test({"cos": Part.mean(a[:, i])}, {"cos": Part.mean(b[:, i])}, n_boot,
+                        seed)["cos"] for i in range(a.shape[1])]
 
 
 def load_result_kind(kind: str, data: dict[str, Any]) -> Result:

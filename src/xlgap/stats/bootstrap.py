@@ -286,7 +286,7 @@ def mean_with_ci(values: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, seed: int 
 # -- paired tests ------------------------------------------------------------------------
 
 
-def _two_sided_p(diff: np.ndarray) -> tuple[float, float]:
+def two_sided_p(diff: np.ndarray) -> tuple[float, float]:
     """p and its floor from replicate differences (see the module docstring)."""
     n = diff.size
     tol = 1e-12 * max(1.0, float(np.abs(diff).max())) if n else 0.0
@@ -333,7 +333,7 @@ def paired_ratio_test(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray,
     if not ok.any():
         return out
     diff = top_a[ok] / bot_a[ok] - top_b[ok] / bot_b[ok]
-    p, floor = _two_sided_p(diff)
+    p, floor = two_sided_p(diff)
     out.update(ci=[finite(x) for x in percentile_ci(diff, alpha)], p=p, p_floor=floor)
     return out
 

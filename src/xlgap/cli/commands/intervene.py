@@ -38,27 +38,15 @@ class InterveneConfig(RunConfig):
                           "(question + K translations), tta-K (translate into K languages, "
                           "then answer), tea (translate, answer in English, translate back), "
                           "vote-K (majority of K samples); baseline is always added")
-    # defaults declared once, on StrategyOptions (the keywords of xlgap.compare_strategies)
-    samples: int = from_options(StrategyOptions, "samples", "final answers per item, language "
-                                "and strategy (R), all sampled")
-    temperature: float = from_options(StrategyOptions, "temperature",
-                                      "sampling temperature of the answers")
-    shots: int = from_options(StrategyOptions, "shots", "few-shot examples in base-model "
-                              "prompts")
-    translations: str = from_options(StrategyOptions, "translations", "TrEn-k translations: "
-                                     "from the parallel data (oracle) or made by the model "
-                                     "(model)", choices=("oracle", "model"))
-    other_scripts: bool = from_options(StrategyOptions, "other_scripts", "TrEn-k/TTA-k: only "
-                                       "translation languages whose script differs from the "
-                                       "source's")
-    translation_langs: str = opt("", "comma-separated order of translation languages "
-                                 "(default: the source, then the data set's languages)")
-    max_new_tokens: int = from_options(StrategyOptions, "max_new_tokens", "longest direct "
-                                       "answer, in tokens (TTA gets more)")
-    exact: bool = from_options(StrategyOptions, "exact", "white-box models: each strategy's "
-                               "final answer is the distribution over the candidates from "
-                               "their log-probabilities (no parse failures; --samples is then "
-                               "unused)")
+    # declared once, on StrategyOptions (the keywords of xlgap.compare_strategies)
+    samples: int = from_options(StrategyOptions, "samples")
+    temperature: float = from_options(StrategyOptions, "temperature")
+    shots: int = from_options(StrategyOptions, "shots")
+    translations: str = from_options(StrategyOptions, "translations")
+    other_scripts: bool = from_options(StrategyOptions, "other_scripts")
+    translation_langs: str = from_options(StrategyOptions, "translation_langs")
+    max_new_tokens: int = from_options(StrategyOptions, "max_new_tokens")
+    exact: bool = from_options(StrategyOptions, "exact")
     n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
 
 

@@ -16,85 +16,60 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.cli import workspace
-from xlgap.cli.config import RunConfig, config_to_dict, opt
+from xlgap.cli.config import RunConfig, config_to_dict, from_options, opt, options_from
 from xlgap.cli.registry import command
 from xlgap.data.languages import check_known
 from xlgap.errors import ConfigError
 from xlgap.interventions.finetune import FinetuneOptions, run_finetune
 from xlgap.interventions.finetune.experiment import parse_freeze
 from xlgap.interventions.steering import SteerOptions, run_steering
-from xlgap.interventions.steering.control import CONTROL_KINDS
-from xlgap.interventions.steering.experiment import DEFAULT_DRAWS, VECTORS_FILE, parse_sweep
+from xlgap.interventions.steering.experiment import VECTORS_FILE, parse_sweep
 from xlgap.report.plots import finetune as finetune_plots
 from xlgap.report.plots import steering as steering_plots
-from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 
 
 @dataclass
 class SteerConfig(RunConfig):
     limit: int | None = opt(200, "use only the first N items (split into train, dev, test)")
-    directions: str = opt("shared", "vectors to sweep, comma-separated: shared (toward the "
-                          "mean of all languages) and/or source (toward the source)")
-    layers: str = opt("3,6,9,12", "layer settings to sweep, comma-separated: a layer (6), "
-                      "layers steered together (4+8, or 4-8 for 4 to 8 at once); 0 = the input "
-                      "of the first block")
-    alphas: str = opt("0.5,1,2", "steering strengths to sweep, comma-separated: the total "
-                      "strength, split evenly over a setting's layers (with one layer, 1 "
-                      "moves a target's mean state onto the mean it is steered toward; with "
-                      "several, each adds 1/n of its vector and the shifts add up along the "
-                      "residual stream to about that)")
-    pooling: str = opt("mean_no_bos", "pooling of the states the vectors are made from: "
-                       "mean, mean_no_bos or last", choices=("mean", "mean_no_bos", "last"))
-    split: str = opt("0.4,0.2,0.4", "train,dev,test fractions of the items (train: vectors; "
-                     "dev: sweep; test: report)")
-    select: str = opt("accuracy", "dev metric that picks the best setting",
-                      choices=("accuracy", "agreement", "transfer", "rankc"))
-    shots: int | None = opt(None, "few-shot examples in scoring prompts (default: 0 for "
-                            "cloze items, else 3)")
-    k: int = opt(5, "ILO: nearest neighbours per point")
-    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
-    n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
-                          "ILO and similarity")
-    control_draws: int = opt(DEFAULT_DRAWS, "random directions of the control: the steered "
-                             "effect is reported as a percentile among theirs")
-    control_kind: str = opt("isotropic", "random directions: isotropic, or covariance (drawn "
-                            "from the training states' covariance at the steered layer)",
-                            choices=CONTROL_KINDS)
+    # the steering options are declared once, on SteerOptions (help and default)
+    directions: str = from_options(SteerOptions, "directions")
+    layers: str = from_options(SteerOptions, "layers")
+    alphas: str = from_options(SteerOptions, "alphas")
+    pooling: str = from_options(SteerOptions, "pooling")
+    split: str = from_options(SteerOptions, "split")
+    select: str = from_options(SteerOptions, "select")
+    shots: int | None = from_options(SteerOptions, "shots")
+    k: int = from_options(SteerOptions, "k")
+    n_boot: int = from_options(SteerOptions, "n_boot")
+    n_shuffles: int = from_options(SteerOptions, "n_shuffles")
+    control_draws: int = from_options(SteerOptions, "control_draws")
+    control_kind: str = from_options(SteerOptions, "control_kind")
 
 
 @dataclass
 class FinetuneConfig(RunConfig):
     limit: int | None = opt(200, "use only the first N items (split into train and test)")
-    lang: str = opt("", "the one language to train on (default: the source)")
-    freeze_first: str = opt("0,9", "blocks frozen from the bottom, comma-separated: one "
-                            "fine-tune per value")
-    steps: int = opt(200, "optimizer steps per fine-tune")
-    seeds: int = opt(3, "training runs per freeze setting (seeds seed, seed+1, ...): the "
-                     "spread between them is reported beside the item CIs")
-    method: str = opt("lora", "lora (adapters through peft) or full", choices=("lora", "full"))
-    train_embeddings: bool = opt(False, "train the embeddings too (LoRA on them with "
-                                 "--method lora); by default they stay frozen")
-    text: str = opt("", "plain-text file in --lang to train on (one passage per line) "
-                    "instead of the train split's prompts completed with their answers")
-    lr: float | None = opt(None, "learning rate (default: 3e-4 for LoRA, 2e-5 for full)")
-    rank: int = opt(8, "LoRA rank")
-    lora_alpha: float = opt(16.0, "LoRA alpha (scale = alpha / rank)")
-    train_batch: int = opt(8, "training examples per step")
-    max_length: int = opt(64, "longest training text, in tokens (longer prompts lose their "
-                          "start, never the answer; the counts are reported)")
-    checkpoint_every: int = opt(25, "steps between checkpoints (resume after a crash)")
-    split: str = opt("0.5,0,0.5", "train,dev,test fractions (train: fine-tuning; test: "
-                     "held-out evaluation; dev is unused)")
-    pooling: str = opt("mean_no_bos", "pooling of hidden states for ILO and similarity",
-                       choices=("mean", "mean_no_bos", "last"))
-    shots: int | None = opt(None, "few-shot examples in scoring prompts (default: 0 for "
-                            "cloze items, else 3)")
-    k: int = opt(5, "ILO: nearest neighbours per point")
-    eval_trained: bool = opt(True, "also score the trained items in every language (does "
-                             "what was learnt in --lang show in the others?)")
-    n_boot: int = opt(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and p-values")
-    n_shuffles: int = opt(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
-                          "ILO and similarity")
+    # the fine-tuning options are declared once, on FinetuneOptions (help and default)
+    lang: str = from_options(FinetuneOptions, "lang")
+    freeze_first: str = from_options(FinetuneOptions, "freeze_first")
+    steps: int = from_options(FinetuneOptions, "steps")
+    seeds: int = from_options(FinetuneOptions, "seeds")
+    method: str = from_options(FinetuneOptions, "method")
+    train_embeddings: bool = from_options(FinetuneOptions, "train_embeddings")
+    text: str = from_options(FinetuneOptions, "text")
+    lr: float | None = from_options(FinetuneOptions, "lr")
+    rank: int = from_options(FinetuneOptions, "rank")
+    lora_alpha: float = from_options(FinetuneOptions, "lora_alpha")
+    train_batch: int = from_options(FinetuneOptions, "train_batch")
+    max_length: int = from_options(FinetuneOptions, "max_length")
+    checkpoint_every: int = from_options(FinetuneOptions, "checkpoint_every")
+    split: str = from_options(FinetuneOptions, "split")
+    pooling: str = from_options(FinetuneOptions, "pooling")
+    shots: int | None = from_options(FinetuneOptions, "shots")
+    k: int = from_options(FinetuneOptions, "k")
+    eval_trained: bool = from_options(FinetuneOptions, "eval_trained")
+    n_boot: int = from_options(FinetuneOptions, "n_boot")
+    n_shuffles: int = from_options(FinetuneOptions, "n_shuffles")
 
 
 # -- shared steps ------------------------------------------------------------------------------
@@ -150,12 +125,8 @@ def cmd_steer(cfg: SteerConfig) -> int:
 
     parse_sweep(cfg.directions, cfg.layers, cfg.alphas)  # bad options fail before any load
     backend, dataset, source, targets, out = _open(cfg, "steer")
-    options = SteerOptions(source=source, targets=targets, directions=cfg.directions,
-                           layers=cfg.layers, alphas=cfg.alphas, pooling=cfg.pooling,
-                           split=cfg.split, select=cfg.select, shots=cfg.shots, k=cfg.k,
-                           n_boot=cfg.n_boot, n_shuffles=cfg.n_shuffles, seed=cfg.seed,
-                           progress=cfg.show_progress(), control_draws=cfg.control_draws,
-                           control_kind=cfg.control_kind)
+    options = options_from(SteerOptions, cfg, source=source, targets=targets,
+                           progress=cfg.show_progress())
     _log(f"steer: model {cfg.model}, {len(dataset.items)} items, {source} -> "
          f"{', '.join(targets)}; results in {out}")
     result = run_steering(backend, dataset, options, vectors_file=out / VECTORS_FILE)
@@ -173,8 +144,9 @@ def _ci(stat: dict[str, Any] | None) -> str:
         return "n/a"
     lo, hi = stat["ci"]
     text = f"{stat['estimate']:.3f} [{_num(lo)}, {_num(hi)}]"
-    if stat.get("p_value") is not None:
-        text += f" p{_p(stat['p_value'], stat.get('p_floor'))}"
+    test = stat.get("vs_base") or {}
+    if test.get("p") is not None:
+        text += f" p{_p(test['p'], test.get('p_floor'))}"
     return text
 
 
@@ -229,15 +201,8 @@ def cmd_finetune(cfg: FinetuneConfig) -> int:
     # the data set's own code for --lang (zh -> zh-Hans), or its source
     lang = check_known([cfg.lang], dataset.languages, "the data set (--lang)")[0] if cfg.lang \
         else source
-    options = FinetuneOptions(
-        source=source, targets=targets, lang=lang, freeze_first=cfg.freeze_first,
-        steps=cfg.steps, method=cfg.method, train_embeddings=cfg.train_embeddings,
-        text=cfg.text, lr=cfg.lr, rank=cfg.rank, lora_alpha=cfg.lora_alpha,
-        train_batch=cfg.train_batch, max_length=cfg.max_length,
-        checkpoint_every=cfg.checkpoint_every, split=cfg.split, pooling=cfg.pooling,
-        shots=cfg.shots, k=cfg.k, eval_trained=cfg.eval_trained, n_boot=cfg.n_boot,
-        n_shuffles=cfg.n_shuffles, seed=cfg.seed, progress=cfg.show_progress(),
-        seeds=cfg.seeds)
+    options = options_from(FinetuneOptions, cfg, source=source, targets=targets, lang=lang,
+                           progress=cfg.show_progress())
     _log(f"finetune: model {cfg.model}, {cfg.method} in {lang}, {cfg.steps} steps x "
          f"{cfg.train_batch}, first {cfg.freeze_first} blocks frozen; results in {out}")
     result = run_finetune(backend, dataset, options, work_dir=out)
@@ -254,9 +219,10 @@ def format_finetune(result: dict[str, Any]) -> str:
              "held-out items:",
              f"  base      transfer {_ci(result['base']['transfer']['all'])}"]
     for run in result["runs"]:
+        vs_base = run["transfer_after"]["all"].get("vs_base") or {}
         lines.append(f"  N={run['freeze_first']:<3} seed {run.get('seed', 0):<3} transfer "
                      f"{_ci(run['transfer_after']['all'])}"
-                     f"  (p vs base {_num(run['transfer_after']['p_value'].get('all'))})")
+                     f"  (p vs base {_num(vs_base.get('p'))})")
     for s in result.get("settings") or []:
         fixed = (s.get("pairs_after") or {}).get("transfer_base_items") or {}
         sd = (fixed.get("seed_spread") or {}).get("sd")
@@ -279,7 +245,7 @@ def format_finetune(result: dict[str, Any]) -> str:
         for c in between:
             ci = c.get("ci") or [None, None]
             p = " n/a" if c.get("p") is None else _p(c["p"], c.get("p_floor"))
-            lines.append(f"  N={c['a']} vs N={c['b']}: {_num(c['difference'])} "
+            lines.append(f"  N={c['a']} vs N={c['b']}: {_num(c['estimate'])} "
                          f"[{_num(ci[0])}, {_num(ci[1])}] p{p}")
     lines.append("ILO by layer (mean over languages), before -> after:")
     before = result["runs"][0]["ilo_before"] if result["runs"] else []

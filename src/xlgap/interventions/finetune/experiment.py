@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from xlgap.errors import ConfigError
+from xlgap.interventions.arms import VS_BASE, resolve_languages, usable_items, versus
 from xlgap.interventions.finetune.seeds import (
     FIXED,
     FIXED_LABEL,
@@ -46,18 +47,21 @@ from xlgap.interventions.finetune.train import (
     prepare_texts,
     train,
 )
-from xlgap.interventions.steering import metrics as sm
-from xlgap.interventions.steering.control import ilo_difference
-from xlgap.interventions.steering.experiment import resolve_languages, usable_items
-from xlgap.interventions.steering.splits import make_split, subset
-from xlgap.interventions.steering.vectors import hidden_by_language
 from xlgap.io import dump_json
 from xlgap.models.cached import CachedBackend
 from xlgap.models.layers import white_box
-from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.prompting.scoring import (
+    candidate_scores,
+    distributions,
+    parallel_texts,
+    scoring_progress,
+)
 from xlgap.prompting.templates import PromptBuilder
 from xlgap.provenance import provenance, tagged
-from xlgap.sampling import default_shots
+from xlgap.representations.extract import hidden_by_language
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference, inside_summary
+from xlgap.sampling import default_shots, option
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.pairs import Part, pair_parts, paired_test, stack_parts, summarise
@@ -71,29 +75,45 @@ class FinetuneOptions:
 
     source: str | None = None  # default: the data set's first language
     targets: Sequence[str] | None = None  # default: every other language
-    lang: str = ""  # the one language trained on (default: the source)
-    freeze_first: str | Sequence[int] = "0,9"
-    steps: int = 200
-    method: str = "lora"
-    train_embeddings: bool = False
-    text: str | Sequence[str] = ""  # a file of plain text in ``lang``, or its lines
-    lr: float | None = None  # default: 3e-4 for LoRA, 2e-5 for full
-    rank: int = 8
-    lora_alpha: float = 16.0
-    train_batch: int = 8
-    max_length: int = 64
-    checkpoint_every: int = 25
-    split: str | Sequence[float] = "0.5,0,0.5"
-    pooling: str = "mean_no_bos"
-    shots: int | None = None
-    k: int = 5
-    eval_trained: bool = True
-    n_boot: int = DEFAULT_N_BOOT
-    n_shuffles: int = DEFAULT_N_SHUFFLES
+    lang: str = option("", "the one language to train on (default: the source)")
+    # a list in Python; ``xlgap finetune`` takes it comma-separated (one declaration: the
+    # command's flags, defaults and help are built from these fields)
+    freeze_first: str | Sequence[int] = option(
+        (0, 9), "blocks frozen from the bottom: one fine-tune per value", text_list=True)
+    steps: int = option(200, "optimizer steps per fine-tune")
+    method: str = option("lora", "lora (adapters through peft) or full",
+                         choices=("lora", "full"))
+    train_embeddings: bool = option(False, "train the embeddings too (LoRA on them with "
+                                    "--method lora); by default they stay frozen")
+    # a file of plain text in ``lang`` (or, in Python, its lines)
+    text: str | Sequence[str] = option(
+        "", "plain-text file in --lang to train on (one passage per line) instead of the "
+        "train split's prompts completed with their answers")
+    lr: float | None = option(None, "learning rate (default: 3e-4 for LoRA, 2e-5 for full)")
+    rank: int = option(8, "LoRA rank")
+    lora_alpha: float = option(16.0, "LoRA alpha (scale = alpha / rank)")
+    train_batch: int = option(8, "training examples per step")
+    max_length: int = option(64, "longest training text, in tokens (longer prompts lose "
+                             "their start, never the answer; the counts are reported)")
+    checkpoint_every: int = option(25, "steps between checkpoints (resume after a crash)")
+    split: str | Sequence[float] = option(
+        (0.5, 0, 0.5), "train,dev,test fractions (train: fine-tuning; test: held-out "
+        "evaluation; dev is unused)", text_list=True)
+    pooling: str = option("mean_no_bos", "pooling of hidden states for ILO and similarity",
+                          choices=("mean", "mean_no_bos", "last"))
+    shots: int | None = option(None, "few-shot examples in scoring prompts (default: 0 for "
+                               "cloze items, else 3)")
+    k: int = option(5, "ILO: nearest neighbours per point")
+    eval_trained: bool = option(True, "also score the trained items in every language (does "
+                                "what was learnt in --lang show in the others?)")
+    n_boot: int = option(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and "
+                         "p-values")
+    n_shuffles: int = option(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
+                             "ILO and similarity")
     seed: int = 0
     progress: bool = False
-    #: training runs per freeze setting, seeded seed, seed + 1, ... (training noise)
-    seeds: int = 3
+    seeds: int = option(3, "training runs per freeze setting (seeds seed, seed+1, ...): the "
+                        "spread between them is reported beside the item CIs")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -125,11 +145,11 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
     pooled (``pairs``; ``transfer`` again on its own, as before), and ILO and similarity
     by layer, on ``dataset``'s items. Per-item parts (and states) are kept under
     ``_parts`` (``_states``) for paired tests; :func:`public` drops them."""
-    with sm.scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
+    with scoring_progress(backend, len(dataset.items) * len(languages), "exact scores",
                              progress):
         scores, gold = candidate_scores(backend, dataset, languages, shots)
     g = gold[source]
-    probs = {lang: sm.distributions(scores[lang]) for lang in languages}
+    probs = {lang: distributions(scores[lang]) for lang in languages}
     accuracy = {lang: Part.mean(accuracy_per_item(probs[lang], g)) for lang in languages}
     targets = [lang for lang in languages if lang != source]
     per_target = {t: {k2: v for k2, v in pair_parts(probs[source], probs[t], g).items()
@@ -147,7 +167,7 @@ def evaluate(backend: Any, dataset: Any, languages: Sequence[str], source: str, 
         "_probs": probs, "_gold": g}
     if with_states:
         states = hidden_by_language(backend, parallel_texts(dataset, list(languages)), pooling)
-        result["inside"] = sm.inside_summary(states, source, k=k, n_boot=n_boot,
+        result["inside"] = inside_summary(states, source, k=k, n_boot=n_boot,
                                              n_shuffles=n_shuffles, seed=seed)
         result["_states"] = states
     return result
@@ -165,14 +185,12 @@ def compare(after: Mapping[str, Any], before: Mapping[str, Any], *, n_boot: int,
 
 
 def with_p(stats: Mapping[str, Any], tests: Mapping[str, Any]) -> dict[str, Any]:
-    """``stats`` (metric -> summary) with each test's p, difference and its CI added."""
+    """``stats`` (metric -> summary) with each paired test against the base model folded in
+    as ``vs_base`` (:func:`xlgap.interventions.arms.versus`)."""
     out = {}
     for name, stat in stats.items():
         test = tests.get(name)
-        out[name] = stat if stat is None or test is None else {
-            **stat, "p_value": test["p"],
-            "difference": test.get("estimate", test.get("difference")),
-            "difference_ci": test["ci"], "p_floor": test["p_floor"]}
+        out[name] = stat if stat is None or test is None else {**stat, VS_BASE: versus(test)}
     return out
 
 
@@ -180,7 +198,8 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
                 ) -> list[dict[str, Any]]:
     """Every two freeze settings against each other on the same held-out items: each
     pooled pair metric and the accuracy in every language, as ``{"a", "b", "metric",
-    "estimate_a", "estimate_b", "difference" (a - b), "ci", "p", "p_floor", "n"}``."""
+    "estimate_a", "estimate_b", "estimate" (the difference a - b), "ci", "p", "p_floor",
+    "n"}``."""
     out = []
     for (na, ea), (nb, eb) in itertools.combinations(runs, 2):
         pa, pb = ea["_parts"], eb["_parts"]
@@ -191,10 +210,7 @@ def comparisons(runs: Sequence[tuple[int, Mapping[str, Any]]], *, n_boot: int, s
             if test is None:
                 continue
             out.append({"a": na, "b": nb, "metric": metric, "estimate_a": test["a"],
-                        "estimate_b": test["b"],
-                        "difference": test.get("estimate", test.get("difference")),
-                        "ci": test["ci"], "p": test["p"], "p_floor": test["p_floor"],
-                        "n": test["n"]})
+                        "estimate_b": test["b"], **(versus(test) or {})})
     return out
 
 
@@ -282,7 +298,8 @@ class FinetuneResult:
             rows.append({"model": model, "freeze_first": freeze, "seed": seed_of,
                          "metric": metric,
                          "group": group, "estimate": stat.get("estimate"), "ci_low": ci[0],
-                         "ci_high": ci[1], "p_value": stat.get("p_value"), "n": stat.get("n")})
+                         "ci_high": ci[1], "p": (stat.get(VS_BASE) or {}).get("p"),
+                         "n": stat.get("n")})
 
         def add_eval(model: str, freeze: int | None, accuracy: Mapping[str, Any],
                      pairs: Mapping[str, Any]) -> None:
@@ -372,8 +389,8 @@ def run_finetune(backend: Any, dataset: Any, options: FinetuneOptions | None = N
     lang = opts.lang or source
     languages = list(dict.fromkeys([source, *targets, lang]))
     data = usable_items(dataset, languages, "fine-tuning")
-    split = make_split(data, opts.split, opts.seed, ("test",) if opts.text else ("train", "test"))
-    train_items, test = subset(data, split["train"]), subset(data, split["test"])
+    split = data.split(opts.split, opts.seed, ("test",) if opts.text else ("train", "test"))
+    train_items, test = data.only(split["train"]), data.only(split["test"])
     shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     inner = white_box(backend)
     examples, counts = training_examples(inner, train_items, lang, shots, opts.text,
@@ -450,15 +467,12 @@ def stack_fixed(base: Mapping[str, Any], after: Mapping[str, Any], source: str,
 def _fixed_entry(before: Mapping[str, Any], after: Mapping[str, Any], opts: FinetuneOptions
                  ) -> dict[str, Any]:
     """Transfer on the base model's source-correct items after fine-tuning, against the
-    base model's transfer (the same items and denominator): ``{estimate, ci, n, p, ...}``."""
+    base model's transfer (the same items and denominator): ``{estimate, ci, n, label,
+    vs_base}``."""
     fixed, ref = after["_parts"]["fixed"], before["_parts"]["all"]["transfer"]
     stat = summarise({"t": fixed}, opts.n_boot, opts.seed)["t"] or {}
     test = paired_test({"t": fixed}, {"t": ref}, opts.n_boot, opts.seed)["t"] or {}
-    diff = test.get("estimate", test.get("difference"))
-    return {**stat, "label": FIXED_LABEL, "p": test.get("p"), "p_floor": test.get("p_floor"),
-            "difference": diff, "difference_ci": test.get("ci"),
-            "vs_base": {"estimate": diff, "ci": test.get("ci"), "n": test.get("n"),
-                        "p": test.get("p"), "p_floor": test.get("p_floor")}}
+    return {**stat, "label": FIXED_LABEL, VS_BASE: versus(test)}
 
 
 def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
@@ -467,9 +481,6 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
     """One freeze setting's entry of ``runs``: training record, losses, inside by layer
     before and after, and every metric after with its paired test against the base."""
     p = compare(after, before, n_boot=opts.n_boot, seed=opts.seed)
-    transfer_p = {t: (v.get("transfer") or {}).get("p") for t, v in p["per_target"].items()}
-    if p["all"]:
-        transfer_p["all"] = (p["all"].get("transfer") or {}).get("p")
     return {
         "freeze_first": n, "train": {k: v for k, v in record.items() if k != "losses"},
         "loss_first": record["losses"][0] if record["losses"] else None,
@@ -479,13 +490,16 @@ def _run_entry(n: int, record: Mapping[str, Any], before: Mapping[str, Any],
         "cos_before": before["inside"]["cos_parallel"],
         "cos_after": after["inside"]["cos_parallel"],
         "inside_after": after["inside"],
-        "cos_change": sm.cosine_difference(before["_states"], after["_states"], source,
+        "cos_change": cosine_difference(before["_states"], after["_states"], source,
                                            n_boot=opts.n_boot, seed=opts.seed),
         "ilo_change": ilo_difference(before["_states"], after["_states"], k=opts.k,
                                      n_boot=opts.n_boot, seed=opts.seed),
         FIXED: _fixed_entry(before, after, opts),
         "transfer_before": before["transfer"],
-        "transfer_after": {**after["transfer"], "p_value": transfer_p},
+        "transfer_after": {
+            "all": with_p({"t": after["transfer"]["all"]}, {"t": p["all"].get("transfer")})["t"],
+            "per_target": {t: with_p({"t": v}, {"t": p["per_target"][t].get("transfer")})["t"]
+                           for t, v in after["transfer"]["per_target"].items()}},
         "pairs_after": {"all": with_p(after["pairs"]["all"], p["all"]),
                         "per_target": {t: with_p(v, p["per_target"][t])
                                        for t, v in after["pairs"]["per_target"].items()}},

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.interventions.steering import metrics as sm
-from xlgap.interventions.steering.control import ilo_difference, mean_parts
+from xlgap.interventions.arms import VS_BASE, mean_parts, point_estimates, versus
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference
 from xlgap.stats.metrics import transfer_parts
 from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
 from xlgap.stats.pairs import Part, paired_test, summarise
@@ -49,10 +50,8 @@ def fixed_transfer_parts(base_probs: Mapping[str, np.ndarray], probs: Mapping[st
 
 
 def _estimate(test: Mapping[str, Any] | None) -> float | None:
-    """A paired test's difference (``estimate`` in newer files, ``difference`` before)."""
-    if not test:
-        return None
-    return test.get("estimate", test.get("difference"))
+    """A paired test's difference (its ``estimate``)."""
+    return test.get("estimate") if test else None
 
 
 def spread(values: Sequence[float | None]) -> dict[str, Any]:
@@ -66,17 +65,13 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
 
 def _with_test(summary: Mapping[str, Any] | None, test: Mapping[str, Any] | None,
                seed_values: Sequence[float | None]) -> dict[str, Any] | None:
-    """One estimate in the shape ``{estimate, ci, n, p, p_floor, difference,
-    difference_ci, seed_spread}`` (difference and p against the reference arm)."""
+    """One estimate ``{estimate, ci, n, vs_base, seed_spread}``: ``vs_base`` is the paired
+    test against the reference arm in the one estimate shape (:func:`versus`)."""
     if summary is None:
         return None
     out = dict(summary)
     if test:
-        out.update(p=test.get("p"), p_floor=test.get("p_floor"), difference=_estimate(test),
-                   difference_ci=test.get("ci"))
-        # the paired difference against the reference in the one estimate shape
-        out["vs_base"] = {"estimate": _estimate(test), "ci": test.get("ci"),
-                          "n": test.get("n"), "p": test.get("p"), "p_floor": test.get("p_floor")}
+        out[VS_BASE] = versus(test)
     out["seed_spread"] = spread(seed_values)
     return out
 
@@ -97,11 +92,11 @@ def setting_summary(n: int, seeds: Sequence[int], evals: Sequence[Mapping[str, A
 
     def per_seed(metric: str) -> list[float | None]:
         # each seed's own pooled estimate (the spread between training runs)
-        return [sm.point_estimates({"x": e["_parts"]["fixed"] if metric == FIXED
+        return [point_estimates({"x": e["_parts"]["fixed"] if metric == FIXED
                                     else e["_parts"]["all"][metric]})["x"] for e in evals]
 
     def per_seed_accuracy(lang: str) -> list[float | None]:
-        return [sm.point_estimates({"a": e["_parts"]["accuracy"][lang]})["a"] for e in evals]
+        return [point_estimates({"a": e["_parts"]["accuracy"][lang]})["a"] for e in evals]
 
     def by_layer(key: str) -> list[dict[str, Any]]:
         layers = len(runs[0][key])
@@ -140,13 +135,11 @@ def setting_comparisons(settings: Sequence[tuple[int, Sequence[Mapping[str, Any]
             if test is None:
                 continue
             out.append({"a": na, "b": nb, "metric": metric, "estimate_a": test["a"],
-                        "estimate_b": test["b"], "estimate": _estimate(test),
-                        "difference": _estimate(test), "ci": test["ci"], "p": test["p"],
-                        "p_floor": test["p_floor"], "n": test["n"]})
+                        "estimate_b": test["b"], **(versus(test) or {})})
         pairs = list(zip(ea, eb, strict=True))
         ilo = [ilo_difference(b["_states"], a["_states"], k=k, n_boot=n_boot, seed=seed)
                for a, b in pairs]
-        cos = [sm.cosine_difference(b["_states"], a["_states"], source, n_boot=n_boot,
+        cos = [cosine_difference(b["_states"], a["_states"], source, n_boot=n_boot,
                                     seed=seed) for a, b in pairs]
         for metric, per_seed in (("ilo_by_layer", ilo), ("cos_parallel_by_layer", cos)):
             out.append({"a": na, "b": nb, "metric": metric, "by_layer": [
@@ -163,19 +156,20 @@ def headline(settings: Sequence[Mapping[str, Any]], metric: str = FIXED) -> dict
     Holm-adjusted over every setting (the family it was picked from), and overall success
     beside it (a metric without a moving denominator)."""
     rows = [(s, (s.get("pairs_after") or {}).get(metric)) for s in settings]
-    rows = [(s, m) for s, m in rows if m and m.get("difference") is not None]
+    rows = [(s, m) for s, m in rows
+            if m and _estimate(m.get(VS_BASE)) is not None]
     if not rows:
         return None
-    adjusted = adjust_holm([m.get("p") for _, m in rows])
-    best = max(range(len(rows)), key=lambda i: rows[i][1]["difference"])
+    adjusted = adjust_holm([m[VS_BASE].get("p") for _, m in rows])
+    best = max(range(len(rows)), key=lambda i: rows[i][1][VS_BASE]["estimate"])
     s, m = rows[best]
+    test = m[VS_BASE]
     success = (s.get("pairs_after") or {}).get("overall_success") or {}
     return {"freeze_first": s["freeze_first"], "metric": metric,
             "label": FIXED_LABEL if metric == FIXED else metric,
-            "estimate": m["difference"], "ci": m.get("difference_ci"), "n": m.get("n"),
-            "p": m.get("p"), "p_floor": m.get("p_floor"), "p_holm": adjusted[best],
+            # n: the setting's items, as before the one shape (the same items as the test's)
+            "estimate": test["estimate"], "ci": test.get("ci"), "n": m.get("n"),
+            "p": test.get("p"), "p_floor": test.get("p_floor"), "p_holm": adjusted[best],
             "p_holm_label": HOLM_LABEL.format(k=len(rows)), "family": len(rows),
             "after": m.get("estimate"), "seed_spread": m.get("seed_spread"),
-            "overall_success": {"estimate": success.get("difference"),
-                                "ci": success.get("difference_ci"), "p": success.get("p"),
-                                "p_floor": success.get("p_floor"), "n": success.get("n")}}
+            "overall_success": {**(success.get(VS_BASE) or {}), "n": success.get("n")}}

@@ -17,19 +17,11 @@ from xlgap.interventions.steering.experiment import (
     run_steering,
 )
 from xlgap.interventions.steering.hooks import Steering, parse_layers, steering, steering_tag
-from xlgap.interventions.steering.metrics import (
-    distributions,
-    inside_summary,
-    scoring_progress,
-    target_parts,
-)
-from xlgap.interventions.steering.splits import parse_split, split_items
 from xlgap.interventions.steering.vectors import (
     SteeringVectors,
     apply_steering_options,
     compute_vectors,
     direction_vectors,
-    hidden_by_language,
     language_means,
     random_like,
     train_steering_vectors,
@@ -44,19 +36,12 @@ __all__ = [
     "apply_steering_options",
     "compute_vectors",
     "direction_vectors",
-    "distributions",
-    "hidden_by_language",
-    "inside_summary",
     "language_means",
     "parse_layers",
-    "parse_split",
     "parse_sweep",
     "random_like",
     "run_steering",
-    "scoring_progress",
-    "split_items",
     "steering",
     "steering_tag",
-    "target_parts",
     "train_steering_vectors",
 ]

@@ -27,10 +27,8 @@ import numpy as np
 import torch
 
 from xlgap.errors import ConfigError
-from xlgap.interventions.steering import metrics as sm
-from xlgap.representations.extract import CenteredStates
-from xlgap.representations.ilo import _overlap, _pool, _presence, default_t, knn
-from xlgap.stats.bootstrap import _two_sided_p, item_counts, percentile_ci
+from xlgap.interventions import arms
+from xlgap.representations.layerwise import inside_summary, parallel_cosines
 from xlgap.stats.pairs import Part
 
 CONTROL_KINDS = ("isotropic", "covariance")
@@ -92,28 +90,6 @@ def total_push(vector: torch.Tensor, layers: Sequence[int], alpha: float) -> flo
     return float((alpha / len(chosen)) * v[chosen].sum(0).norm())
 
 
-def mean_parts(arms: Sequence[Mapping[str, Mapping[str, Part]]]
-               ) -> dict[str, dict[str, Part]]:
-    """Per target and metric, the item parts averaged over the draws: the pooled ratio of
-    the average is the ratio pooled over every draw's pairs (the expected random arm)."""
-    first = arms[0]
-    out: dict[str, dict[str, Part]] = {}
-    for t, metrics in first.items():
-        out[t] = {}
-        for name in metrics:
-            num = np.stack([np.asarray(a[t][name].num, dtype=np.float64) for a in arms])
-            den = np.stack([np.asarray(a[t][name].den, dtype=np.float64) for a in arms])
-            with np.errstate(invalid="ignore"):
-                ok = np.isfinite(num) & np.isfinite(den)
-                count = ok.sum(0)
-                n_mean = np.where(count > 0, np.where(ok, num, 0).sum(0) / np.maximum(count, 1),
-                                  np.nan)
-                d_mean = np.where(count > 0, np.where(ok, den, 0).sum(0) / np.maximum(count, 1),
-                                  np.nan)
-            out[t][name] = Part(n_mean, d_mean)
-    return out
-
-
 def rank_summary(steered: float | None, random: Sequence[float | None], lower_better: bool
                  ) -> dict[str, Any]:
     """Where the steered effect falls among the random draws' effects: ``percentile``
@@ -140,58 +116,17 @@ def rank_summary(steered: float | None, random: Sequence[float | None], lower_be
 def metric_effects(parts: Mapping[str, Mapping[str, Part]],
                    base: Mapping[str, Mapping[str, Part]]) -> dict[str, float]:
     """Pooled (over targets) point effect of an arm on every metric: arm - no steering."""
-    a = sm.point_estimates(sm.stacked(parts))
-    b = sm.point_estimates(sm.stacked(base))
+    a = arms.point_estimates(arms.stacked(parts))
+    b = arms.point_estimates(arms.stacked(base))
     return {k: float(a[k] - b[k]) for k in a if k in b}
 
 
 def ilo_point(states: Mapping[str, np.ndarray], k: int) -> list[float]:
-    """Mean ILO by layer (no intervals), as :func:`metrics.inside_summary` computes it."""
-    return [float(x) for x in sm.inside_summary(states, next(iter(states)), k=k)["ilo"]]
+    """Mean ILO by layer (no intervals), as
+    :func:`xlgap.representations.layerwise.inside_summary` computes it."""
+    return [float(x) for x in inside_summary(states, next(iter(states)), k=k)["ilo"]]
 
 
 def cos_point(states: Mapping[str, np.ndarray], source: str) -> np.ndarray:
     """Mean parallel cosine with the source by layer (centred as the inside summary)."""
-    return sm.parallel_cosines(states, source).mean(axis=0)
-
-
-def ilo_difference(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray], *,
-                   k: int, n_boot: int, seed: int) -> list[dict[str, Any]]:
-    """Per layer, the paired change of mean ILO (after - before) on the same items:
-    ``{"estimate", "ci", "p", "p_floor", "n"}``. Each replicate draws the items once and
-    re-weights both arms' points by the same draws (the neighbour lists of each arm held
-    fixed, as :func:`xlgap.representations.ilo.ilo_uncertainty` does for one arm)."""
-    langs = list(before)
-    if list(after) != langs:
-        raise ConfigError("ilo_difference: both arms need the same languages")
-    n = min(len(v) for v in before.values())
-    if any(len(v) != n for v in [*before.values(), *after.values()]):
-        raise ConfigError("ilo_difference: every language of both arms needs the same items")
-    t = default_t(len(langs))
-    k_used = max(1, min(k, n * len(langs) - 1))
-    t = min(t, k_used)
-    cb, ca = CenteredStates(dict(before)), CenteredStates(dict(after))
-    counts = item_counts(n, n_boot, seed) if n_boot else None
-    out = []
-    for i in cb.layer_ids:
-        scores = []
-        reps = []
-        for arm in (ca, cb):
-            layer = arm.layer(i)
-            pooled, labels = _pool([np.asarray(layer[x]) for x in langs])
-            presence = _presence(labels[knn(pooled, k_used)], labels, len(langs))
-            scores.append(_overlap(presence, labels, len(langs), t,
-                                   np.ones(len(labels)))[2].mean())
-            if counts is not None:
-                reps.append(np.array([
-                    _overlap(presence, labels, len(langs), t,
-                             np.tile(counts[r], len(langs)))[2].mean()
-                    for r in range(n_boot)]))
-        entry: dict[str, Any] = {"estimate": float(scores[0] - scores[1]), "ci": [None, None],
-                                 "p": None, "p_floor": None, "n": n}
-        if reps:
-            diff = reps[0] - reps[1]
-            p, floor = _two_sided_p(diff)
-            entry.update(ci=[float(x) for x in percentile_ci(diff)], p=p, p_floor=floor)
-        out.append(entry)
-    return out
+    return parallel_cosines(states, source).mean(axis=0)

@@ -7,7 +7,7 @@ same metrics (95% item-bootstrap CIs, paired tests), plus ILO and similarity by 
 before and after (CIs, chance levels, paired differences). It returns a
 :class:`SteeringResult`, which saves, reloads and turns into a DataFrame::
 
-    result = run_steering(backend, dataset, SteerOptions(targets=["fr"], layers="6"))
+    result = run_steering(backend, dataset, SteerOptions(targets=["fr"], layers=[6]))
     result.save("runs/steer")          # steering.json and vectors.safetensors
     result.to_frame()                  # one row per arm, target group and metric
 """
@@ -25,30 +25,37 @@ from typing import Any
 
 import numpy as np
 
-from xlgap.data.items import ParallelDataset
+from xlgap.data.splits import SPLITS
 from xlgap.errors import ConfigError
+from xlgap.interventions import arms
+from xlgap.interventions.arms import resolve_languages, usable_items
 from xlgap.interventions.steering import control as ctl
-from xlgap.interventions.steering import metrics as sm
 from xlgap.interventions.steering.control import (
     CONTROL_KINDS,
     covariance_basis,
     draw_seed,
     random_direction,
 )
-from xlgap.interventions.steering.hooks import parse_layers, steering
-from xlgap.interventions.steering.splits import SPLITS, make_split, subset
+from xlgap.interventions.steering.hooks import parse_layers, setting_scores, steering
 from xlgap.interventions.steering.vectors import (
     DIRECTIONS,
     SteeringVectors,
-    hidden_by_language,
     train_steering_vectors,
 )
 from xlgap.io import dump_json
 from xlgap.models.layers import hook_point, white_box
 from xlgap.progress import progress_bar
-from xlgap.prompting.scoring import candidate_scores, parallel_texts
+from xlgap.prompting.scoring import (
+    candidate_scores,
+    distributions,
+    parallel_texts,
+    scoring_progress,
+)
 from xlgap.provenance import provenance, tagged
-from xlgap.sampling import default_shots
+from xlgap.representations.extract import hidden_by_language
+from xlgap.representations.ilo import ilo_difference
+from xlgap.representations.layerwise import cosine_difference, inside_summary
+from xlgap.sampling import default_shots, option
 from xlgap.stats.bootstrap import DEFAULT_N_BOOT, DEFAULT_N_SHUFFLES, mean_with_ci
 from xlgap.stats.metrics import accuracy_per_item
 from xlgap.stats.multiple import HOLM_LABEL, adjust_holm
@@ -105,52 +112,47 @@ class SteerOptions:
 
     source: str | None = None  # default: the data set's first language
     targets: Sequence[str] | None = None  # default: every other language
-    directions: str | Sequence[str] = "shared"
-    layers: str | Sequence[Any] = "3,6,9,12"
-    alphas: str | Sequence[float] = "0.5,1,2"
-    pooling: str = "mean_no_bos"
-    split: str | Sequence[float] = "0.4,0.2,0.4"
-    select: str = "accuracy"
-    shots: int | None = None  # default: 0 for cloze items, else 3
-    k: int = 5
-    n_boot: int = DEFAULT_N_BOOT
-    n_shuffles: int = DEFAULT_N_SHUFFLES
+    # lists in Python; ``xlgap steer`` takes them comma-separated (one declaration: the
+    # command's flags, defaults and help are built from these fields)
+    directions: str | Sequence[str] = option(
+        ("shared",), "vectors to sweep: shared (toward the mean of all languages) and/or "
+        "source (toward the source)", text_list=True)
+    layers: str | Sequence[Any] = option(
+        (3, 6, 9, 12), "layer settings to sweep: a layer (6), layers steered together (4+8, "
+        "or 4-8 for 4 to 8 at once); 0 = the input of the first block", text_list=True)
+    alphas: str | Sequence[float] = option(
+        (0.5, 1, 2), "steering strengths to sweep: the total strength, split evenly over a "
+        "setting's layers (with one layer, 1 moves a target's mean state onto the mean it is "
+        "steered toward; with several, each adds 1/n of its vector and the shifts add up "
+        "along the residual stream to about that)", text_list=True)
+    pooling: str = option("mean_no_bos", "pooling of the states the vectors are made from: "
+                          "mean, mean_no_bos or last", choices=("mean", "mean_no_bos", "last"))
+    split: str | Sequence[float] = option(
+        (0.4, 0.2, 0.4), "train,dev,test fractions of the items (train: vectors; dev: sweep; "
+        "test: report)", text_list=True)
+    select: str = option("accuracy", "dev metric that picks the best setting",
+                         choices=("accuracy", "agreement", "transfer", "rankc"))
+    shots: int | None = option(None, "few-shot examples in scoring prompts (default: 0 for "
+                               "cloze items, else 3)")
+    k: int = option(5, "ILO: nearest neighbours per point")
+    n_boot: int = option(DEFAULT_N_BOOT, "bootstrap resamples for confidence intervals and "
+                         "p-values")
+    n_shuffles: int = option(DEFAULT_N_SHUFFLES, "shuffles averaged for the chance levels of "
+                             "ILO and similarity")
     seed: int = 0
     progress: bool = False
-    #: random directions of the control (a distribution to rank the steered effect in)
-    control_draws: int = DEFAULT_DRAWS
-    #: ``isotropic`` or ``covariance`` (drawn from the training states' covariance)
-    control_kind: str = "isotropic"
+    control_draws: int = option(DEFAULT_DRAWS, "random directions of the control: the "
+                                "steered effect is reported as a percentile among theirs")
+    control_kind: str = option("isotropic", "random directions: isotropic, or covariance "
+                               "(drawn from the training states' covariance at the steered "
+                               "layer)", choices=CONTROL_KINDS)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["targets"] = None if self.targets is None else list(self.targets)
+        for key in ("targets", "directions", "layers", "alphas", "split"):
+            if not isinstance(out[key], str | None):
+                out[key] = list(out[key])
         return out
-
-
-def usable_items(dataset: Any, languages: Sequence[str], who: str) -> Any:
-    """The items with every language and candidates (at least 10 of them)."""
-    if not dataset.has_candidates:
-        raise ConfigError(f"{who} scores answer candidates; data set {dataset.name} has none "
-                          "(use BMLAMA-style data or the built-in set)")
-    missing = [x for x in languages if x not in dataset.languages]
-    if missing:
-        raise ConfigError(f"data set {dataset.name} has no {', '.join(missing)}")
-    items = [it for it in dataset.items
-             if all(it.has(lang) and it[lang].candidates for lang in languages)]
-    if len(items) < 10:
-        raise ConfigError(f"only {len(items)} items have every language ({', '.join(languages)})"
-                          f" with candidates; {who} needs at least 10")
-    return ParallelDataset(dataset.name, list(languages), items, dataset.source_path)
-
-
-def resolve_languages(dataset: Any, source: str | None, targets: Sequence[str] | None
-                      ) -> tuple[str, list[str]]:
-    src = source or dataset.languages[0]
-    tgts = [t for t in (targets if targets is not None else dataset.languages) if t != src]
-    if not tgts:
-        raise ConfigError("steering needs at least one target language")
-    return src, tgts
 
 
 # -- the result ---------------------------------------------------------------------------------
@@ -237,7 +239,8 @@ class SteeringResult:
                     ci = stat.get("ci") or [None, None]
                     rows.append({"arm": arm, "target": group, "metric": metric,
                                  "estimate": stat.get("estimate"), "ci_low": ci[0],
-                                 "ci_high": ci[1], "p_value": stat.get("p_value"),
+                                 "ci_high": ci[1],
+                                 "p": (stat.get(arms.VS_BASE) or {}).get("p"),
                                  "n": stat.get("n")})
         return pd.DataFrame(rows)
 
@@ -279,8 +282,8 @@ def holm_block(block: Mapping[str, Any]) -> dict[str, Any]:
     setting itself was picked on dev, other items, so the pick adds no test here."""
     groups = {"all": block["all"], **block["per_target"]}
     keys = [(g, m) for g, stats in groups.items() for m, stat in stats.items()
-            if stat and stat.get("p_value") is not None]
-    adjusted = adjust_holm([groups[g][m]["p_value"] for g, m in keys])
+            if stat and (stat.get(arms.VS_BASE) or {}).get("p") is not None]
+    adjusted = adjust_holm([groups[g][m][arms.VS_BASE]["p"] for g, m in keys])
     out: dict[str, dict[str, float | None]] = {g: {} for g in groups}
     for (g, m), p in zip(keys, adjusted, strict=True):
         out[g][m] = p
@@ -309,15 +312,15 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     for s in settings:  # fail before any work on a layer the model does not have
         for layer in s.layers:
             hook_point(inner.model, layer)
-    split = make_split(data, opts.split, opts.seed, SPLITS)
-    train, dev, test = (subset(data, split[name]) for name in SPLITS)
+    split = data.split(opts.split, opts.seed, SPLITS)
+    train, dev, test = (data.only(split[name]) for name in SPLITS)
     shots = opts.shots if opts.shots is not None else default_shots(data, exact=True)
     vectors = _vectors_for(backend, train, source, targets, opts.pooling, vectors_file)
     progress, n_boot, seed = opts.progress, opts.n_boot, opts.seed
 
     def scores_of(ds: Any, chosen: Mapping[str, Any] | None, setting: Setting | None
                   ) -> dict[str, np.ndarray]:
-        return sm.setting_scores(backend, ds, targets, shots, chosen,
+        return setting_scores(backend, ds, targets, shots, chosen,
                                  setting.layers if setting else (),
                                  setting.alpha if setting else 0.0)
 
@@ -328,22 +331,22 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         scores, gold = candidate_scores(backend, ds, [source], shots)
         return scores[source], gold[source]
 
-    with sm.scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
+    with scoring_progress(backend, len(dev.items) * (1 + len(targets)), "dev, no steering",
                              progress):
         dev_src, dev_gold = source_scores(dev)
-        dev_base = sm.parts_for(dev_src, scores_of(dev, None, None), dev_gold)
+        dev_base = arms.parts_for(dev_src, scores_of(dev, None, None), dev_gold)
     sweep = []
     bar = progress_bar(total=len(settings), desc="sweep (dev)", unit="setting",
                        enabled=progress)
     for setting in settings:
-        parts = sm.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
-        point = sm.point_estimates(sm.stacked(parts))
-        point["per_target_accuracy"] = {t: sm.point_estimates(p)["accuracy"]
+        parts = arms.parts_for(dev_src, scores_of(dev, by_target(setting), setting), dev_gold)
+        point = arms.point_estimates(arms.stacked(parts))
+        point["per_target_accuracy"] = {t: arms.point_estimates(p)["accuracy"]
                                         for t, p in parts.items()}
         sweep.append({**setting.as_dict(), "dev": point})
         bar.update(1)
     bar.close()
-    baseline_dev = sm.point_estimates(sm.stacked(dev_base))
+    baseline_dev = arms.point_estimates(arms.stacked(dev_base))
 
     def score_of(row: dict[str, Any]) -> float:
         value = row["dev"][opts.select]
@@ -359,19 +362,19 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
     controls = [control_vectors(vectors, best, targets, seed, j, basis)
                 for j in range(opts.control_draws)]
 
-    with sm.scoring_progress(backend, len(test.items) * (1 + (2 + len(controls)) * len(targets)),
+    with scoring_progress(backend, len(test.items) * (1 + (2 + len(controls)) * len(targets)),
                              "test", progress):
         test_src, test_gold = source_scores(test)
-        test_base = sm.parts_for(test_src, scores_of(test, None, None), test_gold)
-        test_best = sm.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
-        test_controls = [sm.parts_for(test_src, scores_of(test, c, best), test_gold)
+        test_base = arms.parts_for(test_src, scores_of(test, None, None), test_gold)
+        test_best = arms.parts_for(test_src, scores_of(test, by_target(best), best), test_gold)
+        test_controls = [arms.parts_for(test_src, scores_of(test, c, best), test_gold)
                          for c in controls]
-    test_control = ctl.mean_parts(test_controls)
+    test_control = arms.mean_parts(test_controls)
     inside = _inside(backend, test, source, targets, opts, by_target(best), controls, best)
     steered_effect = ctl.metric_effects(test_best, test_base)
     draw_effects = [ctl.metric_effects(parts, test_base) for parts in test_controls]
     first = controls[0]
-    best_test = sm.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
+    best_test = arms.report_block(test_best, test_base, n_boot=n_boot, seed=seed)
     return SteeringResult(
         model=getattr(backend, "name", None), fingerprint=inner.fingerprint,
         data=data.source_path or data.name, source=source, targets=targets, shots=shots,
@@ -379,10 +382,10 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
         vectors={"path": VECTORS_FILE, "names": sorted(vectors.vectors),
                  "norms": vectors.meta.get("norms", {})},
         source_accuracy={"test": mean_with_ci(
-            accuracy_per_item(sm.distributions(test_src), test_gold), n_boot=n_boot,
+            accuracy_per_item(distributions(test_src), test_gold), n_boot=n_boot,
             seed=seed)},
         baseline={"dev": baseline_dev,
-                  "test": sm.report_block(test_base, None, n_boot=n_boot, seed=seed)},
+                  "test": arms.report_block(test_base, None, n_boot=n_boot, seed=seed)},
         best={**best.as_dict(), "dev": best_row["dev"], "test": best_test,
               "holm": holm_block(best_test)},
         control={"direction": "random", "kind": opts.control_kind, "draws": len(controls),
@@ -397,9 +400,9 @@ def run_steering(backend: Any, dataset: Any, options: SteerOptions | None = None
                  "norms": {t: v.norm(dim=-1)[list(best.layers)].tolist()
                            for t, v in first.items()},
                  "arm": "the item parts averaged over the draws (the expected random push)",
-                 "test": sm.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
-                 "best_vs_control": sm.report_block(test_best, test_control, n_boot=n_boot,
-                                                    seed=seed)["all"],
+                 "test": arms.report_block(test_control, test_base, n_boot=n_boot, seed=seed),
+                 "best_vs_control": arms.report_block(test_best, test_control, n_boot=n_boot,
+                                                    seed=seed, key="vs_control")["all"],
                  "effects": {"steered": steered_effect, "per_draw": draw_effects},
                  "rank": {name: ctl.rank_summary(value, [d.get(name) for d in draw_effects],
                                                  name in ctl.LOWER_IS_BETTER)
@@ -438,14 +441,14 @@ def _inside(backend: Any, test: Any, source: str, targets: list[str], opts: Stee
     states["control"] = draws[0]
     common = {"k": opts.k, "n_boot": opts.n_boot, "n_shuffles": opts.n_shuffles,
               "seed": opts.seed}
-    out: dict[str, Any] = {name: sm.inside_summary(s, source, **common)
+    out: dict[str, Any] = {name: inside_summary(s, source, **common)
                            for name, s in states.items()}
     out["control_is"] = "draw 0 of the control (its rank among all draws: control.inside_rank)"
     out["cos_parallel_change"] = {
-        name: sm.cosine_difference(states["baseline"], states[name], source,
+        name: cosine_difference(states["baseline"], states[name], source,
                                    n_boot=opts.n_boot, seed=opts.seed)
         for name in ("steered", "control")}
-    out["ilo_change"] = {"steered": ctl.ilo_difference(states["baseline"], states["steered"],
+    out["ilo_change"] = {"steered": ilo_difference(states["baseline"], states["steered"],
                                                        k=opts.k, n_boot=opts.n_boot,
                                                        seed=opts.seed)}
     base_ilo = np.array(ctl.ilo_point(states["baseline"], opts.k))

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from xlgap.errors import ConfigError
 from xlgap.models.layers import hook_point, white_box
+from xlgap.prompting.scoring import candidate_scores
 
 
 def vector_digest(vector: torch.Tensor) -> str:
@@ -169,3 +171,19 @@ def parse_layers(text: str | Sequence[int]) -> list[int]:
     if not out:
         raise ConfigError(f"no layers in {text!r}")
     return sorted(out)
+
+
+def setting_scores(backend: Any, dataset: Any, targets: Sequence[str], shots: int,
+                   vectors: Mapping[str, Any] | None, layers: Sequence[int] = (),
+                   alpha: float = 0.0) -> dict[str, np.ndarray]:
+    """Candidate log-probabilities ``(Q, M)`` of each target, each steered with its own
+    vector ``vectors[target]`` at ``layers`` with ``alpha`` (no steering when None)."""
+    out: dict[str, np.ndarray] = {}
+    for t in targets:
+        ctx: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if vectors is None
+            else steering(backend, vectors[t], layers, alpha))
+        with ctx:
+            scores, _ = candidate_scores(backend, dataset, [t], shots)
+        out[t] = scores[t]
+    return out

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from xlgap.errors import ConfigError, DataError
 from xlgap.interventions.steering.hooks import Steering, parse_layers, steering
 from xlgap.models.layers import white_box
 from xlgap.prompting.scoring import parallel_texts
+from xlgap.representations.extract import hidden_by_language
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +103,6 @@ def random_like(vector: torch.Tensor, seed: int) -> torch.Tensor:
     noise = torch.randn(v.shape, generator=g, dtype=torch.float32)
     scale = v.norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return noise * scale
-
-
-def hidden_by_language(backend: Any, texts: Mapping[str, Sequence[str]], pooling: str,
-                       steer_for: Callable[[str], contextlib.AbstractContextManager[Any]]
-                       | None = None) -> dict[str, np.ndarray]:
-    """``{lang: (n, layers, d)}`` pooled states of every layer, each language under the
-    steering ``steer_for(lang)`` gives (none when it is None). The result store is
-    skipped: these are a few hundred texts, recomputed in seconds, and would bloat it."""
-    inner = white_box(backend)
-    out: dict[str, np.ndarray] = {}
-    for lang, lang_texts in texts.items():
-        ctx = steer_for(lang) if steer_for is not None else contextlib.nullcontext()
-        with ctx:
-            out[lang] = np.asarray(inner.hidden_states(list(lang_texts), None, pooling),
-                                   dtype=np.float32)
-    return out
 
 
 @dataclass

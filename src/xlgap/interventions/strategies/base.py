@@ -55,6 +55,7 @@ from xlgap.errors import ConfigError
 from xlgap.interventions.parsing import first_line, parse_direct
 from xlgap.models.base import Backend
 from xlgap.prompting.answers import OTHER
+from xlgap.prompting.scoring import softmax
 from xlgap.prompting.templates import (
     PromptBuilder,
     ScoringPrompt,
@@ -63,7 +64,7 @@ from xlgap.prompting.templates import (
     question_text,
 )
 from xlgap.registry import Registry
-from xlgap.sampling import softmax
+from xlgap.sampling import option
 
 PIVOT = "en"  # the language TEA answers in
 BLANK_RUN = re.compile(r"_{2,}")  # how a model may write the blank of a cloze question
@@ -73,16 +74,25 @@ BLANK_RUN = re.compile(r"_{2,}")  # how a model may write the blank of a cloze q
 class StrategyOptions:
     """Settings shared by every strategy (the CLI fills them from ``xlgap intervene``)."""
 
-    samples: int = 3  # R final answers per (item, language)
-    temperature: float = 1.0
-    shots: int = 3
+    samples: int = option(3, "final answers per item, language and strategy (R), all "
+                          "sampled")
+    temperature: float = option(1.0, "sampling temperature of the answers")
+    shots: int = option(3, "few-shot examples in base-model prompts")
     seed: int = 0
     source: str = "en"
-    translations: str = "oracle"  # TrEn-k: "oracle" (parallel data) or "model"
-    other_scripts: bool = False
-    translation_langs: tuple[str, ...] = ()  # explicit pool order (overrides the default)
-    max_new_tokens: int = 16  # a direct answer
-    exact: bool = False  # final answers as distributions over the candidates (scores)
+    translations: str = option("oracle", "TrEn-k translations: from the parallel data "
+                               "(oracle) or made by the model (model)",
+                               choices=("oracle", "model"))
+    other_scripts: bool = option(False, "TrEn-k/TTA-k: only translation languages whose "
+                                 "script differs from the source's")
+    # explicit pool order (overrides the default); ``xlgap intervene`` takes it comma-separated
+    translation_langs: tuple[str, ...] = option(
+        (), "order of translation languages, comma-separated on the command line (default: "
+        "the source, then the data set's languages)", text_list=True)
+    max_new_tokens: int = option(16, "longest direct answer, in tokens (TTA gets more)")
+    exact: bool = option(False, "white-box models: each strategy's final answer is the "
+                         "distribution over the candidates from their log-probabilities (no "
+                         "parse failures; --samples is then unused)")
     translation_tokens: int = 64  # one translated question
     tta_tokens_per_lang: int = 48  # TTA: budget per translation, plus one answer budget
 
@@ -266,7 +276,7 @@ class Strategy(ABC):
             return []
         scores = self.backend.score_batch([(p.prompt, list(p.continuations))
                                            for p in prompts])
-        return [softmax(s) for s in scores]
+        return [softmax(s).tolist() for s in scores]
 
     def scoring_prompt_for(self, item: Item, lang: str, question: str, answer_lang: str
                            ) -> ScoringPrompt:

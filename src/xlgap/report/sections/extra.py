@@ -75,7 +75,7 @@ def change(before: Any, after: Any, n_boot: Any = None) -> str:
     text = f"{fmt_estimate(before, 2)} -> {fmt_estimate(after, 2)}" if b is not None else \
         fmt_estimate(after, 2)
     bits = [points(a - b)] if b is not None else []
-    p = mapping(after).get("p_value")
+    p = mapping(mapping(after).get("vs_base")).get("p")
     if value(p) is not None:
         shown = fmt_p(p, n_boot)
         bits.append(f"p {shown}" if shown.startswith("<") else f"p = {shown}")

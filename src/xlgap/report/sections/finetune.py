@@ -16,13 +16,9 @@ from xlgap.report.sections.extra import ShapedSection, change
 __all__ = ["FinetuneSection", "finetune_summary"]
 
 
-def _after(run: Mapping[str, Any]) -> dict[str, Any]:
-    """Pooled transfer after fine-tuning, with its paired p folded in."""
-    after = dict(mapping(mapping(run.get("transfer_after")).get("all")))
-    p = mapping(run.get("transfer_after")).get("p_value")
-    if isinstance(p, Mapping):
-        after.setdefault("p_value", p.get("all"))
-    return after
+def _after(run: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Pooled transfer after fine-tuning, its paired test against the base as ``vs_base``."""
+    return mapping(mapping(run.get("transfer_after")).get("all"))
 
 
 def _layer_mean(x: Any) -> float | None:
@@ -83,7 +79,7 @@ def finetune_table(data: Any) -> list[Block]:
                      Cell(f"{fmt_number(run.get('loss_first'))} -> "
                           f"{fmt_number(run.get('loss_last'))}"),
                      cell(mapping(run.get("transfer_before")).get("all")), cell(after),
-                     p_cell(after.get("p_value"), n_boot_of(data)),
+                     p_cell(mapping(after.get("vs_base")).get("p"), n_boot_of(data)),
                      Cell(" -> ".join(fmt_number(x) for x in ilo))])
     if not rows:
         return []
@@ -108,8 +104,8 @@ def settings_table(data: Any) -> list[Block]:
             sd = mapping(m.get("seed_spread")).get("sd")
             rows.append([Cell(str(setting.get("freeze_first")), finite(
                 setting.get("freeze_first")), num=True), Cell(metric), cell(m),
-                cell({"estimate": m.get("difference"), "ci": m.get("difference_ci")}),
-                p_cell(m.get("p"), n_boot), Cell(fmt_number(sd))])
+                cell(m.get("vs_base") or None),
+                p_cell(mapping(m.get("vs_base")).get("p"), n_boot), Cell(fmt_number(sd))])
     if not rows:
         return []
     return [Table(["frozen first blocks", "metric", "after, mean of seeds [95% CI]",
@@ -123,7 +119,7 @@ def comparisons_table(data: Any) -> list[Block]:
     """Every two freeze settings against each other on the same held-out items."""
     rows = [[Cell(f"{c.get('a')} vs {c.get('b')}"), Cell(str(c.get("metric"))),
              cell(c.get("estimate_a")), cell(c.get("estimate_b")),
-             cell({"estimate": c.get("estimate", c.get("difference")), "ci": c.get("ci")}),
+             cell({"estimate": c.get("estimate"), "ci": c.get("ci")}),
              p_cell(c.get("p"), n_boot_of(data))]
             for c in mapping(data).get("comparisons") or []
             if isinstance(c, Mapping) and "by_layer" not in c]

@@ -36,7 +36,8 @@ def steering_summary(data: Any) -> str | None:
     holm = _holm(data, "all", "transfer")
     label = mapping(best.get("holm")).get("label")
     if holm is not None:
-        transfer["p_value"] = holm  # the headline carries the adjusted p, labelled below
+        # the headline carries the adjusted p, labelled below
+        transfer["vs_base"] = {**mapping(transfer.get("vs_base")), "p": holm}
     moved = change(before.get("transfer"), transfer, n_boot_of(data))
     text = (f"steering toward {best.get('direction', '?')} at {where}, alpha "
             f"{best.get('alpha', '?')}: transfer {moved} on held-out items")
@@ -76,10 +77,10 @@ def steering_table(data: Any) -> list[Block]:
             a, c = mapping(best.get(metric)), mapping(control.get(metric))
             pct = mapping(rank.get(metric)).get("percentile") if target == "all" else None
             rows.append([Cell(target), Cell(metric), cell(before.get(metric)), cell(a),
-                         p_cell(a.get("p_value"), n_boot),
+                         p_cell(mapping(a.get("vs_base")).get("p"), n_boot),
                          *([p_cell(_holm(data, target, metric), n_boot)] if has_holm else []),
-                         *([cell(c or None), p_cell(c.get("p_value"), n_boot),
-                            p_cell(mapping(versus.get(metric)).get("p_value")
+                         *([cell(c or None), p_cell(mapping(c.get("vs_base")).get("p"), n_boot),
+                            p_cell(mapping(mapping(versus.get(metric)).get("vs_control")).get("p")
                                    if target == "all" else None, n_boot),
                             Cell("-" if pct is None else f"{pct:.0f}", pct, num=True)]
                            if has_control else [])])

@@ -1,14 +1,13 @@
-"""Seeded, disjoint train / dev / test splits of a data set's items (steering and
-fine-tuning both use them: vectors or training on train, choices on dev, reports on test)."""
+"""Seeded, disjoint train / dev / test splits of item ids (steering and fine-tuning both use
+them: vectors or training on train, choices on dev, reports on test). The data set's own
+entry point is :meth:`xlgap.data.items.ParallelDataset.split`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from xlgap.data.items import ParallelDataset
 from xlgap.errors import ConfigError, DataError
 
 SPLITS = ("train", "dev", "test")
@@ -41,23 +40,3 @@ def split_items(ids: Sequence[str], fractions: tuple[float, float, float],
     cut = {"train": order[:n_train], "dev": order[n_train:n_train + n_dev],
            "test": order[n_train + n_dev:]}
     return {name: [ids[i] for i in sorted(idx.tolist())] for name, idx in cut.items()}
-
-
-def subset(data: ParallelDataset, ids: Sequence[str]) -> ParallelDataset:
-    """The items of ``data`` whose ids are in ``ids`` (data order kept)."""
-    keep = set(ids)
-    return ParallelDataset(data.name, data.languages, [it for it in data.items if it.id in keep],
-                           data.source_path)
-
-
-def make_split(data: ParallelDataset, fractions: str | Sequence[float], seed: int,
-               need: Sequence[str]) -> dict[str, Any]:
-    """``{"seed", "fractions", "train", "dev", "test"}`` (ids), checking that every split
-    in ``need`` has at least 5 items."""
-    parsed = parse_split(fractions)
-    parts = split_items([it.id for it in data.items], parsed, seed)
-    small = [name for name in need if len(parts[name]) < 5]
-    if small:
-        raise ConfigError(f"split {fractions} on {len(data.items)} items leaves fewer than 5 "
-                          f"in {', '.join(small)}; use more items or other fractions")
-    return {"seed": seed, "fractions": list(parsed), **parts}
