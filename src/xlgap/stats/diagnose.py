@@ -72,7 +72,7 @@ def distribution(run: Run, lang: str) -> np.ndarray:
     return np.where(run.present[lang][:, None], run.probs[lang], np.nan)
 
 
-def _embedding_array(run: Run) -> np.ndarray | None:
+def embedding_array(run: Run) -> np.ndarray | None:
     """``(Q, M_max, d)`` embeddings (NaN for items without one), or None."""
     if not run.embeddings:
         return None
@@ -91,7 +91,9 @@ def _embedding_array(run: Run) -> np.ndarray | None:
     return out
 
 
-def _answers(run: Run, lang: str, seed: int) -> np.ndarray:
+def answers(run: Run, lang: str, seed: int) -> np.ndarray:
+    """``(Q, K)`` answers as the diagnosis reads them: the sampled ones, or EXACT_K drawn
+    from each exact distribution."""
     if run.mode == "sample":
         return run.samples[lang]
     return samples_from_probs(distribution(run, lang), EXACT_K, seed=seed)
@@ -175,7 +177,7 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
         raise DataError(f"{run.path}: the run has no target languages")
     src = run.source
     gold = run.gold
-    emb = _embedding_array(run)
+    emb = embedding_array(run)
     dists = {lang: distribution(run, lang) for lang in [src, *targets]}
     vectors = (None if run.answer_vectors is None else
                centre_by_language({lang: run.answer_vectors[lang] for lang in dists}))
@@ -194,21 +196,21 @@ def diagnose(run: Run, *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0, fit_model
     per_pair: dict[str, dict[str, Part | None]] = {}
     curves: dict[str, dict[str, np.ndarray | None]] = {}
     shares: dict[str, tuple[np.ndarray, ...] | None] = {}
-    src_answers = _answers(run, src, seed)
+    src_answers = answers(run, src, seed)
     iterator: Any = targets
     if progress:
         iterator = progress_bar(targets, desc="diagnosis pairs", unit="pair", leave=False)
     for t in iterator:
         per = pair_metrics(dists[src], dists[t], gold, emb, m_max=run.m_max,
                            is_open=run.is_open)
-        curves[t] = per_item_curves(src_answers, _answers(run, t, seed + 1), run.n_options,
+        curves[t] = per_item_curves(src_answers, answers(run, t, seed + 1), run.n_options,
                                     embeddings=emb, repeats=repeats, seed=seed)
         if vectors is not None:
             _add_answer_vectors(per, curves[t], vectors[src], vectors[t], repeats, seed)
         per_pair[t] = per
         pairs[t] = summarise_pair(per, n_boot, seed, mismatch_ok=mismatch_ok)
         pairs[t]["ensembling"] = summarise_curves(curves[t])
-        shares[t] = _share_parts(run, emb, vectors, src_answers, _answers(run, t, seed + 1),
+        shares[t] = _share_parts(run, emb, vectors, src_answers, answers(run, t, seed + 1),
                                  t, seed)
         pairs[t]["variance_share_l2"] = (None if shares[t] is None else variance_share(
             *shares[t], n_boot=n_boot, seed=seed))

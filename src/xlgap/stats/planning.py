@@ -44,10 +44,9 @@ from xlgap.stats.bootstrap import (
     paired_ratio_test,
     ratio_with_ci,
 )
-from xlgap.stats.diagnose import EXACT_K, distribution, verdict_checks
+from xlgap.stats.diagnose import answers, distribution, embedding_array, verdict_checks
 from xlgap.stats.ensembling import (
     candidate_vectors,
-    samples_from_probs,
     share_parts,
     variance_share,
 )
@@ -111,28 +110,6 @@ def part_interval(part: Part, n_boot: int, alpha: float) -> Interval:
 
 def _column(part: Part, t: int) -> Part:
     return Part(part.num[:, t], part.den[:, t])
-
-
-def _answers(run: Run, lang: str, seed: int) -> np.ndarray:
-    """Answers as ``diagnose`` draws them: sampled ones, or EXACT_K drawn from exact
-    distributions."""
-    if run.mode == "sample":
-        return run.samples[lang]
-    return samples_from_probs(distribution(run, lang), EXACT_K, seed=seed)
-
-
-def _embeddings(run: Run) -> np.ndarray | None:
-    """``(Q, M_max, d)`` candidate embeddings (NaN where an item has none), or None."""
-    if not run.embeddings:
-        return None
-    d = next(iter(run.embeddings.values())).shape[1]
-    out = np.full((run.n_items, run.m_max, d), np.nan)
-    for i, item_id in enumerate(run.item_ids):
-        arr = run.embeddings.get(item_id)
-        if arr is not None:
-            out[i] = 0.0
-            out[i, :arr.shape[0]] = arr
-    return out
 
 
 def _share_interval(var: np.ndarray, bias2: np.ndarray, n_boot: int, alpha: float
@@ -206,7 +183,7 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
                        f"{checks['chance_accuracy']:.3f}): transfer counts target answers "
                        "among right source answers, which are luck here, so no number of "
                        "items makes it measure transfer")
-    gold, emb = run.gold, _embeddings(run)
+    gold, emb = run.gold, embedding_array(run)
     src = distribution(run, run.source)
     per = [pair_parts(src, distribution(run, t), gold, emb, metrics=names) for t in targets]
     stacked = stack_parts(per)
@@ -230,8 +207,8 @@ def pilot_quantities(run: Run, *, metrics: Sequence[str] | None = None, pi: bool
                         {lang: part_interval(p, n_boot, alpha) for lang, p in acc.items()},
                         n_pilot=q, not_measurable=unparsed))
     if l2_share and emb is not None:
-        src_vectors = candidate_vectors(_answers(run, run.source, seed), emb, run.n_options)
-        parts = [share_parts(src_vectors, candidate_vectors(_answers(run, t, seed + 1), emb,
+        src_vectors = candidate_vectors(answers(run, run.source, seed), emb, run.n_options)
+        parts = [share_parts(src_vectors, candidate_vectors(answers(run, t, seed + 1), emb,
                                                             run.n_options)) for t in targets]
         var = np.stack([v for v, _ in parts], axis=1)
         bias2 = np.stack([b for _, b in parts], axis=1)
