@@ -16,11 +16,8 @@ import xlgap.cli.workspace
 from fake_backend import FakeBackend
 from xlgap.data.languages import language_name
 from xlgap.errors import ConfigError
-from xlgap.interventions.evaluate import (
-    compare_runs,
-    parse_failures,
-)
-from xlgap.runs import load_run
+from xlgap.interventions.evaluate import compare_runs
+from xlgap.runs import load_run, parse_failures
 
 LANGS = ["en", "fr", "ja", "ru"]
 N_ITEMS = 40

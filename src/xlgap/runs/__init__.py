@@ -25,6 +25,7 @@ from xlgap.runs.files import (
     read_meta,
 )
 from xlgap.runs.reader import Run, load_run, open_answer_summary, open_item_texts
+from xlgap.runs.select import parse_failures, restrict_run
 from xlgap.runs.usage import USAGE_FILE, UsageLog, read_usage
 from xlgap.runs.writer import RunWriter
 
@@ -47,6 +48,8 @@ __all__ = [
     "load_run",
     "open_answer_summary",
     "open_item_texts",
+    "parse_failures",
     "read_meta",
     "read_usage",
+    "restrict_run",
 ]
