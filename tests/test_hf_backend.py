@@ -155,3 +155,23 @@ def test_a_registered_backend_gets_only_the_options_it_takes(monkeypatch, reques
     assert load_backend("narrow:x", device="cuda", is_chat=True, batch_size=4) == "narrow"
     assert seen == {"name": "x", "device": "cuda"}
     assert load_backend("wide:y", is_chat=True) == "wide" and seen["is_chat"] is True
+
+
+def test_the_white_box_protocol_is_what_the_hf_backend_and_its_store_offer(tiny_backend,
+                                                                          tmp_path):
+    """``WhiteBox`` is declared, not guessed: the HF backend and the result store around it
+    have it, a black-box backend does not, and the steering/lens entry points say so."""
+    from fake_backend import FakeBackend
+    from xlgap.errors import ModelError
+    from xlgap.models.base import WhiteBox
+    from xlgap.models.cached import CachedBackend
+    from xlgap.models.layers import white_box
+    from xlgap.store import Store
+
+    cached = CachedBackend(tiny_backend, Store(tmp_path / "store"))
+    assert isinstance(tiny_backend, WhiteBox) and isinstance(cached, WhiteBox)
+    assert white_box(cached) is tiny_backend
+    black = FakeBackend()
+    assert not isinstance(black, WhiteBox)
+    with pytest.raises(ModelError, match="white-box"):
+        white_box(black)

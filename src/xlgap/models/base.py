@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +39,33 @@ def check_normalize(normalize: str) -> str:
 
 #: the capabilities a backend class declares (class attributes of :class:`Backend`)
 CAPABILITIES = ("white_box", "scores", "caches_itself", "needs_gpu", "in_process")
+
+
+@runtime_checkable
+class WhiteBox(Protocol):
+    """The white-box side of a backend, declared: what steering, fine-tuning and the logit
+    lens reach for beneath the three operations. The Hugging Face backend has it, and the
+    result store's wrapper forwards it; ``isinstance(backend, WhiteBox)`` is the check
+    (:func:`xlgap.models.layers.white_box` and the logit lens use it). A new white-box
+    backend implements these members, with its layer paths declared in
+    :mod:`xlgap.models.layers`."""
+
+    #: the torch module whose blocks are hooked and fine-tuned
+    model: Any
+    tokenizer: Any
+    #: tags of what changes the model's behaviour (steering, adapters), part of its
+    #: fingerprint so that results under a change never mix with the plain model's
+    modifiers: list[str]
+
+    def hidden_states(self, texts: Sequence[str], layers: Sequence[int] | None = None,
+                      pooling: str = "mean") -> np.ndarray:
+        """``(len(texts), len(layers), hidden)``; layer 0 is the embedding output."""
+        ...
+
+    def layer_logits(self, prompts: Sequence[str], token_ids: Sequence[Sequence[int]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The logit lens at each prompt's last position, at every layer."""
+        ...
 
 
 class Backend(ABC):

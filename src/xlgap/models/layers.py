@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from xlgap.errors import ConfigError, ModelError
+from xlgap.models.base import WhiteBox
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def white_box(backend: Any) -> Any:
     inner = backend
     while "inner" in vars(inner):
         inner = inner.inner
-    if not (hasattr(inner, "model") and hasattr(inner, "modifiers")):
+    if not isinstance(inner, WhiteBox):
         raise ModelError(f"this needs a white-box Hugging Face model; backend "
                          f"{getattr(inner, 'kind', type(inner).__name__)!r} has no hooks")
     return inner

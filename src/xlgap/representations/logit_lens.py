@@ -24,7 +24,7 @@ import numpy as np
 
 from xlgap.data.items import Item
 from xlgap.errors import ConfigError
-from xlgap.models.base import Backend
+from xlgap.models.base import Backend, WhiteBox
 from xlgap.progress import progress_bar
 from xlgap.prompting.templates import PromptBuilder
 
@@ -56,7 +56,7 @@ def logit_lens(backend: Backend, items: Sequence[Item], languages: Sequence[str]
 
     Returns a JSON-ready dict ``{"layers": [...], "languages": {lang: {...curves...}}}``.
     """
-    if not hasattr(backend, "layer_logits"):
+    if not isinstance(backend, WhiteBox):
         raise ConfigError(f"the logit lens needs a white-box Hugging Face model; "
                           f"{backend.kind!r} has no layers")
     builder = PromptBuilder(backend, items, shots=shots)
