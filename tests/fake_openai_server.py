@@ -523,5 +523,6 @@ class _Handler(BaseHTTPRequestHandler):
         payload = {"id": f"fake-{_hash_int(json.dumps(body, sort_keys=True)) % 10**8}",
                    "object": "chat.completion" if chat else "text_completion",
                    "created": 0, "model": body.get("model"), "choices": choices,
-                   "usage": {"prompt_tokens": len(tokenize(prompt)), "completion_tokens": 0}}
+                   "usage": {"prompt_tokens": len(tokenize(prompt)),
+                             "completion_tokens": sum(len(tokenize(t)) for t in texts)}}
         self._send(200, payload)

@@ -332,3 +332,44 @@ def test_expected_time_counts_the_warm_up_once(tmp_path):
     assert cost["startup_seconds"] == pytest.approx(19.0)
     assert cost["expected_seconds"] == pytest.approx(29.0)
     assert cost["prompt_tokens"] is None and "tokens_note" in cost
+
+
+def test_an_api_pilot_is_priced_from_the_servers_own_token_counts(tmp_path, monkeypatch):
+    """An API backend has no tokenizer: usage.jsonl records the tokens its server reported
+    (the fake server counts whitespace tokens), also for responses read back from the
+    store, so a plan prices an API pilot; a chunk whose responses carry no counts records
+    null, never 0."""
+    from fake_openai_server import FakeOpenAIServer, tokenize
+    from xlgap.models.openai.backend import OpenAIBackend
+    from xlgap.runs.usage import UsageLog
+    from xlgap.store import Store
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    data = replace(load_builtin(), items=load_builtin().items[:4])
+    options = SamplingOptions(samples=3, shots=0, chunk=4)
+    with FakeOpenAIServer() as server:
+        def api() -> OpenAIBackend:
+            return OpenAIBackend("fake-model", server.base_url, store=Store(tmp_path / "s"),
+                                 chat=False, max_retries=2, timeout=5.0)
+        make_run(api(), data, tmp_path / "r1", source="en", targets=["fr"], options=options,
+                 progress=False)
+        make_run(api(), data, tmp_path / "r2", source="en", targets=["fr"], options=options,
+                 progress=False)  # every response read back from the store
+    rows = [json.loads(x) for x in (tmp_path / "r1" / USAGE_FILE).read_text().splitlines()]
+    again = [json.loads(x) for x in (tmp_path / "r2" / USAGE_FILE).read_text().splitlines()]
+    samples = [json.loads(x) for x in (tmp_path / "r1" / "samples.jsonl").read_text(
+        ).splitlines()]
+    assert all(r["prompt_tokens"] > 0 and r["backend"] == "openai" for r in rows)
+    assert sum(r["answer_tokens"] for r in rows) >= sum(len(tokenize(s["text"]))
+                                                       for s in samples)
+    for key in ("prompt_tokens", "answer_tokens"):
+        assert [r[key] for r in again] == [r[key] for r in rows]
+    cost = plan_cost(tmp_path / "r1", items=40, languages=2, price_in=1.0,
+                     price_out=1.0)["backends"]["openai"]
+    assert cost["cost"] == pytest.approx(
+        10 * sum(r["prompt_tokens"] + r["answer_tokens"] for r in rows) / 1e6)
+    silent = {"responses": 2, "unreported": 1, "prompt_tokens": 5, "completion_tokens": 3}
+    start = dict.fromkeys(silent, 0)
+    assert UsageLog._reported(start, silent) == {"prompt_tokens": None,
+                                                  "answer_tokens": None}
+    assert UsageLog._reported(start, start) == {"prompt_tokens": None, "answer_tokens": None}

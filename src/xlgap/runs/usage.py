@@ -36,12 +36,25 @@ class UsageLog:
         self.path = Path(run_dir) / USAGE_FILE
         self.kind = getattr(backend, "kind", "unknown")
         self.encode = getattr(backend, "encode", None)
+        counts = getattr(backend, "token_counts", None)
+        # a tokenizer counts what was sent; without one, the server's own counts
+        self.counts = counts if callable(counts) and not callable(self.encode) else None
         self.first = True
 
     def _tokens(self, texts: Sequence[str]) -> int | None:
         if not callable(self.encode):
             return None
         return int(sum(len(self.encode(t)) for t in texts))
+
+    @staticmethod
+    def _reported(before: dict[str, int], after: dict[str, int]) -> dict[str, int | None]:
+        """Prompt and answer tokens the server reported between two snapshots; null when
+        no response came back with counts (scoring requests, a silent server)."""
+        delta = {k: after[k] - before[k] for k in after}
+        if delta["responses"] == 0 or delta["unreported"] > 0:
+            return {"prompt_tokens": None, "answer_tokens": None}
+        return {"prompt_tokens": delta["prompt_tokens"],
+                "answer_tokens": delta["completion_tokens"]}
 
     @contextlib.contextmanager
     def chunk(self, pairs: int) -> Iterator[Callable[..., None]]:
@@ -55,8 +68,11 @@ class UsageLog:
                         prompt_chars=sum(len(p) for p in prompts),
                         answer_chars=sum(len(a) for a in answers))
 
+        before = self.counts() if self.counts is not None else None
         started = time.perf_counter()
         yield record
+        if before is not None:
+            seen.update(self._reported(before, self.counts()))
         row = {"pairs": pairs, **seen, "seconds": round(time.perf_counter() - started, 4),
                "backend": self.kind, "first": self.first}
         self.first = False

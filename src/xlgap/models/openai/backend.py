@@ -47,6 +47,45 @@ def derive_seed(seed: int, round_index: int) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def reported_usage(payload: Any) -> dict[str, int] | None:
+    """The server's own token counts of one response (``usage``), or None where it sent
+    none (or sent something else)."""
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    counts = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+               for v in counts.values()):
+        return None
+    return counts  # type: ignore[return-value]
+
+
+class TokenCounts:
+    """The tokens the server reported for this backend's generation responses, summed
+    over responses (stored ones included: a rerun from the store costs nothing, but a
+    plan made from it must price what the run asked for); ``unreported`` counts the
+    responses without counts (a server that sends none, or a response stored by an older
+    xlgap). Thread-safe: requests run in parallel."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = {"responses": 0, "unreported": 0, "prompt_tokens": 0,
+                        "completion_tokens": 0}
+
+    def add(self, usage: Mapping[str, int] | None) -> None:
+        with self._lock:
+            self._totals["responses"] += 1
+            if usage is None:
+                self._totals["unreported"] += 1
+            else:
+                self._totals["prompt_tokens"] += usage["prompt_tokens"]
+                self._totals["completion_tokens"] += usage["completion_tokens"]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._totals)
+
+
 def parse_choices(payload: Any, chat: bool) -> list[str]:
     """Texts of a (chat) completion response, in choice-index order.
 
@@ -157,6 +196,7 @@ class OpenAIBackend(Backend):
         # server echoes prompt log-probabilities.
         self._scoring: bool | None = None
         self._probe_lock = threading.Lock()
+        self._tokens = TokenCounts()
 
     # -- identity ----------------------------------------------------------------------
     @property
@@ -237,14 +277,31 @@ class OpenAIBackend(Backend):
             body = self._generation_body(prompt, n - len(collected), temperature,
                                          max_new_tokens, derive_seed(seed, round_index), stop)
             key = request_key(op, body)
-            texts = self._cache.get(self.fingerprint, key)
-            if texts is None:
-                texts = self.http.request(path, body, label, abort,
-                                      parse=lambda payload: parse_choices(payload, self.chat))
-                self._cache.put(self.fingerprint, key, op, texts)
+            stored = self._cache.get(self.fingerprint, key)
+            if stored is None:
+                seen: dict[str, Any] = {}
+
+                def parse(payload: Any, seen: dict[str, Any] = seen) -> list[str]:
+                    seen["usage"] = reported_usage(payload)
+                    return parse_choices(payload, self.chat)
+
+                texts = self.http.request(path, body, label, abort, parse=parse)
+                usage = seen.get("usage")
+                self._cache.put(self.fingerprint, key, op, {"texts": texts, "usage": usage})
+            elif isinstance(stored, dict):
+                texts, usage = stored["texts"], stored.get("usage")
+            else:  # stored by an xlgap that kept the choices only
+                texts, usage = stored, None
+            self._tokens.add(usage)
             collected.extend(texts[: n - len(collected)])
             round_index += 1
         return collected
+
+    def token_counts(self) -> dict[str, int]:
+        """The server-reported tokens of the generation responses so far
+        (:class:`TokenCounts`): what ``usage.jsonl`` records for a backend without a
+        tokenizer of its own, so that ``xlgap plan`` can price an API pilot."""
+        return self._tokens.snapshot()
 
     # -- scoring -----------------------------------------------------------------------
     @property
