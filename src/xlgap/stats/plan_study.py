@@ -150,8 +150,9 @@ def plan_cost(run_dir: str | os.PathLike[str], *, items: int, languages: int,
             "prompt_chars": scaled("prompt_chars"),
             "answer_chars": scaled("answer_chars", scale)}
         if entry["prompt_tokens"] is None:
-            entry["tokens_note"] = ("this backend has no tokenizer here: tokens were not "
-                                    "counted, characters were")
+            entry["tokens_note"] = ("tokens were not counted for every chunk (no tokenizer "
+                                    "here, and no counts reported by the server, or a "
+                                    "pilot from an older xlgap): characters were")
         if price_in is not None and price_out is not None:
             entry["cost"] = (None if entry["prompt_tokens"] is None else
                              entry["prompt_tokens"] * price_in / 1e6
