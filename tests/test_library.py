@@ -356,59 +356,52 @@ def test_load_backend_takes_your_own_model_and_caches_its_calls(tmp_path):
         xlgap.load_backend(object())
 
 
-def test_python_run_steering_gives_the_file_of_xlgap_steer(capsys, tmp_path):
-    """``xlgap steer`` and ``xlgap.run_steering`` on the same model, data and options write
-    the same ``steering.json`` (all but the provenance and the recorded command)."""
+def _same_file_from_cli_and_python(tmp_path, capsys, command: list[str], run_python,
+                                   name: str) -> None:
+    """``xlgap COMMAND`` on the tiny random Gemma, then ``run_python(backend, out)`` on a
+    fresh copy of it: the same ``name`` file, all but the provenance, the recorded command,
+    the time taken and the output paths."""
+    from test_report import make_tiny_hf
     from xlgap.models import BACKENDS, register_backend
 
     if "tinysteer" not in BACKENDS:
         register_backend("tinysteer", "test_report:make_tiny_hf")
-    options = {"layers": [1, 2], "alphas": [1.0], "n_boot": 30, "control_draws": 3}
-    args = ["steer", "--model", "tinysteer:x", "--limit", "30", "--targets", "fr,de",
-            "--layers", "1,2", "--alphas", "1", "--n-boot", "30", "--control-draws", "3",
-            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "cli"),
-            "--no-progress"]
+    args = [*command, "--model", "tinysteer:x", "--targets", "fr,de", "--no-progress",
+            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "cli")]
     assert xlgap.cli.run(args) == 0
     capsys.readouterr()
-    from test_report import make_tiny_hf
-
-    data = xlgap.load_dataset("builtin").subset(30)
-    xlgap.run_steering(make_tiny_hf(), data, source="en", targets=["fr", "de"],
-                       out=tmp_path / "py", **options)
+    run_python(make_tiny_hf(), tmp_path / "py")
 
     def numbers(path):
-        raw = json.loads((path / "steering.json").read_text(encoding="utf-8"))
-        return {k: v for k, v in raw.items()
-                if k not in ("provenance", "config", "model", "seconds")}
-    assert numbers(tmp_path / "py") == numbers(tmp_path / "cli")
-
-
-def test_python_run_finetune_gives_the_file_of_xlgap_finetune(capsys, tmp_path):
-    """``xlgap finetune`` and ``xlgap.run_finetune``: the same ``finetune.json`` (all but
-    the provenance, the recorded command, the time taken and the working paths)."""
-    from xlgap.models import BACKENDS, register_backend
-
-    if "tinysteer" not in BACKENDS:
-        register_backend("tinysteer", "test_report:make_tiny_hf")
-    args = ["finetune", "--model", "tinysteer:x", "--limit", "24", "--targets", "fr,de",
-            "--freeze-first", "0,2", "--steps", "4", "--seeds", "2", "--n-boot", "30",
-            "--store", str(tmp_path / "store"), "--out", str(tmp_path / "cli"),
-            "--no-progress"]
-    assert xlgap.cli.run(args) == 0
-    capsys.readouterr()
-    from test_report import make_tiny_hf
-
-    data = xlgap.load_dataset("builtin").subset(24)
-    xlgap.run_finetune(make_tiny_hf(), data, source="en", targets=["fr", "de"],
-                       out=tmp_path / "py", freeze_first=[0, 2], steps=4, seeds=2, n_boot=30)
-
-    def numbers(path):
-        raw = json.loads((path / "finetune.json").read_text(encoding="utf-8"))
-
         def strip(node):
             if isinstance(node, dict):
                 return {k: strip(v) for k, v in node.items()
                         if k not in ("provenance", "config", "model", "seconds")}
             return [strip(v) for v in node] if isinstance(node, list) else node
+        raw = json.loads((path / name).read_text(encoding="utf-8"))
         return json.loads(json.dumps(strip(raw)).replace(str(path), "OUT"))
     assert numbers(tmp_path / "py") == numbers(tmp_path / "cli")
+
+
+def test_python_run_steering_gives_the_file_of_xlgap_steer(capsys, tmp_path):
+    data = xlgap.load_dataset("builtin").subset(30)
+    _same_file_from_cli_and_python(
+        tmp_path, capsys,
+        ["steer", "--limit", "30", "--layers", "1,2", "--alphas", "1", "--n-boot", "30",
+         "--control-draws", "3"],
+        lambda backend, out: xlgap.run_steering(
+            backend, data, source="en", targets=["fr", "de"], out=out, layers=[1, 2],
+            alphas=[1.0], n_boot=30, control_draws=3),
+        "steering.json")
+
+
+def test_python_run_finetune_gives_the_file_of_xlgap_finetune(capsys, tmp_path):
+    data = xlgap.load_dataset("builtin").subset(24)
+    _same_file_from_cli_and_python(
+        tmp_path, capsys,
+        ["finetune", "--limit", "24", "--freeze-first", "0,2", "--steps", "4", "--seeds",
+         "2", "--n-boot", "30"],
+        lambda backend, out: xlgap.run_finetune(
+            backend, data, source="en", targets=["fr", "de"], out=out, freeze_first=[0, 2],
+            steps=4, seeds=2, n_boot=30),
+        "finetune.json")
